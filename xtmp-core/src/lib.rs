@@ -1,0 +1,52 @@
+//! # xtmp-core
+//!
+//! The sans-IO core of XTMP, the eXtended Transport Messaging Protocol that
+//! carries requests, responses and live streams between BPI Core (client) and
+//! BPCI (server).
+//!
+//! Everything in this crate is a pure state machine: bytes and time go in;
+//! bytes to send, the next timeout and application events come out. There are
+//! no sockets, no clocks, no OS randomness and no threads here. The crate is
+//! `#![no_std]` with `alloc`; the default `std` feature is reserved for
+//! conveniences that need the standard library (errors implement
+//! `core::error::Error` without it).
+//!
+//! Layers, each in its own module (see `GUIDE.md` and `SPEC.md`):
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`wire`] | the 96-byte frame header, message types, flags, CRC32, frame boundaries on byte streams and in datagrams |
+//!
+//! Later layers (crypto, handshake, session, reliability, endpoint) are added
+//! on top of [`wire`] without changing it.
+//!
+//! ## Example: encode a frame and decode it again
+//!
+//! ```
+//! use xtmp_core::wire::{Header, MessageType, Flags, Frame, HEADER_LEN};
+//!
+//! let mut header = Header::new(MessageType::HEARTBEAT, 0x1122_3344_5566_7788, 7);
+//! header.flags = Flags::REQUIRES_ACK;
+//! let payload = b"ping";
+//! let mut buf = [0u8; HEADER_LEN + 4];
+//! let len = Frame::encode(&header, payload, &mut buf).unwrap();
+//!
+//! let (frame, used) = Frame::decode(&buf[..len], 1024).unwrap();
+//! assert_eq!(used, len);
+//! assert_eq!(frame.header().message_type, MessageType::HEARTBEAT);
+//! assert_eq!(frame.header().sequence, 7);
+//! assert_eq!(frame.payload(), b"ping");
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core, clippy::std_instead_of_alloc)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod wire;
+
+#[cfg(any(test, feature = "__fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;

@@ -1,0 +1,27 @@
+//! The wire layer: the 96-byte frame header, message types, flags, CRC32,
+//! and frame boundaries on byte streams and in datagrams (SPEC.md, "Frames").
+//!
+//! Decoding is zero-copy: [`Frame`] borrows its header and payload from the
+//! input and allocates nothing. Encoding writes into the caller's buffer.
+//! The only allocation in this module is the [`Deframer`]'s bounded buffer
+//! for frames split across stream chunks.
+
+mod deframer;
+mod error;
+mod frame;
+mod header;
+mod types;
+
+pub use deframer::Deframer;
+pub use error::WireError;
+pub use frame::{DatagramFrames, Frame, associated_data, frame_crc, write_crc};
+pub use header::{HEADER_LEN, Header, MAGIC, VERSION, check_prefix, offset};
+pub use types::{EncryptionType, FlagRule, Flags, MessageType, Priority, TypeClass};
+
+/// Default maximum payload of one frame accepted by a receiver: 64 KiB.
+///
+/// Messages larger than this are fragmented (SPEC.md, "Reliability").
+pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024;
+
+#[cfg(test)]
+mod tests;
