@@ -32,5 +32,19 @@ fn bench_roundtrip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_roundtrip);
+criterion_group!(benches, bench_roundtrip, bench_parts);
 criterion_main!(benches);
+
+fn bench_parts(c: &mut Criterion) {
+    let payload = vec![0x5Au8; 64];
+    let mut buf = vec![0u8; HEADER_LEN + 64];
+    let n = Frame::encode(&header(), &payload, &mut buf).unwrap();
+    let raw: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap();
+    c.bench_function("wire/parts/crc-160B", |b| {
+        b.iter(|| xtmp_core::wire::frame_crc(black_box(&raw), black_box(&payload)))
+    });
+    c.bench_function("wire/parts/decode-64B", |b| b.iter(|| Frame::decode(black_box(&buf[..n]), 1 << 20).unwrap().1));
+    c.bench_function("wire/parts/encode-64B", |b| {
+        b.iter(|| Frame::encode(black_box(&header()), black_box(&payload), &mut buf).unwrap())
+    });
+}
