@@ -45,6 +45,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod crypto;
+pub mod handshake;
 pub mod wire;
 
 #[cfg(any(test, feature = "__fuzzing"))]

@@ -1,0 +1,264 @@
+//! Handshake message encodings (SPEC.md, "Handshake messages").
+//!
+//! Each message is `type u8 ‖ length u24 ‖ body`. Parsing never panics and
+//! names the message and field of the first thing that is wrong.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use super::error::HandshakeError;
+use crate::crypto::{MLKEM_CT_LEN, MLKEM_EK_LEN, Suite, X25519_LEN};
+
+/// ClientHello (cleartext).
+pub const CLIENT_HELLO: u8 = 0x01;
+/// ServerHello (cleartext).
+pub const SERVER_HELLO: u8 = 0x02;
+/// Retry: the server's stateless cookie (cleartext).
+pub const RETRY: u8 = 0x03;
+/// An AEAD-sealed sequence of the messages below, under a handshake key.
+pub const ENCRYPTED: u8 = 0x10;
+/// The server's identity (inline or key id only) and its requests.
+pub const SERVER_AUTH: u8 = 0x11;
+/// Both signatures over the transcript hash.
+pub const CERTIFICATE_VERIFY: u8 = 0x12;
+/// The Finished MAC.
+pub const FINISHED: u8 = 0x13;
+/// The client's identity, when the server asked for one.
+pub const CLIENT_AUTH: u8 = 0x14;
+
+/// Cap on any one handshake message (SPEC.md): 16 KiB.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
+/// Cap on the ClientHello token.
+pub const MAX_TOKEN_LEN: usize = 256;
+/// Length of the handshake randoms.
+pub const RANDOM_LEN: usize = 32;
+/// Length of mac1.
+pub const MAC1_LEN: usize = 16;
+
+/// A message split off a buffer: `(type, body, bytes used)`.
+pub type SplitMessage<'a> = (u8, &'a [u8], usize);
+
+/// Splits the first complete message off `buf`: `(type, body, bytes used)`,
+/// or `None` if more bytes are needed. Refuses a declared length above
+/// [`MAX_MESSAGE_LEN`] before waiting for it.
+pub fn split_message(buf: &[u8]) -> Result<Option<SplitMessage<'_>>, HandshakeError> {
+    let Some((head, rest)) = buf.split_first_chunk::<4>() else { return Ok(None) };
+    let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+    if len > MAX_MESSAGE_LEN {
+        return Err(HandshakeError::TooLarge { length: len, max: MAX_MESSAGE_LEN });
+    }
+    Ok(rest.get(..len).map(|body| (head[0], body, 4 + len)))
+}
+
+/// Starts a message of type `ty` in `out`; call [`end_message`] with the
+/// returned position when the body is written.
+pub(crate) fn begin_message(out: &mut Vec<u8>, ty: u8) -> usize {
+    out.push(ty);
+    out.extend_from_slice(&[0; 3]);
+    out.len()
+}
+
+/// Fills in the length of the message begun at `start`.
+pub(crate) fn end_message(out: &mut [u8], start: usize) {
+    let len = (out.len() - start) as u32;
+    out[start - 3..start].copy_from_slice(&len.to_be_bytes()[1..]);
+}
+
+/// A cursor over a message body whose errors name the message and field.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    message: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(message: &'static str, buf: &'a [u8]) -> Self {
+        Reader { buf, message }
+    }
+
+    fn err(&self, field: &'static str) -> HandshakeError {
+        HandshakeError::Malformed { message: self.message, field }
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], HandshakeError> {
+        if self.buf.len() < n {
+            return Err(self.err(field));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<&'a [u8; N], HandshakeError> {
+        let b = self.bytes(N, field)?;
+        b.try_into().map_err(|_| self.err(field))
+    }
+
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, HandshakeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, HandshakeError> {
+        Ok(u16::from_be_bytes(*self.array(field)?))
+    }
+
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, HandshakeError> {
+        Ok(u64::from_be_bytes(*self.array(field)?))
+    }
+
+    pub(crate) fn finish(self) -> Result<(), HandshakeError> {
+        if self.buf.is_empty() { Ok(()) } else { Err(self.err("trailing bytes")) }
+    }
+}
+
+/// The fields of a ClientHello other than mac1.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientHello {
+    pub(crate) version: u8,
+    pub(crate) suites: Vec<Suite>,
+    pub(crate) ciphers: Vec<u8>,
+    pub(crate) random: [u8; RANDOM_LEN],
+    pub(crate) session_id: u64,
+    pub(crate) x25519: [u8; X25519_LEN],
+    pub(crate) mlkem_ek: Box<[u8; MLKEM_EK_LEN]>,
+    /// Bit 0: pinned (the client holds the identity that keyed mac1).
+    pub(crate) flags: u8,
+    pub(crate) token: Vec<u8>,
+    pub(crate) padding: usize,
+}
+
+/// ClientHello flag: the client holds the full identity that keyed mac1 and
+/// asks for the key-id-only reply.
+pub(crate) const HELLO_PINNED: u8 = 0x01;
+
+impl ClientHello {
+    /// Encodes the whole message except mac1; returns the bytes with room
+    /// for mac1 at the end (the caller computes and fills it).
+    pub(crate) fn encode_without_mac(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1700 + self.token.len() + self.padding);
+        let start = begin_message(&mut out, CLIENT_HELLO);
+        out.push(self.version);
+        out.push(self.suites.len() as u8);
+        for s in &self.suites {
+            out.extend_from_slice(&s.0.to_be_bytes());
+        }
+        out.push(self.ciphers.len() as u8);
+        out.extend_from_slice(&self.ciphers);
+        out.extend_from_slice(&self.random);
+        out.extend_from_slice(&self.session_id.to_be_bytes());
+        out.extend_from_slice(&self.x25519);
+        out.extend_from_slice(&self.mlkem_ek[..]);
+        out.push(self.flags);
+        out.extend_from_slice(&(self.token.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.token);
+        out.extend_from_slice(&(self.padding as u16).to_be_bytes());
+        out.resize(out.len() + self.padding + MAC1_LEN, 0);
+        end_message(&mut out, start);
+        out
+    }
+
+    /// Parses a ClientHello body; returns it and its mac1.
+    pub(crate) fn parse(body: &[u8]) -> Result<(ClientHello, [u8; MAC1_LEN]), HandshakeError> {
+        let mut r = Reader::new("ClientHello", body);
+        let version = r.u8("version")?;
+        let n = r.u8("suite count")? as usize;
+        if n == 0 {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "suite count" });
+        }
+        let suites =
+            r.bytes(2 * n, "suites")?.chunks_exact(2).map(|c| Suite(u16::from_be_bytes([c[0], c[1]]))).collect();
+        let n = r.u8("cipher count")? as usize;
+        if n == 0 {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "cipher count" });
+        }
+        let ciphers = r.bytes(n, "ciphers")?.to_vec();
+        let random = *r.array("client random")?;
+        let session_id = r.u64("client session id")?;
+        if session_id == 0 {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "client session id" });
+        }
+        let x25519 = *r.array("x25519 share")?;
+        let mlkem_ek = Box::new(*r.array::<MLKEM_EK_LEN>("ML-KEM encapsulation key")?);
+        let flags = r.u8("flags")?;
+        if flags & !HELLO_PINNED != 0 {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "flags" });
+        }
+        let token_len = r.u16("token length")? as usize;
+        if token_len > MAX_TOKEN_LEN {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "token length" });
+        }
+        let token = r.bytes(token_len, "token")?.to_vec();
+        let padding = r.u16("padding length")? as usize;
+        if r.bytes(padding, "padding")?.iter().any(|&b| b != 0) {
+            return Err(HandshakeError::Malformed { message: "ClientHello", field: "padding" });
+        }
+        let mac1 = *r.array("mac1")?;
+        r.finish()?;
+        let hello =
+            ClientHello { version, suites, ciphers, random, session_id, x25519, mlkem_ek, flags, token, padding };
+        Ok((hello, mac1))
+    }
+}
+
+/// The ServerHello.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerHello {
+    pub(crate) version: u8,
+    pub(crate) suite: Suite,
+    pub(crate) cipher: u8,
+    pub(crate) random: [u8; RANDOM_LEN],
+    pub(crate) session_id: u64,
+    pub(crate) x25519: [u8; X25519_LEN],
+    pub(crate) mlkem_ct: Box<[u8; MLKEM_CT_LEN]>,
+}
+
+impl ServerHello {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let start = begin_message(out, SERVER_HELLO);
+        out.push(self.version);
+        out.extend_from_slice(&self.suite.0.to_be_bytes());
+        out.push(self.cipher);
+        out.extend_from_slice(&self.random);
+        out.extend_from_slice(&self.session_id.to_be_bytes());
+        out.extend_from_slice(&self.x25519);
+        out.extend_from_slice(&self.mlkem_ct[..]);
+        end_message(out, start);
+    }
+
+    pub(crate) fn parse(body: &[u8]) -> Result<ServerHello, HandshakeError> {
+        let mut r = Reader::new("ServerHello", body);
+        let hello = ServerHello {
+            version: r.u8("version")?,
+            suite: Suite(r.u16("suite")?),
+            cipher: r.u8("cipher")?,
+            random: *r.array("server random")?,
+            session_id: r.u64("server session id")?,
+            x25519: *r.array("x25519 share")?,
+            mlkem_ct: Box::new(*r.array::<MLKEM_CT_LEN>("ML-KEM ciphertext")?),
+        };
+        r.finish()?;
+        if hello.session_id == 0 {
+            return Err(HandshakeError::Malformed { message: "ServerHello", field: "server session id" });
+        }
+        Ok(hello)
+    }
+}
+
+/// Encodes a Retry carrying `token`.
+pub(crate) fn encode_retry(token: &[u8], out: &mut Vec<u8>) {
+    let start = begin_message(out, RETRY);
+    out.extend_from_slice(&(token.len() as u16).to_be_bytes());
+    out.extend_from_slice(token);
+    end_message(out, start);
+}
+
+/// Parses a Retry body into its token.
+pub fn parse_retry(body: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    let mut r = Reader::new("Retry", body);
+    let len = r.u16("token length")? as usize;
+    if len == 0 || len > MAX_TOKEN_LEN {
+        return Err(HandshakeError::Malformed { message: "Retry", field: "token length" });
+    }
+    let token = r.bytes(len, "token")?.to_vec();
+    r.finish()?;
+    Ok(token)
+}
