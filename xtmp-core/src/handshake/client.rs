@@ -131,10 +131,10 @@ impl ExpectServerHello {
         self.hello.session_id
     }
 
-    /// Answers a Retry: the same ClientHello (same keys and random) with the
-    /// server's token. Returns the new ClientHello message.
-    pub fn retry(mut self, retry_body: &[u8]) -> Result<(ExpectServerHello, Vec<u8>), HandshakeError> {
-        let token = messages::parse_retry(retry_body)?;
+    /// Answers a Retry message: the same ClientHello (same keys and random)
+    /// with the server's token. Returns the new ClientHello message.
+    pub fn retry(mut self, retry: &[u8]) -> Result<(ExpectServerHello, Vec<u8>), HandshakeError> {
+        let token = messages::parse_retry(single_message(retry, messages::RETRY, "Retry")?)?;
         let before = self.hello.token.len() + self.hello.padding;
         self.hello.padding = before.saturating_sub(token.len());
         self.hello.token = token;
@@ -142,9 +142,10 @@ impl ExpectServerHello {
         Ok((self, bytes))
     }
 
-    /// Processes the ServerHello body: checks the server's choices against
-    /// the offer, completes both key exchanges, derives handshake keys.
-    pub fn handle_server_hello(self, body: &[u8]) -> Result<ExpectServerFlight, HandshakeError> {
+    /// Processes the ServerHello message: checks the server's choices
+    /// against the offer, completes both key exchanges, derives handshake keys.
+    pub fn handle_server_hello(self, message: &[u8]) -> Result<ExpectServerFlight, HandshakeError> {
+        let body = single_message(message, messages::SERVER_HELLO, "ServerHello")?;
         let sh = ServerHello::parse(body)?;
         if sh.version != crate::wire::VERSION {
             return Err(HandshakeError::UnsupportedVersion(sh.version));
@@ -158,7 +159,7 @@ impl ExpectServerHello {
         let ss_x25519 = self.dh.agree(&sh.x25519).map_err(|_| HandshakeError::InvalidKeyShare("X25519"))?;
         let mut transcript = Transcript::new(p);
         transcript.add(&self.hello_bytes);
-        transcript.add_parts(messages::SERVER_HELLO, body);
+        transcript.add(message);
         let th = transcript.hash();
         let log = self.config.key_log.as_deref().map(|l| (l, &self.hello.random));
         let keys = HandshakeKeys::derive(p, &ss_mlkem, &ss_x25519, &th, log)?;
@@ -237,15 +238,17 @@ pub(crate) fn write_finished(mac: &Secret<HASH_LEN>, out: &mut Vec<u8>) {
 }
 
 impl ExpectServerFlight {
-    /// Processes the server's Encrypted flight: identity, signatures, trust,
-    /// Finished. Returns the client's final flight (to send) and the
-    /// outcome. `unix_time` is needed only for credential checks.
+    /// Processes the server's Encrypted message: identity, signatures,
+    /// trust, Finished. Returns the client's final flight (one Encrypted
+    /// message, to send) and the outcome. `unix_time` is needed only for
+    /// credential checks.
     pub fn handle_flight(
         mut self,
-        body: &[u8],
+        message: &[u8],
         rng: Rng<'_>,
         unix_time: Option<u64>,
     ) -> Result<(Vec<u8>, HandshakeOutcome), HandshakeError> {
+        let body = single_message(message, messages::ENCRYPTED, "Encrypted")?;
         let p = &*self.config.provider;
         let plain = open_flight(p, self.cipher, &self.keys.server_hs, body, Role::Server)?;
         let [auth, cv, fin] = expect_messages(

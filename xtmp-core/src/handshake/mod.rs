@@ -23,12 +23,11 @@
 //!
 //! let (expect_sh, hello) = ClientHandshake::start(client, &mut rng, 0).unwrap();
 //! let (flight, expect_cf) = ServerHandshake::accept(server, &hello, &mut rng).unwrap();
-//! let (_, sh, n) = split_message(&flight).unwrap().unwrap();
-//! let expect_flight = expect_sh.handle_server_hello(sh).unwrap();
-//! let (_, enc, _) = split_message(&flight[n..]).unwrap().unwrap();
-//! let (client_flight, client_keys) = expect_flight.handle_flight(enc, &mut rng, None).unwrap();
-//! let (_, fin, _) = split_message(&client_flight).unwrap().unwrap();
-//! let server_keys = expect_cf.handle(fin, None).unwrap();
+//! // The server's flight is two messages: ServerHello, then Encrypted.
+//! let (_, _, n) = split_message(&flight).unwrap().unwrap();
+//! let expect_flight = expect_sh.handle_server_hello(&flight[..n]).unwrap();
+//! let (client_flight, client_keys) = expect_flight.handle_flight(&flight[n..], &mut rng, None).unwrap();
+//! let server_keys = expect_cf.handle(&client_flight, None).unwrap();
 //! assert_eq!(client_keys.transcript_hash, server_keys.transcript_hash);
 //! ```
 
@@ -247,6 +246,19 @@ pub(crate) fn expect_messages<'a, const N: usize>(
         return Err(HandshakeError::Malformed { message: "Encrypted", field: "trailing bytes" });
     }
     Ok(out)
+}
+
+/// The body of `message`, which must be exactly one message of type `ty`.
+pub(crate) fn single_message<'a>(message: &'a [u8], ty: u8, name: &'static str) -> Result<&'a [u8], HandshakeError> {
+    let (got, body, used) = split_message(message)?
+        .ok_or(HandshakeError::Malformed { message: name, field: "message header or length" })?;
+    if got != ty {
+        return Err(HandshakeError::UnexpectedMessage { expected: name, got });
+    }
+    if used != message.len() {
+        return Err(HandshakeError::Malformed { message: name, field: "trailing bytes" });
+    }
+    Ok(body)
 }
 
 /// Peeks the type of the first inner message (for optional ClientAuth).

@@ -228,9 +228,10 @@ impl ExpectClientFlight {
         self.client_session_id
     }
 
-    /// Processes the client's Encrypted flight: its identity and signatures
-    /// if asked for, then its Finished.
-    pub fn handle(mut self, body: &[u8], unix_time: Option<u64>) -> Result<HandshakeOutcome, HandshakeError> {
+    /// Processes the client's Encrypted message: its identity and
+    /// signatures if asked for, then its Finished.
+    pub fn handle(mut self, message: &[u8], unix_time: Option<u64>) -> Result<HandshakeOutcome, HandshakeError> {
+        let body = single_message(message, messages::ENCRYPTED, "Encrypted")?;
         let p = &*self.config.provider;
         let plain = open_flight(p, self.cipher, &self.keys.client_hs, body, Role::Client)?;
         let sent_auth = first_type(&plain) == Some(messages::CLIENT_AUTH);
