@@ -16,9 +16,10 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`wire`] | the 96-byte frame header, message types, flags, CRC32, frame boundaries on byte streams and in datagrams |
+//! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider, suites, secrets, the key schedule |
+//! | [`handshake`] | identities, trust, the hybrid post-quantum handshake state machines |
 //!
-//! Later layers (crypto, handshake, session, reliability, endpoint) are added
-//! on top of [`wire`] without changing it.
+//! Later layers (session, reliability, endpoint) are added on top.
 //!
 //! ## Example: encode a frame and decode it again
 //!
