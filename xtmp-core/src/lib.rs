@@ -18,8 +18,11 @@
 //! | [`wire`] | the 96-byte frame header, message types, flags, CRC32, frame boundaries on byte streams and in datagrams |
 //! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider, suites, secrets, the key schedule |
 //! | [`handshake`] | identities, trust, the hybrid post-quantum handshake state machines |
+//! | [`session`] | one session: handshake carriage, record protection, replay window, key updates, heartbeats, close |
+//! | [`endpoint`] | the server side: demultiplexing, ClientHello reassembly, admission, stateless cookies |
+//! | [`time`] | the caller-supplied monotonic [`time::Instant`] |
 //!
-//! Later layers (session, reliability, endpoint) are added on top.
+//! Reliability (acknowledgements, retransmission, fragmentation) is added on top.
 //!
 //! ## Example: encode a frame and decode it again
 //!
@@ -47,7 +50,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod crypto;
+pub mod endpoint;
 pub mod handshake;
+pub mod session;
+pub mod time;
 pub mod wire;
 
 #[cfg(any(test, feature = "__fuzzing"))]

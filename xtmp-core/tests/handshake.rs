@@ -280,8 +280,8 @@ fn stripped_signature_halves_are_detected() {
         let mut pt = ct.to_vec();
         aead.open(&keys.nonce(0), &m[1].1[..4], &mut pt, tag.try_into().unwrap()).unwrap();
         let inner = messages(&pt);
-        assert_eq!(inner[1].0, CERTIFICATE_VERIFY);
-        let cv_start = inner[0].1.len() + 4;
+        assert_eq!(inner[2].0, CERTIFICATE_VERIFY);
+        let cv_start = inner[0].1.len() + inner[1].1.len() + 4;
         pt[cv_start + offset_in_cv..cv_start + offset_in_cv + 16].fill(0);
         let tag = aead.seal(&keys.nonce(0), &m[1].1[..4], &mut pt).unwrap();
         let mut resealed = m[1].1[..4].to_vec();

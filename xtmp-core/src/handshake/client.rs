@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use super::error::{HandshakeError, Role};
 use super::identity::{Credential, IdentityKeypair, PUBLIC_IDENTITY_LEN, PublicIdentity};
-use super::messages::{self, ClientHello, HELLO_PINNED, MAC1_LEN, Reader, ServerHello};
+use super::messages::{self, ClientHello, HELLO_PINNED, MAC1_LEN, Reader, ServerHello, SessionParams};
 use super::trust::ServerVerifier;
 use super::*;
 use crate::crypto::{
@@ -27,6 +27,8 @@ pub struct ClientConfig {
     /// Record ciphers offered, in preference order (default: AES-256-GCM,
     /// then ChaCha20-Poly1305).
     pub ciphers: Vec<AeadAlgorithm>,
+    /// The session parameters this client announces.
+    pub params: SessionParams,
     /// Debug-only secret logging; see [`KeyLog`].
     pub key_log: Option<Arc<dyn KeyLog>>,
 }
@@ -40,6 +42,7 @@ impl ClientConfig {
             verifier,
             identity: None,
             ciphers: vec![AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305],
+            params: SessionParams::default(),
             key_log: None,
         }
     }
@@ -238,6 +241,11 @@ pub(crate) fn write_finished(mac: &Secret<HASH_LEN>, out: &mut Vec<u8>) {
 }
 
 impl ExpectServerFlight {
+    /// The session id the server chose (frames to the server carry it).
+    pub fn server_session_id(&self) -> u64 {
+        self.server_session_id
+    }
+
     /// Processes the server's Encrypted message: identity, signatures,
     /// trust, Finished. Returns the client's final flight (one Encrypted
     /// message, to send) and the outcome. `unix_time` is needed only for
@@ -251,10 +259,11 @@ impl ExpectServerFlight {
         let body = single_message(message, messages::ENCRYPTED, "Encrypted")?;
         let p = &*self.config.provider;
         let plain = open_flight(p, self.cipher, &self.keys.server_hs, body, Role::Server)?;
-        let [auth, cv, fin] = expect_messages(
+        let [auth, params, cv, fin] = expect_messages(
             &plain,
             [
                 (messages::SERVER_AUTH, "ServerAuth"),
+                (messages::PARAMETERS, "Parameters"),
                 (messages::CERTIFICATE_VERIFY, "CertificateVerify"),
                 (messages::FINISHED, "Finished"),
             ],
@@ -292,6 +301,8 @@ impl ExpectServerFlight {
         };
         r.finish()?;
         self.transcript.add_parts(messages::SERVER_AUTH, auth);
+        let peer_params = SessionParams::parse(params)?;
+        self.transcript.add_parts(messages::PARAMETERS, params);
         // CertificateVerify: both halves must verify.
         let (ml, ed) = parse_certificate_verify(cv)?;
         let input = certificate_verify_input(Role::Server, &self.transcript.hash());
@@ -309,12 +320,14 @@ impl ExpectServerFlight {
         let th_server_finished = self.transcript.hash();
         // The client's flight.
         let mut inner = Vec::new();
+        self.config.params.encode(&mut inner);
+        self.transcript.add(&inner);
         if flags & AUTH_REQUEST_CLIENT != 0 {
             let identity = self.config.identity.clone().ok_or(HandshakeError::ClientAuthRequired)?;
             let start = messages::begin_message(&mut inner, messages::CLIENT_AUTH);
             inner.extend_from_slice(&identity.public().to_bytes());
             messages::end_message(&mut inner, start);
-            self.transcript.add(&inner);
+            self.transcript.add(&inner[start - 4..]);
             let from = inner.len();
             write_certificate_verify(&identity, Role::Client, &self.transcript.hash(), rng, &mut inner)?;
             self.transcript.add(&inner[from..]);
@@ -325,7 +338,7 @@ impl ExpectServerFlight {
         self.transcript.add(&inner[from..]);
         let mut flight = Vec::new();
         seal_flight(p, self.cipher, &self.keys.client_hs, inner, &mut flight)?;
-        let outcome = finish(p, Role::Client, &self, &th_server_finished, &self.transcript.hash(), Some(server))?;
+        let outcome = finish(p, &self, &th_server_finished, &self.transcript.hash(), Some(server), peer_params)?;
         Ok((flight, outcome))
     }
 }
@@ -333,16 +346,16 @@ impl ExpectServerFlight {
 /// Derives the outcome from the master secret (shared by both sides).
 fn finish(
     p: &dyn CryptoProvider,
-    role: Role,
     s: &ExpectServerFlight,
     th_server_finished: &[u8; HASH_LEN],
     th_client_finished: &[u8; HASH_LEN],
     peer_identity: Option<PublicIdentity>,
+    peer_params: SessionParams,
 ) -> Result<HandshakeOutcome, HandshakeError> {
     outcome(
         p,
         OutcomeParams {
-            role,
+            role: Role::Client,
             suite: s.suite,
             cipher: s.cipher,
             client_session_id: s.client_session_id,
@@ -354,6 +367,7 @@ fn finish(
         th_server_finished,
         th_client_finished,
         peer_identity,
+        peer_params,
     )
 }
 
@@ -376,6 +390,7 @@ pub(crate) fn outcome(
     th_sf: &[u8; HASH_LEN],
     th_cf: &[u8; HASH_LEN],
     peer_identity: Option<PublicIdentity>,
+    peer_params: SessionParams,
 ) -> Result<HandshakeOutcome, HandshakeError> {
     let out = HandshakeOutcome {
         role: o.role,
@@ -384,6 +399,7 @@ pub(crate) fn outcome(
         client_session_id: o.client_session_id,
         server_session_id: o.server_session_id,
         peer_identity,
+        peer_params,
         client_secret: schedule::derive(p, o.master, b"c ap traffic", th_sf)?,
         server_secret: schedule::derive(p, o.master, b"s ap traffic", th_sf)?,
         exporter: schedule::derive(p, o.master, b"exp master", th_sf)?,

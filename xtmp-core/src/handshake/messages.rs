@@ -25,6 +25,8 @@ pub const CERTIFICATE_VERIFY: u8 = 0x12;
 pub const FINISHED: u8 = 0x13;
 /// The client's identity, when the server asked for one.
 pub const CLIENT_AUTH: u8 = 0x14;
+/// The sender's session parameters (both flights, encrypted).
+pub const PARAMETERS: u8 = 0x15;
 
 /// Cap on any one handshake message (SPEC.md): 16 KiB.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
@@ -107,6 +109,73 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn finish(self) -> Result<(), HandshakeError> {
         if self.buf.is_empty() { Ok(()) } else { Err(self.err("trailing bytes")) }
+    }
+}
+
+/// Session parameters each side announces in its encrypted flight
+/// (SPEC.md, "Parameters"). Unknown parameter ids are ignored, so later
+/// versions can add parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionParams {
+    /// Parameter 1: the idle timeout this side wants, in milliseconds. The
+    /// session uses the minimum of both sides' values; 0 means "none from me".
+    pub idle_timeout_ms: u32,
+    /// Parameter 2: the largest frame payload this side accepts.
+    pub max_frame_payload: u32,
+    /// Parameter 3: the largest message (after reassembly) this side accepts.
+    pub max_message_len: u32,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            idle_timeout_ms: 30_000,
+            max_frame_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
+            max_message_len: 16 * 1024 * 1024,
+        }
+    }
+}
+
+const PARAM_IDLE: u16 = 1;
+const PARAM_MAX_FRAME: u16 = 2;
+const PARAM_MAX_MESSAGE: u16 = 3;
+
+impl SessionParams {
+    /// Writes a Parameters message: a list of `id u16 ‖ length u16 ‖ value`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let start = begin_message(out, PARAMETERS);
+        for (id, v) in [
+            (PARAM_IDLE, self.idle_timeout_ms),
+            (PARAM_MAX_FRAME, self.max_frame_payload),
+            (PARAM_MAX_MESSAGE, self.max_message_len),
+        ] {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&4u16.to_be_bytes());
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        end_message(out, start);
+    }
+
+    /// Parses a Parameters body. Every known parameter must appear exactly
+    /// once with a 4-byte value; unknown ids are skipped.
+    pub(crate) fn parse(body: &[u8]) -> Result<SessionParams, HandshakeError> {
+        let mut r = Reader::new("Parameters", body);
+        let mut seen = [None::<u32>; 3];
+        while !r.buf.is_empty() {
+            let id = r.u16("parameter id")?;
+            let len = r.u16("parameter length")? as usize;
+            let value = r.bytes(len, "parameter value")?;
+            let Some(slot) = seen.get_mut(usize::from(id).wrapping_sub(1)) else { continue };
+            let v: [u8; 4] = value.try_into().map_err(|_| r.err("parameter length"))?;
+            if slot.replace(u32::from_be_bytes(v)).is_some() {
+                return Err(r.err("duplicate parameter"));
+            }
+        }
+        let [Some(idle), Some(frame), Some(message)] = seen else { return Err(r.err("missing parameter")) };
+        if frame < 1024 || message < frame.min(64 * 1024) {
+            return Err(r.err("parameter value"));
+        }
+        Ok(SessionParams { idle_timeout_ms: idle, max_frame_payload: frame, max_message_len: message })
     }
 }
 

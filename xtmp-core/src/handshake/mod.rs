@@ -47,7 +47,7 @@ pub use error::{HandshakeError, Role, SignatureAlgorithm, TrustError};
 pub use identity::{
     CREDENTIAL_LEN, Credential, IdentityFileError, IdentityKeypair, KeyId, PUBLIC_IDENTITY_LEN, PublicIdentity,
 };
-pub use messages::split_message;
+pub use messages::{SessionParams, split_message};
 pub use server::{ExpectClientFlight, HelloSummary, ServerConfig, ServerHandshake, retry_message};
 pub use trust::{ClientVerifier, Fingerprints, Pinned, RootOfTrust, ServerVerifier, danger};
 
@@ -84,6 +84,8 @@ pub struct HandshakeOutcome {
     /// The peer's identity: always the server's on the client; the client's
     /// on the server when it authenticated.
     pub peer_identity: Option<PublicIdentity>,
+    /// The parameters the peer announced.
+    pub peer_params: SessionParams,
     /// `c ap traffic`: the client-to-server application traffic secret.
     pub client_secret: Secret<HASH_LEN>,
     /// `s ap traffic`: the server-to-client application traffic secret.

@@ -10,7 +10,7 @@ use super::client::{
 };
 use super::error::{HandshakeError, Role};
 use super::identity::{Credential, IdentityKeypair, PUBLIC_IDENTITY_LEN, PublicIdentity};
-use super::messages::{self, ClientHello, HELLO_PINNED, MAC1_LEN, ServerHello};
+use super::messages::{self, ClientHello, HELLO_PINNED, MAC1_LEN, ServerHello, SessionParams};
 use super::trust::ClientVerifier;
 use super::*;
 use crate::crypto::{AeadAlgorithm, CryptoProvider, HASH_LEN, Rng, Secret, Suite, ct_eq};
@@ -32,6 +32,8 @@ pub struct ServerConfig {
     /// (clients that do not know this server's key id in advance: trust by
     /// fingerprint set or root). Default `true`.
     pub accept_unkeyed_mac1: bool,
+    /// The session parameters this server announces.
+    pub params: SessionParams,
     /// Debug-only secret logging; see [`KeyLog`].
     pub key_log: Option<Arc<dyn KeyLog>>,
 }
@@ -46,6 +48,7 @@ impl ServerConfig {
             ciphers: vec![AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305],
             client_auth: None,
             accept_unkeyed_mac1: true,
+            params: SessionParams::default(),
             key_log: None,
         }
     }
@@ -175,6 +178,7 @@ impl ServerHandshake {
             inner.extend_from_slice(&config.identity.public().to_bytes());
         }
         messages::end_message(&mut inner, start);
+        config.params.encode(&mut inner);
         transcript.add(&inner);
         let from = inner.len();
         write_certificate_verify(&config.identity, Role::Server, &transcript.hash(), rng, &mut inner)?;
@@ -234,17 +238,25 @@ impl ExpectClientFlight {
         let body = single_message(message, messages::ENCRYPTED, "Encrypted")?;
         let p = &*self.config.provider;
         let plain = open_flight(p, self.cipher, &self.keys.client_hs, body, Role::Client)?;
-        let sent_auth = first_type(&plain) == Some(messages::CLIENT_AUTH);
+        let (ty, params, used) = split_message(&plain)?
+            .ok_or(HandshakeError::Malformed { message: "Parameters", field: "message header or length" })?;
+        if ty != messages::PARAMETERS {
+            return Err(HandshakeError::UnexpectedMessage { expected: "Parameters", got: ty });
+        }
+        let peer_params = SessionParams::parse(params)?;
+        self.transcript.add_parts(messages::PARAMETERS, params);
+        let plain = &plain[used..];
+        let sent_auth = first_type(plain) == Some(messages::CLIENT_AUTH);
         let (peer, fin) = match (&self.config.client_auth, sent_auth) {
             (None, true) => return Err(HandshakeError::UnrequestedClientAuth),
             (Some(_), false) => return Err(HandshakeError::ClientAuthRequired),
             (None, false) => {
-                let [fin] = expect_messages(&plain, [(messages::FINISHED, "Finished")])?;
+                let [fin] = expect_messages(plain, [(messages::FINISHED, "Finished")])?;
                 (None, fin)
             }
             (Some(verifier), true) => {
                 let [auth, cv, fin] = expect_messages(
-                    &plain,
+                    plain,
                     [
                         (messages::CLIENT_AUTH, "ClientAuth"),
                         (messages::CERTIFICATE_VERIFY, "CertificateVerify"),
@@ -287,6 +299,7 @@ impl ExpectClientFlight {
             &self.th_server_finished,
             &self.transcript.hash(),
             peer,
+            peer_params,
         )
     }
 }

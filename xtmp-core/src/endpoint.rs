@@ -1,0 +1,592 @@
+//! The server side: demultiplexes frames to sessions by session id and
+//! remote address, reassembles ClientHellos, admits new sessions (with
+//! stateless cookies under load), and retires closed ones (SPEC.md
+//! section 3.2).
+//!
+//! Like a [`Session`], an [`Endpoint`] is driven by its caller:
+//! [`Endpoint::handle_input`] for every datagram or stream chunk,
+//! [`Endpoint::poll_transmit`] until `None`, [`Endpoint::poll_event`],
+//! and [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`].
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng};
+
+use crate::crypto::{AeadAlgorithm, AeadKey, NONCE_LEN, Secret, TAG_LEN};
+use crate::handshake::{ServerConfig, ServerHandshake, messages};
+use crate::session::carrier::FlightRecv;
+use crate::session::codec::{self, HandshakeChunk};
+use crate::session::{ConfigError, ConnectError, Event, PathId, PathKind, Session, SessionConfig};
+use crate::time::Instant;
+use crate::wire::{DatagramFrames, Deframer, Flags, Frame, Header, MessageType};
+
+/// Where bytes came from or go to: the peer's address and the kind of
+/// transport. A TCP or WebSocket connection is identified by its peer
+/// address, which is unique while the connection is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Remote {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Stream or datagram.
+    pub kind: RemoteKind,
+}
+
+/// The transport of a [`Remote`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RemoteKind {
+    /// A TCP or WebSocket connection.
+    Stream,
+    /// A UDP flow.
+    Datagram,
+}
+
+impl Remote {
+    fn path_kind(&self) -> PathKind {
+        match self.kind {
+            RemoteKind::Stream => PathKind::Stream,
+            RemoteKind::Datagram => PathKind::Datagram,
+        }
+    }
+
+    /// The bytes a cookie token binds: IPv6 (IPv4 mapped) ‖ port ‖ kind.
+    fn token_bytes(&self) -> [u8; 19] {
+        let mut b = [0u8; 19];
+        let ip = match self.addr {
+            SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+            SocketAddr::V6(a) => *a.ip(),
+        };
+        b[..16].copy_from_slice(&ip.octets());
+        b[16..18].copy_from_slice(&self.addr.port().to_be_bytes());
+        b[18] = self.kind as u8;
+        b
+    }
+}
+
+/// When the endpoint answers a ClientHello with a Retry (a stateless
+/// cookie) instead of doing the handshake's expensive work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Never (stream paths never need one: the transport's handshake
+    /// already proved the address).
+    Never,
+    /// When at least this many handshakes are half open.
+    UnderLoad(usize),
+    /// For every datagram ClientHello without a valid token.
+    Always,
+}
+
+/// How an endpoint admits sessions. Shared through `Arc`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// Configuration of every session.
+    pub session: Arc<SessionConfig>,
+    /// The handshake configuration (identity, ciphers, client auth).
+    pub server: Arc<ServerConfig>,
+    /// Sessions held at once (established or not). Default 10,000.
+    pub max_sessions: usize,
+    /// ClientHellos being reassembled plus handshakes not yet complete.
+    /// Further hellos are dropped. Default 1,024.
+    pub max_half_open: usize,
+    /// Default: Retry once 64 handshakes are half open.
+    pub retry: RetryPolicy,
+    /// How long a Retry token stays valid. Default 10 s.
+    pub token_lifetime: Duration,
+    /// How often the token key is replaced (the previous key is still
+    /// accepted for one more period). Default 120 s.
+    pub token_key_lifetime: Duration,
+    /// A ClientHello not complete after this long is forgotten. Default 5 s.
+    pub hello_timeout: Duration,
+}
+
+impl EndpointConfig {
+    /// Defaults around the given session and server configurations.
+    pub fn new(session: Arc<SessionConfig>, server: Arc<ServerConfig>) -> Self {
+        EndpointConfig {
+            session,
+            server,
+            max_sessions: 10_000,
+            max_half_open: 1024,
+            retry: RetryPolicy::UnderLoad(64),
+            token_lifetime: Duration::from_secs(10),
+            token_key_lifetime: Duration::from_secs(120),
+            hello_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.session.validate()?;
+        let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.max_sessions == 0 || self.max_half_open == 0 {
+            return bad("max_sessions", "limits must be positive");
+        }
+        if self.token_lifetime.is_zero() || self.token_key_lifetime < self.token_lifetime {
+            return bad("token_key_lifetime", "must be positive and at least token_lifetime");
+        }
+        if self.hello_timeout.is_zero() {
+            return bad("hello_timeout", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A session held by an endpoint: its local session id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionHandle(pub u64);
+
+/// What the endpoint tells its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// A session was created from a ClientHello (its handshake is running).
+    NewSession(SessionHandle, Remote),
+    /// An event of one session. After its `Closed` event the session is gone.
+    Session(SessionHandle, Event),
+}
+
+/// An endpoint's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Frames dropped before reaching a session.
+    pub dropped: u64,
+    /// Complete ClientHellos refused by the cheap checks.
+    pub hellos_refused: u64,
+    /// Retry messages sent.
+    pub retries_sent: u64,
+    /// Tokens that failed validation.
+    pub tokens_rejected: u64,
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Hellos dropped because of the half-open or session limits.
+    pub hellos_shed: u64,
+}
+
+struct Entry {
+    session: Session,
+    paths: Vec<Remote>,
+    hello_key: (Remote, u64),
+}
+
+struct PartialHello {
+    recv: FlightRecv,
+    first: Instant,
+    received: usize,
+}
+
+struct TokenKey {
+    generation: u8,
+    aead: alloc::boxed::Box<dyn AeadKey>,
+    counter: u64,
+    created: Instant,
+}
+
+/// Accepts and runs server sessions.
+pub struct Endpoint {
+    config: Arc<EndpointConfig>,
+    rng: ChaCha20Rng,
+    now: Instant,
+    sessions: BTreeMap<u64, Entry>,
+    routes: BTreeMap<Remote, u64>,
+    by_hello: BTreeMap<(Remote, u64), u64>,
+    hellos: BTreeMap<(Remote, u64), PartialHello>,
+    deframers: BTreeMap<Remote, Deframer>,
+    stateless: VecDeque<(Remote, Vec<u8>)>,
+    events: VecDeque<EndpointEvent>,
+    token_keys: [Option<TokenKey>; 2],
+    cursor: u64,
+    stats: EndpointStats,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint").field("sessions", &self.sessions.len()).finish_non_exhaustive()
+    }
+}
+
+const TOKEN_LEN: usize = 1 + 8 + 8 + TAG_LEN;
+
+impl Endpoint {
+    /// A new endpoint; `rng` seeds its own CSPRNG (session ids, token keys,
+    /// and each session's generator).
+    pub fn new(
+        now: Instant,
+        config: Arc<EndpointConfig>,
+        rng: &mut dyn rand_core::CryptoRng,
+    ) -> Result<Endpoint, ConfigError> {
+        config.validate()?;
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        Ok(Endpoint {
+            config,
+            rng: ChaCha20Rng::from_seed(seed),
+            now,
+            sessions: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            by_hello: BTreeMap::new(),
+            hellos: BTreeMap::new(),
+            deframers: BTreeMap::new(),
+            stateless: VecDeque::new(),
+            events: VecDeque::new(),
+            token_keys: [None, None],
+            cursor: 0,
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// The endpoint's counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Number of sessions held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A session, to send on it or close it. Drain the endpoint afterwards.
+    pub fn session_mut(&mut self, h: SessionHandle) -> Option<&mut Session> {
+        self.sessions.get_mut(&h.0).map(|e| &mut e.session)
+    }
+
+    fn half_open(&self) -> usize {
+        self.hellos.len() + self.sessions.values().filter(|e| !e.session.is_established()).count()
+    }
+
+    /// Bytes from `remote`: one datagram, or a chunk of a stream.
+    pub fn handle_input(&mut self, now: Instant, remote: Remote, data: &[u8]) {
+        self.now = self.now.max(now);
+        if let Some(&sid) = self.routes.get(&remote) {
+            if let Some(e) = self.sessions.get_mut(&sid) {
+                let path = e.paths.iter().position(|r| *r == remote).map_or(PathId(0), |i| PathId(i as u32));
+                e.session.handle_input(self.now, path, data);
+                self.collect(sid);
+            }
+            return;
+        }
+        match remote.kind {
+            RemoteKind::Datagram => {
+                for f in DatagramFrames::new(data, self.config.session.max_datagram as u32) {
+                    match f {
+                        Ok(frame) => self.unrouted(remote, &frame, data.len()),
+                        Err(_) => {
+                            self.stats.dropped += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            RemoteKind::Stream => {
+                let max = self.config.server.params.max_frame_payload;
+                let mut d = self.deframers.remove(&remote).unwrap_or_else(|| Deframer::new(max));
+                let mut input = data;
+                let mut frames = Vec::new();
+                loop {
+                    match d.decode(&mut input) {
+                        Ok(Some(frame)) => {
+                            let mut raw = frame.raw_header().to_vec();
+                            raw.extend_from_slice(frame.payload());
+                            frames.push(raw);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.stats.dropped += 1;
+                            return;
+                        }
+                    }
+                }
+                self.deframers.insert(remote, d);
+                for raw in frames {
+                    if let Ok((frame, _)) = Frame::decode(&raw, max) {
+                        self.unrouted(remote, &frame, raw.len());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adapter lost a stream connection (or forgets a datagram flow).
+    pub fn remote_closed(&mut self, remote: Remote) {
+        self.deframers.remove(&remote);
+        self.hellos.retain(|(r, _), _| *r != remote);
+        if let Some(sid) = self.routes.remove(&remote)
+            && let Some(e) = self.sessions.get_mut(&sid)
+            && let Some(i) = e.paths.iter().position(|r| *r == remote)
+        {
+            e.session.path_closed(PathId(i as u32));
+            self.collect(sid);
+        }
+    }
+
+    /// A frame from a remote with no session yet: only ClientHello chunks
+    /// are accepted.
+    fn unrouted(&mut self, remote: Remote, frame: &Frame<'_>, datagram_len: usize) {
+        let h = frame.header();
+        let chunk = (h.message_type == MessageType::HANDSHAKE && !h.flags.contains(Flags::ENCRYPTED))
+            .then(|| HandshakeChunk::parse(frame.payload()))
+            .flatten()
+            .filter(|c| c.stage == codec::STAGE_CLIENT_HELLO);
+        let Some(chunk) = chunk else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let key = (remote, h.session_id);
+        if let Some(&sid) = self.by_hello.get(&key) {
+            // A retransmitted hello for a session we created: it has lost
+            // our flight (its route moved on, e.g. a new stream).
+            if let Some(e) = self.sessions.get_mut(&sid) {
+                let mut raw = frame.raw_header().to_vec();
+                raw.extend_from_slice(frame.payload());
+                e.session.handle_input(self.now, PathId(0), &raw);
+            }
+            self.collect(sid);
+            return;
+        }
+        if !self.hellos.contains_key(&key) {
+            if self.half_open() >= self.config.max_half_open || self.sessions.len() >= self.config.max_sessions {
+                self.stats.hellos_shed += 1;
+                return;
+            }
+            self.hellos.insert(key, PartialHello { recv: FlightRecv::new(), first: self.now, received: 0 });
+        }
+        let Some(partial) = self.hellos.get_mut(&key) else { return };
+        partial.received += if remote.kind == RemoteKind::Datagram { datagram_len } else { frame.encoded_len() };
+        if partial.recv.insert(chunk.offset, chunk.data).is_err() {
+            self.hellos.remove(&key);
+            self.stats.dropped += 1;
+            return;
+        }
+        let complete = match messages::split_message(partial.recv.prefix()) {
+            Ok(Some((_, _, n))) => Some(n),
+            Ok(None) => None,
+            Err(_) => {
+                self.hellos.remove(&key);
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        if let Some(n) = complete {
+            let Some(partial) = self.hellos.remove(&key) else { return };
+            let hello = partial.recv.prefix()[..n].to_vec();
+            self.admit(remote, h.session_id, &hello, partial.received);
+        }
+    }
+
+    fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize) {
+        let summary = match ServerHandshake::check_hello(&self.config.server, hello) {
+            Ok(s) if s.client_session_id == client_sid => s,
+            _ => {
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        let mut validated = remote.kind == RemoteKind::Stream;
+        if remote.kind == RemoteKind::Datagram {
+            if !summary.token.is_empty() {
+                if !self.check_token(&remote, &summary.client_random, &summary.token) {
+                    self.stats.tokens_rejected += 1;
+                    return;
+                }
+                validated = true;
+            } else if self.wants_retry() {
+                let token = self.make_token(&remote, &summary.client_random);
+                let retry = crate::handshake::retry_message(&token);
+                let mut payload = alloc::vec![0u8; codec::HANDSHAKE_HEADER_LEN];
+                HandshakeChunk::write_header(codec::STAGE_RETRY, 0, 0, &mut payload);
+                payload.extend_from_slice(&retry);
+                let header = Header::new(MessageType::HANDSHAKE_ACK, client_sid, 0);
+                let mut out = alloc::vec![0u8; crate::wire::HEADER_LEN + payload.len()];
+                if Frame::encode(&header, &payload, &mut out).is_ok() {
+                    self.stateless.push_back((remote, out));
+                    self.stats.retries_sent += 1;
+                }
+                return;
+            }
+        }
+        let session = Session::accept(
+            self.now,
+            self.config.session.clone(),
+            self.config.server.clone(),
+            remote.path_kind(),
+            hello,
+            received,
+            &mut self.rng,
+        );
+        let mut session = match session {
+            Ok(s) => s,
+            Err(ConnectError::Handshake(_) | ConnectError::Config(_)) => {
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        if validated {
+            session.validate_path(PathId(0));
+        }
+        let sid = session.local_session_id();
+        if self.sessions.contains_key(&sid) {
+            // A 2^-64 collision: refuse rather than confuse two sessions.
+            return;
+        }
+        self.stats.sessions_created += 1;
+        self.routes.insert(remote, sid);
+        self.by_hello.insert((remote, client_sid), sid);
+        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: (remote, client_sid) });
+        self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
+        self.collect(sid);
+    }
+
+    fn wants_retry(&self) -> bool {
+        match self.config.retry {
+            RetryPolicy::Never => false,
+            RetryPolicy::Always => true,
+            RetryPolicy::UnderLoad(n) => self.half_open() >= n,
+        }
+    }
+
+    fn token_key(&mut self) -> Option<&mut TokenKey> {
+        let stale = self.token_keys[0].as_ref().is_none_or(|k| self.now >= k.created + self.config.token_key_lifetime);
+        if stale {
+            let mut key = Secret::<32>::zero();
+            self.rng.fill_bytes(key.expose_mut());
+            let generation = self.token_keys[0].as_ref().map_or(0, |k| k.generation.wrapping_add(1));
+            let aead = self.config.server.provider.aead(AeadAlgorithm::Aes256Gcm, &key).ok()?;
+            let fresh = TokenKey { generation, aead, counter: 0, created: self.now };
+            self.token_keys[1] = self.token_keys[0].replace(fresh);
+        }
+        self.token_keys[0].as_mut()
+    }
+
+    /// `generation u8 ‖ counter u64 ‖ AEAD(issued_at u64) ‖ tag`, the
+    /// associated data binding the remote address and the client random.
+    fn make_token(&mut self, remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
+        let now = self.now.as_nanos();
+        let aad = token_aad(remote, client_random);
+        let Some(key) = self.token_key() else { return Vec::new() };
+        key.counter += 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&key.counter.to_be_bytes());
+        let mut body = now.to_be_bytes();
+        let Ok(tag) = key.aead.seal(&nonce, &aad, &mut body) else { return Vec::new() };
+        let mut t = Vec::with_capacity(TOKEN_LEN);
+        t.push(key.generation);
+        t.extend_from_slice(&key.counter.to_be_bytes());
+        t.extend_from_slice(&body);
+        t.extend_from_slice(&tag);
+        t
+    }
+
+    fn check_token(&mut self, remote: &Remote, client_random: &[u8; 32], token: &[u8]) -> bool {
+        if token.len() != TOKEN_LEN {
+            return false;
+        }
+        let _ = self.token_key();
+        let Some(key) = self.token_keys.iter().flatten().find(|k| k.generation == token[0]) else { return false };
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&token[1..9]);
+        let mut body: [u8; 8] = token[9..17].try_into().unwrap_or_default();
+        let tag: [u8; TAG_LEN] = token[17..].try_into().unwrap_or_default();
+        if key.aead.open(&nonce, &token_aad(remote, client_random), &mut body, &tag).is_err() {
+            return false;
+        }
+        let issued = Instant::from_nanos(u64::from_be_bytes(body));
+        issued <= self.now && self.now < issued + self.config.token_lifetime
+    }
+
+    fn collect(&mut self, sid: u64) {
+        let Some(e) = self.sessions.get_mut(&sid) else { return };
+        let mut closed = false;
+        while let Some(ev) = e.session.poll_event() {
+            closed |= matches!(ev, Event::Closed(_));
+            self.events.push_back(EndpointEvent::Session(SessionHandle(sid), ev));
+        }
+        if closed && let Some(e) = self.sessions.remove(&sid) {
+            {
+                for r in &e.paths {
+                    if self.routes.get(r) == Some(&sid) {
+                        self.routes.remove(r);
+                    }
+                }
+                self.by_hello.remove(&e.hello_key);
+            }
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        let sids: Vec<u64> = self.sessions.keys().copied().collect();
+        for sid in sids {
+            self.collect(sid);
+        }
+        self.events.pop_front()
+    }
+
+    /// Writes the next datagram or stream chunk into `buf`: where it goes
+    /// and how long it is. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Remote, usize)> {
+        self.now = self.now.max(now);
+        if let Some((remote, bytes)) = self.stateless.pop_front()
+            && bytes.len() <= buf.len()
+        {
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            return Some((remote, bytes.len()));
+        }
+        // Round-robin over sessions, starting after the last one served.
+        let order: Vec<u64> =
+            self.sessions.range(self.cursor..).chain(self.sessions.range(..self.cursor)).map(|(k, _)| *k).collect();
+        for sid in order {
+            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            if let Ok(Some(t)) = e.session.poll_transmit(self.now, buf) {
+                let remote = e.paths.get(t.path.0 as usize).copied();
+                self.cursor = sid.wrapping_add(1);
+                self.collect(sid);
+                if let Some(remote) = remote {
+                    return Some((remote, t.len));
+                }
+            }
+            self.collect(sid);
+        }
+        None
+    }
+
+    /// The earliest deadline of any session or pending hello.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self.sessions.values().filter_map(|e| e.session.poll_timeout());
+        let hellos = self.hellos.values().map(|h| h.first + self.config.hello_timeout);
+        let stateless = (!self.stateless.is_empty()).then_some(self.now);
+        sessions.chain(hellos).chain(stateless).min()
+    }
+
+    /// Handles every deadline that passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let timeout = self.config.hello_timeout;
+        self.hellos.retain(|_, h| now < h.first + timeout);
+        let due: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for sid in due {
+            if let Some(e) = self.sessions.get_mut(&sid) {
+                e.session.handle_timeout(now);
+            }
+            self.collect(sid);
+        }
+    }
+}
+
+fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(12 + 19 + 32);
+    aad.extend_from_slice(b"xtmp1 token");
+    aad.extend_from_slice(&remote.token_bytes());
+    aad.extend_from_slice(client_random);
+    aad
+}

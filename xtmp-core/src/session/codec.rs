@@ -1,0 +1,188 @@
+//! Payload encodings of the session's frames (SPEC.md section 3.4).
+//!
+//! Every parser returns `None` on any malformation; the caller turns that
+//! into a typed error naming the frame.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Kinds of a data record.
+pub(crate) const KIND_MESSAGE: u8 = 0;
+pub(crate) const KIND_REQUEST: u8 = 1;
+pub(crate) const KIND_RESPONSE: u8 = 2;
+
+/// `kind u8 ‖ message id u64 ‖ correlation id u64`.
+pub(crate) const DATA_HEADER_LEN: usize = 17;
+
+/// The head of an application, extension or Error frame's plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DataHeader {
+    pub(crate) kind: u8,
+    pub(crate) id: u64,
+    pub(crate) correlation: u64,
+}
+
+impl DataHeader {
+    pub(crate) fn write(&self, out: &mut [u8]) {
+        out[0] = self.kind;
+        out[1..9].copy_from_slice(&self.id.to_be_bytes());
+        out[9..17].copy_from_slice(&self.correlation.to_be_bytes());
+    }
+
+    pub(crate) fn parse(p: &[u8]) -> Option<DataHeader> {
+        let h = p.get(..DATA_HEADER_LEN)?;
+        let d = DataHeader {
+            kind: h[0],
+            id: u64::from_be_bytes(h[1..9].try_into().ok()?),
+            correlation: u64::from_be_bytes(h[9..17].try_into().ok()?),
+        };
+        let valid = match d.kind {
+            KIND_MESSAGE | KIND_REQUEST => d.correlation == 0,
+            KIND_RESPONSE => d.correlation != 0,
+            _ => false,
+        };
+        (valid && d.id != 0).then_some(d)
+    }
+}
+
+/// Heartbeat kinds.
+pub(crate) const PING: u8 = 0;
+pub(crate) const PONG: u8 = 1;
+/// `kind u8 ‖ id u64`.
+pub(crate) const HEARTBEAT_LEN: usize = 9;
+
+pub(crate) fn parse_heartbeat(p: &[u8]) -> Option<(u8, u64)> {
+    let b: &[u8; HEARTBEAT_LEN] = p.try_into().ok()?;
+    (b[0] <= PONG).then(|| (b[0], u64::from_be_bytes(b[1..].try_into().unwrap_or_default())))
+}
+
+pub(crate) fn write_heartbeat(kind: u8, id: u64, out: &mut [u8]) {
+    out[0] = kind;
+    out[1..9].copy_from_slice(&id.to_be_bytes());
+}
+
+/// Longest reason string carried by Disconnect and Error.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// `code u16 ‖ reason length u16 ‖ reason (UTF-8)`: Disconnect and Error bodies.
+pub(crate) fn encode_code_reason(code: u16, reason: &str) -> Vec<u8> {
+    let reason = truncate_utf8(reason, MAX_REASON_LEN);
+    let mut out = Vec::with_capacity(4 + reason.len());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+pub(crate) fn parse_code_reason(p: &[u8]) -> Option<(u16, String)> {
+    let code = u16::from_be_bytes(p.get(..2)?.try_into().ok()?);
+    let len = u16::from_be_bytes(p.get(2..4)?.try_into().ok()?) as usize;
+    let reason = p.get(4..)?;
+    if reason.len() != len || len > MAX_REASON_LEN {
+        return None;
+    }
+    Some((code, String::from(core::str::from_utf8(reason).ok()?)))
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Handshake stages: which flight a Handshake (client) or HandshakeAck
+/// (server) frame carries.
+pub(crate) const STAGE_CLIENT_HELLO: u8 = 0;
+pub(crate) const STAGE_SERVER_FLIGHT: u8 = 1;
+pub(crate) const STAGE_CLIENT_FLIGHT: u8 = 2;
+/// A server's Retry message (one whole message in one frame).
+pub(crate) const STAGE_RETRY: u8 = 3;
+/// `stage u8 ‖ offset u32 ‖ ack u32`, then the flight's bytes from `offset`.
+/// `ack` counts the bytes of the peer's flight received in order.
+pub(crate) const HANDSHAKE_HEADER_LEN: usize = 9;
+
+/// A parsed handshake frame payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandshakeChunk<'a> {
+    pub(crate) stage: u8,
+    pub(crate) offset: u32,
+    pub(crate) ack: u32,
+    pub(crate) data: &'a [u8],
+}
+
+impl<'a> HandshakeChunk<'a> {
+    pub(crate) fn parse(p: &'a [u8]) -> Option<Self> {
+        let (h, data) = p.split_first_chunk::<HANDSHAKE_HEADER_LEN>()?;
+        let stage = h[0];
+        (stage <= STAGE_RETRY).then(|| HandshakeChunk {
+            stage,
+            offset: u32::from_be_bytes([h[1], h[2], h[3], h[4]]),
+            ack: u32::from_be_bytes([h[5], h[6], h[7], h[8]]),
+            data,
+        })
+    }
+
+    pub(crate) fn write_header(stage: u8, offset: u32, ack: u32, out: &mut [u8]) {
+        out[0] = stage;
+        out[1..5].copy_from_slice(&offset.to_be_bytes());
+        out[5..9].copy_from_slice(&ack.to_be_bytes());
+    }
+}
+
+/// Path challenge and response: 8 random bytes.
+pub(crate) const PATH_DATA_LEN: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_header_rules() {
+        let mut b = [0u8; DATA_HEADER_LEN];
+        DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 3 }.write(&mut b);
+        assert_eq!(DataHeader::parse(&b), Some(DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 3 }));
+        DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 0 }.write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "a response names its request");
+        DataHeader { kind: KIND_REQUEST, id: 7, correlation: 1 }.write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "a request is no response");
+        DataHeader { kind: KIND_MESSAGE, id: 0, correlation: 0 }.write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "id 0 is never used");
+        DataHeader { kind: 3, id: 1, correlation: 0 }.write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None);
+        assert_eq!(DataHeader::parse(&b[..16]), None);
+    }
+
+    #[test]
+    fn code_reason_round_trip_and_limits() {
+        let e = encode_code_reason(0x1234, "bad wallet");
+        assert_eq!(parse_code_reason(&e), Some((0x1234, String::from("bad wallet"))));
+        assert_eq!(parse_code_reason(&e[..e.len() - 1]), None);
+        let long = "é".repeat(MAX_REASON_LEN);
+        let e = encode_code_reason(1, &long);
+        let (_, r) = parse_code_reason(&e).unwrap();
+        assert!(r.len() <= MAX_REASON_LEN && r.chars().all(|c| c == 'é'));
+        assert_eq!(parse_code_reason(&[0, 1, 0, 2, 0xff, 0xfe]), None, "reason must be UTF-8");
+    }
+
+    #[test]
+    fn heartbeat_and_stage() {
+        let mut b = [0u8; HEARTBEAT_LEN];
+        write_heartbeat(PONG, 99, &mut b);
+        assert_eq!(parse_heartbeat(&b), Some((PONG, 99)));
+        b[0] = 2;
+        assert_eq!(parse_heartbeat(&b), None);
+        assert_eq!(parse_heartbeat(&b[..8]), None);
+        let mut h = [0u8; 11];
+        HandshakeChunk::write_header(STAGE_CLIENT_FLIGHT, 1000, 77, &mut h);
+        let c = HandshakeChunk::parse(&h).unwrap();
+        assert_eq!((c.stage, c.offset, c.ack, c.data), (STAGE_CLIENT_FLIGHT, 1000, 77, &[0u8, 0][..]));
+        h[0] = 4;
+        assert_eq!(HandshakeChunk::parse(&h), None);
+        assert_eq!(HandshakeChunk::parse(&h[..8]), None);
+    }
+}

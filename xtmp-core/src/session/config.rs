@@ -1,0 +1,141 @@
+//! Session configuration: plain data with documented defaults, checked by
+//! [`SessionConfig::validate`] when a session is created.
+
+use core::fmt;
+use core::time::Duration;
+
+/// How a session behaves once it exists. Shared through `Arc`.
+///
+/// The idle timeout and the frame and message limits a side announces to
+/// its peer live in the handshake configuration
+/// ([`crate::handshake::SessionParams`]), so both are negotiated in the
+/// signed transcript.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// A handshake that has not completed after this long fails with
+    /// [`crate::session::CloseReason::HandshakeTimeout`]. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// First retransmission timeout of a handshake flight on a datagram
+    /// path; doubled on each retransmission up to 8 times this. Default 500 ms.
+    pub handshake_rto: Duration,
+    /// Heartbeat interval when nothing else is sent; `None` for a third of
+    /// the negotiated idle timeout. Default `None`.
+    pub heartbeat_interval: Option<Duration>,
+    /// The sending key is ratcheted after this long. Default 10 minutes.
+    pub key_update_interval: Duration,
+    /// The sending key is ratcheted after this many frames, or before the
+    /// cipher's confidentiality limit if that is lower (2^23 for AES-GCM).
+    /// Default `u64::MAX` (the cipher's limit governs).
+    pub key_update_frames: u64,
+    /// How long a receiver keeps the previous key after the peer's first
+    /// frame under the next one. Default 3 s.
+    pub key_grace: Duration,
+    /// Frames the datagram anti-replay window spans. Default 4096.
+    pub replay_window: u32,
+    /// Failed decryptions tolerated before the session closes (and never
+    /// more than the cipher's integrity limit). Default 2^20.
+    pub max_decrypt_failures: u64,
+    /// How long a closing session ignores stray frames before reporting
+    /// `Closed`. Default 1 s.
+    pub drain_period: Duration,
+    /// Largest datagram sent on a datagram path (bytes, headers included).
+    /// Default 1,200 (safe on any IPv6 path).
+    pub max_datagram: usize,
+    /// The ClientHello is padded to this many bytes on a datagram path so
+    /// the server's flight (up to about 9.5 KB) fits in three times what it
+    /// received. Default 3,300.
+    pub datagram_hello_padding: usize,
+    /// Messages queued for sending before [`crate::session::SendError::WouldBlock`].
+    /// Default 4,096.
+    pub max_queued_messages: usize,
+    /// Bytes queued for sending before `WouldBlock`. Default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// The Unix time in seconds at [`crate::time::Instant::ZERO`], if the
+    /// caller knows it. Needed only to check root-signed credentials'
+    /// validity; without it, credentials with time bounds are refused.
+    pub unix_time_origin: Option<u64>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            handshake_timeout: Duration::from_secs(10),
+            handshake_rto: Duration::from_millis(500),
+            heartbeat_interval: None,
+            key_update_interval: Duration::from_secs(600),
+            key_update_frames: u64::MAX,
+            key_grace: Duration::from_secs(3),
+            replay_window: 4096,
+            max_decrypt_failures: 1 << 20,
+            drain_period: Duration::from_secs(1),
+            max_datagram: 1200,
+            datagram_hello_padding: 3300,
+            max_queued_messages: 4096,
+            max_queued_bytes: 16 << 20,
+            unix_time_origin: None,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is out of range; says which and why.
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Invalid { field, reason } => write!(f, "invalid session configuration: {field} {reason}"),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// Smallest datagram a path may be configured with: a full header, a
+/// Handshake frame header and room for progress.
+pub const MIN_DATAGRAM: usize = 512;
+
+impl SessionConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout", "must be positive");
+        }
+        if self.handshake_rto.is_zero() || self.handshake_rto > self.handshake_timeout {
+            return bad("handshake_rto", "must be positive and below handshake_timeout");
+        }
+        if self.heartbeat_interval.is_some_and(|d| d.is_zero()) {
+            return bad("heartbeat_interval", "must be positive");
+        }
+        if self.key_update_interval < Duration::from_secs(1) {
+            return bad("key_update_interval", "must be at least 1 s");
+        }
+        if self.key_update_frames < 16 {
+            return bad("key_update_frames", "must be at least 16");
+        }
+        if self.replay_window < 64 || self.replay_window > 1 << 20 {
+            return bad("replay_window", "must be between 64 and 2^20 frames");
+        }
+        if self.max_datagram < MIN_DATAGRAM || self.max_datagram > 65_507 {
+            return bad("max_datagram", "must be between 512 and 65,507 bytes");
+        }
+        if self.datagram_hello_padding > 16 * 1024 {
+            return bad("datagram_hello_padding", "must be at most 16 KiB");
+        }
+        if self.max_queued_messages == 0 || self.max_queued_bytes == 0 {
+            return bad("max_queued_messages", "queue limits must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! What a session tells its caller: events, close reasons, errors, stats.
+
+use alloc::string::String;
+use core::fmt;
+use core::time::Duration;
+
+use bytes::Bytes;
+
+use crate::crypto::AeadAlgorithm;
+use crate::handshake::{HandshakeError, PublicIdentity};
+use crate::wire::{MessageType, Priority, WireError};
+
+/// A message id, unique per session and direction; `0` is never used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+/// Identifies one of a session's paths (a TCP or WebSocket connection, or
+/// a UDP flow). Chosen by the session; the adapter maps it to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathId(pub u32);
+
+/// The transport under a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// An ordered, reliable byte stream (TCP, WebSocket).
+    Stream,
+    /// Unreliable datagrams (UDP).
+    Datagram,
+}
+
+/// Where to send the bytes [`crate::session::Session::poll_transmit`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The path to send on.
+    pub path: PathId,
+    /// How many bytes of the caller's buffer to send.
+    pub len: usize,
+}
+
+/// How a received data message relates to others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A one-way message.
+    Message,
+    /// A request: the peer expects a response naming this message's id.
+    Request,
+    /// The response to this side's request with the given id.
+    Response(MessageId),
+}
+
+/// A message from the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The peer's id for it (answer a request with this id).
+    pub id: MessageId,
+    /// The message type (application, extension or Error).
+    pub message_type: MessageType,
+    /// Request, response or one-way.
+    pub kind: MessageKind,
+    /// Its priority class.
+    pub priority: Priority,
+    /// Whether it is an item of a live stream.
+    pub stream_data: bool,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// For an Error (`FE`) message: its code and reason.
+    pub fn error(&self) -> Option<(ErrorCode, String)> {
+        if self.message_type != MessageType::ERROR {
+            return None;
+        }
+        super::codec::parse_code_reason(&self.body).map(|(c, r)| (ErrorCode(c), r))
+    }
+}
+
+/// Codes of Error (`FE`) responses. Codes from `0x100` up are the application's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    /// The receiver handles no messages of the request's type.
+    pub const UNKNOWN_TYPE: ErrorCode = ErrorCode(0x0001);
+    /// The receiver refused the request.
+    pub const REFUSED: ErrorCode = ErrorCode(0x0002);
+    /// The receiver failed while handling it.
+    pub const INTERNAL: ErrorCode = ErrorCode(0x0003);
+}
+
+/// Codes carried by Disconnect. Codes from `0x1000` up are the application's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// A normal close.
+    pub const NO_ERROR: CloseCode = CloseCode(0x0000);
+    /// The peer broke a protocol rule.
+    pub const PROTOCOL_VIOLATION: CloseCode = CloseCode(0x0001);
+    /// Too many frames failed to decrypt (the AEAD's integrity limit).
+    pub const INTEGRITY_LIMIT: CloseCode = CloseCode(0x0002);
+    /// The peer did not update its keys in time.
+    pub const KEY_UPDATE_OVERDUE: CloseCode = CloseCode(0x0003);
+    /// An internal failure (for example a cryptographic provider error).
+    pub const INTERNAL: CloseCode = CloseCode(0x0004);
+    /// The handshake failed. The peer learns nothing more.
+    pub const HANDSHAKE_FAILED: CloseCode = CloseCode(0x0100);
+}
+
+/// Why a session ended, reported once in [`Event::Closed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side called `close` or `abort`.
+    Local {
+        /// The code sent to the peer.
+        code: CloseCode,
+        /// The reason sent to the peer.
+        reason: String,
+    },
+    /// The peer sent Disconnect.
+    Peer {
+        /// The peer's code.
+        code: CloseCode,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The local handshake failed; this is what failed. The peer was told
+    /// only [`CloseCode::HANDSHAKE_FAILED`].
+    HandshakeFailed(HandshakeError),
+    /// The handshake did not complete within the configured timeout.
+    HandshakeTimeout,
+    /// Nothing authenticated arrived from the peer within the negotiated idle timeout.
+    IdleTimeout,
+    /// This side closed the session because the peer broke a rule; says which.
+    ProtocolViolation(&'static str),
+    /// Too many frames failed authentication.
+    IntegrityLimit,
+    /// Every path failed and none remained.
+    PathsLost,
+    /// A cryptographic provider failed.
+    Internal(&'static str),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local { code, reason } => write!(f, "closed locally (code 0x{:04x}): {reason}", code.0),
+            CloseReason::Peer { code, reason } => write!(f, "closed by the peer (code 0x{:04x}): {reason}", code.0),
+            CloseReason::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
+            CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout: nothing heard from the peer"),
+            CloseReason::ProtocolViolation(what) => write!(f, "peer violated the protocol: {what}"),
+            CloseReason::IntegrityLimit => f.write_str("too many frames failed authentication"),
+            CloseReason::PathsLost => f.write_str("every path failed"),
+            CloseReason::Internal(what) => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+/// Something the application should know. Drain with
+/// [`crate::session::Session::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed; messages may flow.
+    Connected {
+        /// The peer's identity (the server's, on a client; the client's on a
+        /// server that asked for one).
+        peer: Option<PublicIdentity>,
+        /// The record cipher.
+        cipher: AeadAlgorithm,
+    },
+    /// A message arrived.
+    Message(Message),
+    /// A key generation changed.
+    KeyUpdated {
+        /// `true` for this side's sending key, `false` for the peer's.
+        sending: bool,
+        /// The new generation number (0 is the handshake's).
+        generation: u32,
+    },
+    /// A path broke (a stream path delivered a malformed frame or the
+    /// adapter reported it closed). The session continues on other paths.
+    PathFailed {
+        /// The path.
+        path: PathId,
+        /// What was wrong, if it was the data.
+        error: Option<WireError>,
+    },
+    /// The session ended. Reported exactly once; nothing follows.
+    Closed(CloseReason),
+}
+
+/// Why `send` refused a message. The session is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The handshake has not completed.
+    NotConnected,
+    /// The session is closing or closed.
+    Closed,
+    /// The send queue is at its configured limit; try again after
+    /// `poll_transmit` has drained it.
+    WouldBlock,
+    /// The message does not fit one frame on the session's paths (until
+    /// fragmentation lands, section 4).
+    TooLarge {
+        /// The body's length.
+        len: usize,
+        /// The largest body that fits.
+        max: usize,
+    },
+    /// The type cannot be sent as a message (connection or control class,
+    /// reserved, or `00`/`FF`).
+    InvalidType(MessageType),
+    /// `respond` named a message id this side never received as a request.
+    NoSuchRequest(MessageId),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotConnected => f.write_str("the session is not connected yet"),
+            SendError::Closed => f.write_str("the session is closed"),
+            SendError::WouldBlock => f.write_str("the send queue is full"),
+            SendError::TooLarge { len, max } => write!(f, "message of {len} bytes exceeds the {max}-byte maximum"),
+            SendError::InvalidType(t) => write!(f, "message type {t:?} cannot be sent by the application"),
+            SendError::NoSuchRequest(id) => write!(f, "no pending request with id {}", id.0),
+        }
+    }
+}
+
+impl core::error::Error for SendError {}
+
+/// `poll_transmit`'s buffer is too short for the next frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferTooSmall {
+    /// Bytes needed.
+    pub needed: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "transmit buffer too small: {} bytes needed", self.needed)
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+/// A session's counters. Cheap to copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Smoothed round-trip time (from heartbeats).
+    pub rtt: Option<Duration>,
+    /// RTT variation.
+    pub rtt_var: Duration,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received and accepted.
+    pub frames_received: u64,
+    /// Bytes sent (whole frames).
+    pub bytes_sent: u64,
+    /// Bytes received (whole frames accepted).
+    pub bytes_received: u64,
+    /// Frames dropped: malformed, for another session, or out of state.
+    pub frames_dropped: u64,
+    /// Frames that failed authentication.
+    pub decrypt_failures: u64,
+    /// Frames refused as replays or too old.
+    pub replays_rejected: u64,
+    /// Handshake bytes retransmitted.
+    pub handshake_retransmits: u64,
+    /// Frames lost (section 4).
+    pub lost: u64,
+    /// Frames retransmitted (section 4).
+    pub retransmissions: u64,
+    /// The current sending key generation.
+    pub send_generation: u32,
+    /// The current receiving key generation.
+    pub recv_generation: u32,
+}

@@ -1,0 +1,542 @@
+//! Receiving: frames in, handshake progress, authentication and dispatch.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+
+impl Session {
+    // ---------------------------------------------------------------- input
+
+    /// Processes bytes that arrived on `path`: one datagram, or any chunk
+    /// of a stream. Frames that fail a check are dropped and counted, and
+    /// change nothing else; a malformed frame on a stream path fails that
+    /// path ([`Event::PathFailed`]).
+    pub fn handle_input(&mut self, now: Instant, path: PathId, data: &[u8]) {
+        self.now = self.now.max(now);
+        let Some(p) = self.paths.get_mut(path.0 as usize) else { return };
+        if !p.alive || matches!(self.state, State::Closed) {
+            return;
+        }
+        p.received += data.len() as u64;
+        match p.kind {
+            PathKind::Datagram => {
+                let mut frames = DatagramFrames::new(data, self.local_max_frame);
+                for f in frames.by_ref() {
+                    match f {
+                        Ok(frame) => self.on_frame(path, &frame),
+                        Err(_) => {
+                            self.stats.frames_dropped += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            PathKind::Stream => {
+                let Some(mut deframer) = p.deframer.take() else { return };
+                let mut input = data;
+                loop {
+                    match deframer.decode(&mut input) {
+                        Ok(Some(frame)) => self.on_frame(path, &frame),
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.stats.frames_dropped += 1;
+                            self.fail_path(path, Some(e));
+                            break;
+                        }
+                    }
+                }
+                if let Some(p) = self.paths.get_mut(path.0 as usize) {
+                    p.deframer = Some(deframer);
+                }
+            }
+        }
+    }
+
+    pub(super) fn fail_path(&mut self, path: PathId, error: Option<crate::wire::WireError>) {
+        self.path_closed(path);
+        self.events.push_back(Event::PathFailed { path, error });
+        if !self.paths.iter().any(|p| p.alive) && !self.is_established() {
+            self.finish(CloseReason::PathsLost);
+        }
+    }
+
+    pub(super) fn drop_frame(&mut self) {
+        self.stats.frames_dropped += 1;
+    }
+
+    pub(super) fn on_frame(&mut self, path: PathId, frame: &Frame<'_>) {
+        if matches!(self.state, State::Draining { .. } | State::Closed) {
+            return self.drop_frame();
+        }
+        let h = frame.header();
+        if !h.flags.contains(Flags::ENCRYPTED) {
+            return self.on_cleartext(path, frame);
+        }
+        if h.session_id != self.local_sid {
+            return self.drop_frame();
+        }
+        self.on_encrypted(path, frame);
+    }
+
+    pub(super) fn on_cleartext(&mut self, path: PathId, frame: &Frame<'_>) {
+        let h = frame.header();
+        let from_peer_type = match self.role {
+            Role::Client => MessageType::HANDSHAKE_ACK,
+            Role::Server => MessageType::HANDSHAKE,
+        };
+        // A server also sees retransmitted ClientHello chunks, addressed
+        // with the client's own id.
+        let addressed = h.session_id == self.local_sid
+            || (self.role == Role::Server && Some(h.session_id) == self.peer_sid && h.message_type == from_peer_type);
+        if !addressed {
+            return self.drop_frame();
+        }
+        if h.message_type == MessageType::DISCONNECT && self.recv_keys.is_none() {
+            // Before keys exist a Disconnect can only be cleartext: the
+            // peer's handshake failed.
+            let reason =
+                codec::parse_code_reason(frame.payload())
+                    .map_or(CloseReason::HandshakeFailed(HandshakeError::Timeout), |(code, reason)| {
+                        CloseReason::Peer { code: CloseCode(code), reason }
+                    });
+            self.note_received(frame);
+            return self.finish(reason);
+        }
+        if h.message_type != from_peer_type {
+            return self.drop_frame();
+        }
+        let Some(chunk) = HandshakeChunk::parse(frame.payload()) else { return self.drop_frame() };
+        self.note_received(frame);
+        if h.session_id == self.local_sid && self.role == Role::Server {
+            // Only the client, having read our ServerHello, knows this id.
+            self.paths[path.0 as usize].validated = true;
+        }
+        self.on_handshake_chunk(chunk);
+    }
+
+    pub(super) fn note_received(&mut self, frame: &Frame<'_>) {
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += frame.encoded_len() as u64;
+    }
+
+    pub(super) fn on_handshake_chunk(&mut self, chunk: HandshakeChunk<'_>) {
+        use codec::{STAGE_CLIENT_FLIGHT, STAGE_CLIENT_HELLO, STAGE_RETRY, STAGE_SERVER_FLIGHT};
+        // The ack field acknowledges our current flight.
+        if let Some(send) = &mut self.hs_send {
+            send.on_ack(chunk.ack);
+        }
+        let expected = match self.role {
+            Role::Client => STAGE_SERVER_FLIGHT,
+            Role::Server => STAGE_CLIENT_FLIGHT,
+        };
+        if chunk.stage == STAGE_RETRY && self.role == Role::Client {
+            return self.on_retry(chunk.data);
+        }
+        if self.role == Role::Server && chunk.stage == STAGE_CLIENT_HELLO {
+            // A repeated hello: the client lacks the start of our flight.
+            // Our own timer resends it; the bytes extend our budget.
+            return;
+        }
+        if chunk.stage != expected {
+            return self.drop_frame();
+        }
+
+        if chunk.data.is_empty() {
+            // A pure acknowledgement: handled above.
+            return;
+        }
+        if self.is_established() || matches!(self.state, State::Closing) {
+            // A retransmission: the peer missed our acknowledgement.
+            self.hs_ack_pending = true;
+            if let Some(send) = self.hs_send.as_mut().filter(|s| !s.done) {
+                send.next = send.acked;
+            }
+            return;
+        }
+        let before = self.hs_recv.contiguous();
+        if self.hs_recv.insert(chunk.offset, chunk.data).is_err() {
+            return self.fail_handshake(HandshakeError::TooLarge {
+                length: chunk.offset as usize + chunk.data.len(),
+                max: carrier::MAX_FLIGHT_LEN,
+            });
+        }
+        if self.path_kind() == PathKind::Datagram {
+            self.hs_ack_pending = true;
+        }
+        if self.role == Role::Client && self.peer_sid.is_none() {
+            self.learn_server_sid();
+            if self.peer_sid.is_some()
+                && let Some(send) = self.hs_send.as_mut().filter(|s| s.stage == STAGE_CLIENT_HELLO)
+            {
+                // The server has our hello, and we can acknowledge its
+                // flight from now on. Until then the hello is repeated: it
+                // also extends the server's amplification budget.
+                send.done = true;
+            }
+        }
+        if self.hs_recv.contiguous() > before {
+            self.advance_handshake();
+        }
+    }
+
+    pub(super) fn path_kind(&self) -> PathKind {
+        self.paths[self.primary.0 as usize].kind
+    }
+
+    /// The ServerHello's session id sits at bytes 40..48 of the server's
+    /// flight, so the client can acknowledge before the whole ServerHello
+    /// (about 1.7 KB, two datagrams) has arrived.
+    pub(super) fn learn_server_sid(&mut self) {
+        let prefix = self.hs_recv.prefix();
+        if prefix.len() >= 48 && prefix[0] == messages::SERVER_HELLO {
+            let sid = u64::from_be_bytes(prefix[40..48].try_into().unwrap_or_default());
+            if sid != 0 {
+                self.peer_sid = Some(sid);
+            }
+        }
+    }
+
+    pub(super) fn on_retry(&mut self, data: &[u8]) {
+        let state = core::mem::replace(&mut self.state, State::Closed);
+        let State::ClientHello(expect) = state else {
+            self.state = state;
+            return self.drop_frame();
+        };
+        if self.retried || self.hs_recv.contiguous() > 0 {
+            self.state = State::ClientHello(expect);
+            return self.drop_frame();
+        }
+        match expect.retry(data) {
+            Ok((expect, hello)) => {
+                self.retried = true;
+                self.state = State::ClientHello(expect);
+                self.hs_send = Some(FlightSend::new(codec::STAGE_CLIENT_HELLO, hello, self.config.handshake_rto));
+            }
+            Err(e) => self.fail_handshake(e),
+        }
+    }
+
+    pub(super) fn advance_handshake(&mut self) {
+        loop {
+            let pending = self.hs_recv.pending();
+            let (n, complete) = match messages::split_message(pending) {
+                Ok(Some((_, _, n))) => (n, true),
+                Ok(None) => (0, false),
+                Err(e) => return self.fail_handshake(e),
+            };
+            if !complete {
+                return;
+            }
+            let message: Vec<u8> = pending[..n].to_vec();
+            self.hs_recv.consumed += n;
+            let state = core::mem::replace(&mut self.state, State::Closed);
+            let result = match state {
+                State::ClientHello(expect) => expect.handle_server_hello(&message).map(|next| {
+                    self.peer_sid = Some(next.server_session_id());
+                    self.state = State::ClientFlight(next);
+                    None
+                }),
+                State::ClientFlight(expect) => {
+                    let unix = self.unix_time();
+                    expect.handle_flight(&message, &mut self.rng, unix).map(|(flight, outcome)| {
+                        self.hs_send =
+                            Some(FlightSend::new(codec::STAGE_CLIENT_FLIGHT, flight, self.config.handshake_rto));
+                        Some(outcome)
+                    })
+                }
+                State::ServerFlight(expect) => expect.handle(&message, self.unix_time()).map(Some),
+                other => {
+                    self.state = other;
+                    return;
+                }
+            };
+            match result {
+                Ok(None) => {}
+                Ok(Some(outcome)) => return self.establish(outcome),
+                Err(e) => return self.fail_handshake(e),
+            }
+        }
+    }
+
+    pub(super) fn establish(&mut self, outcome: HandshakeOutcome) {
+        let p = &*self.provider;
+        let HandshakeOutcome { role, cipher, client_secret, server_secret, peer_identity, peer_params, .. } = outcome;
+        let (send, recv) = match role {
+            Role::Client => (client_secret, server_secret),
+            Role::Server => (server_secret, client_secret),
+        };
+        let keys = Generation::new(p, cipher, send, 0)
+            .and_then(|send| Ok((send, RecvKeys::new(p, cipher, Generation::new(p, cipher, recv, 0)?)?)));
+        let (send, recv) = match keys {
+            Ok(k) => k,
+            Err(e) => return self.fail_handshake(HandshakeError::Crypto(e)),
+        };
+        self.cipher = Some(cipher);
+        self.send_keys = Some(SendKeys { current: send, sealed: 0, since: self.now });
+        self.recv_keys = Some(recv);
+        self.recv_since = self.now;
+        self.peer_max_frame = peer_params.max_frame_payload.min(self.local_max_frame.max(1024));
+        let idle = match (self.local_idle_ms, peer_params.idle_timeout_ms) {
+            (0, 0) => None,
+            (0, x) | (x, 0) => Some(x),
+            (a, b) => Some(a.min(b)),
+        };
+        self.idle_timeout = idle.map(|ms| Duration::from_millis(ms.into()));
+        self.last_recv = self.now;
+        self.state = State::Established;
+        if self.role == Role::Server {
+            if let Some(s) = &mut self.hs_send {
+                s.done = true;
+            }
+            self.hs_ack_pending = self.path_kind() == PathKind::Datagram;
+            for p in &mut self.paths {
+                p.validated = true;
+            }
+        } else if self.path_kind() == PathKind::Stream {
+            // A stream delivers the flight in order, before anything after it.
+            if let Some(s) = &mut self.hs_send {
+                s.done = s.next >= s.data.len();
+            }
+        }
+        self.events.push_back(Event::Connected { peer: peer_identity, cipher });
+    }
+
+    pub(super) fn fail_handshake(&mut self, e: HandshakeError) {
+        // The peer learns only that the handshake failed.
+        if self.peer_sid.is_some() {
+            let body = Bytes::from(codec::encode_code_reason(CloseCode::HANDSHAKE_FAILED.0, ""));
+            self.disconnect =
+                Some(Outgoing { ty: MessageType::DISCONNECT, flags: Flags::empty(), head: Head::Raw, body });
+        }
+        self.hs_send = None;
+        self.close_reason = Some(CloseReason::HandshakeFailed(e));
+        self.state = State::Closing;
+    }
+
+    pub(super) fn on_encrypted(&mut self, path: PathId, frame: &Frame<'_>) {
+        let (Some(cipher), Some(keys)) = (self.cipher, self.recv_keys.as_ref()) else {
+            return self.drop_frame();
+        };
+        let h = frame.header();
+        let seq = h.sequence;
+        let stream = self.paths[path.0 as usize].kind == PathKind::Stream;
+        // Replay rules first: they need no cryptography and change nothing.
+        let stream_ok = !stream || self.paths[path.0 as usize].highest.is_none_or(|top| seq > top);
+        if !stream_ok || self.replay.check(seq).is_err() {
+            self.stats.replays_rejected += 1;
+            return;
+        }
+        let mut plain = core::mem::take(&mut self.scratch);
+        let slot = match keys.open(cipher, frame, &mut plain) {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.scratch = plain;
+                if e == OpenError::Tag {
+                    self.stats.decrypt_failures += 1;
+                    let limit = self.config.max_decrypt_failures.min(cipher.integrity_limit());
+                    if self.stats.decrypt_failures >= limit {
+                        self.close_with(CloseCode::INTEGRITY_LIMIT, CloseReason::IntegrityLimit);
+                    }
+                } else {
+                    self.drop_frame();
+                }
+                return;
+            }
+        };
+        // Authenticated: now, and only now, change state.
+        self.replay.accept(seq);
+        let p = &mut self.paths[path.0 as usize];
+        p.validated = true;
+        if stream {
+            p.highest = Some(seq);
+        }
+        self.note_received(frame);
+        self.last_recv = self.now;
+        if let Some(s) = self.hs_send.as_mut() {
+            // Anything encrypted from the server means it has our flight.
+            s.done = true;
+        }
+        let grace = self.now + self.config.key_grace;
+        let promoted = self.recv_keys.as_mut().map(|k| k.promote(&*self.provider, cipher, slot, grace));
+        match promoted {
+            Some(Ok(Some(generation))) => {
+                self.recv_since = self.now;
+                self.recv_opened = 0;
+                self.events.push_back(Event::KeyUpdated { sending: false, generation });
+            }
+            Some(Err(_)) => return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
+            _ => {}
+        }
+        if slot == record::Slot::Current || slot == record::Slot::Next || slot == record::Slot::AfterNext {
+            self.recv_opened += 1;
+            if self.recv_opened > cipher.confidentiality_limit() {
+                return self.close_with(
+                    CloseCode::KEY_UPDATE_OVERDUE,
+                    CloseReason::ProtocolViolation("peer exceeded the key's usage limit"),
+                );
+            }
+        }
+        self.dispatch(h.message_type, h.flags, plain);
+    }
+
+    pub(super) fn dispatch(&mut self, ty: MessageType, flags: Flags, plain: Vec<u8>) {
+        match ty.class() {
+            TypeClass::Control => return self.on_control(ty, plain),
+            TypeClass::Connection if ty == MessageType::HEARTBEAT => return self.on_heartbeat(plain),
+            TypeClass::Connection if ty == MessageType::DISCONNECT => {
+                return match codec::parse_code_reason(&plain) {
+                    Some((code, reason)) => self.on_peer_disconnect(CloseCode(code), reason),
+                    None => self.protocol_violation("malformed Disconnect"),
+                };
+            }
+            _ => {}
+        }
+        let Some(head) = DataHeader::parse(&plain) else {
+            return self.protocol_violation("malformed data record header");
+        };
+        let deliverable = match ty.class() {
+            TypeClass::Application => ty.name().is_some(),
+            TypeClass::Extension => true,
+            TypeClass::Error => ty == MessageType::ERROR,
+            _ => false,
+        };
+        if !deliverable {
+            self.stats.frames_dropped += 1;
+            if head.kind == codec::KIND_REQUEST {
+                self.queue_error(head.id, ErrorCode::UNKNOWN_TYPE, "unknown message type");
+            }
+            return;
+        }
+        let kind = match head.kind {
+            codec::KIND_REQUEST => {
+                if self.requests_in.len() >= self.config.max_queued_messages {
+                    self.queue_error(head.id, ErrorCode::REFUSED, "too many pending requests");
+                    return;
+                }
+                self.requests_in.insert(head.id);
+                MessageKind::Request
+            }
+            codec::KIND_RESPONSE => {
+                if !self.requests_out.remove(&head.correlation) {
+                    // Not an answer to anything outstanding: drop it.
+                    self.stats.frames_dropped += 1;
+                    return;
+                }
+                MessageKind::Response(MessageId(head.correlation))
+            }
+            _ => MessageKind::Message,
+        };
+        let body = Bytes::from(plain).slice(codec::DATA_HEADER_LEN..);
+        self.events.push_back(Event::Message(Message {
+            id: MessageId(head.id),
+            message_type: ty,
+            kind,
+            priority: flags.priority(),
+            stream_data: flags.contains(Flags::STREAM_DATA),
+            body,
+        }));
+    }
+
+    pub(super) fn on_control(&mut self, ty: MessageType, plain: Vec<u8>) {
+        if ty == PATH_CHALLENGE && plain.len() == codec::PATH_DATA_LEN {
+            self.queue(
+                Q_CONTROL,
+                Outgoing { ty: PATH_RESPONSE, flags: Flags::empty(), head: Head::Raw, body: plain.into() },
+            );
+        } else if ty == PATH_RESPONSE && plain.len() == codec::PATH_DATA_LEN {
+            // Path validation by challenge is completed by the endpoint's
+            // path logic (section 3.7); a stray response changes nothing.
+        } else if ASSIGNED_CONTROL.contains(&ty.0) {
+            self.stats.frames_dropped += 1;
+            self.scratch = plain;
+        } else {
+            self.protocol_violation("unknown or malformed control frame");
+        }
+    }
+
+    pub(super) fn on_heartbeat(&mut self, plain: Vec<u8>) {
+        match codec::parse_heartbeat(&plain) {
+            Some((codec::PING, id)) => {
+                let pong = Outgoing {
+                    ty: MessageType::HEARTBEAT,
+                    flags: Flags::empty(),
+                    head: Head::Heartbeat(codec::PONG, id),
+                    body: Bytes::new(),
+                };
+                self.queue(Q_CONTROL, pong);
+            }
+            Some((_, id)) => {
+                if let Some((sent_id, at)) = self.ping
+                    && sent_id == id
+                {
+                    self.ping = None;
+                    self.rtt_sample(self.now - at);
+                }
+            }
+            None => return self.protocol_violation("malformed Heartbeat"),
+        }
+        self.scratch = plain;
+    }
+
+    pub(super) fn rtt_sample(&mut self, sample: Duration) {
+        match self.stats.rtt {
+            None => {
+                self.stats.rtt = Some(sample);
+                self.stats.rtt_var = sample / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(sample);
+                self.stats.rtt_var = (self.stats.rtt_var * 3 + diff) / 4;
+                self.stats.rtt = Some((srtt * 7 + sample) / 8);
+            }
+        }
+    }
+
+    pub(super) fn on_peer_disconnect(&mut self, code: CloseCode, reason: String) {
+        for q in &mut self.queues {
+            q.clear();
+        }
+        self.queued_bytes = 0;
+        self.close_reason = Some(CloseReason::Peer { code, reason });
+        self.state = State::Draining { until: self.now + self.config.drain_period };
+    }
+
+    pub(super) fn protocol_violation(&mut self, what: &'static str) {
+        self.close_with(CloseCode::PROTOCOL_VIOLATION, CloseReason::ProtocolViolation(what));
+    }
+
+    /// Closes immediately because of `reason`: queued messages are dropped,
+    /// Disconnect is sent, then the session drains.
+    pub(super) fn close_with(&mut self, code: CloseCode, reason: CloseReason) {
+        if self.close_reason.is_some() {
+            return;
+        }
+        for q in &mut self.queues {
+            q.clear();
+        }
+        self.queued_bytes = 0;
+        self.queue_disconnect(code, &alloc::format!("{reason}"));
+        self.close_reason = Some(reason);
+        self.state = State::Closing;
+    }
+
+    /// Ends the session now and reports `reason`.
+    pub(super) fn finish(&mut self, reason: CloseReason) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.state = State::Closed;
+        self.hs_send = None;
+        for q in &mut self.queues {
+            q.clear();
+        }
+        self.send_keys = None;
+        self.recv_keys = None;
+        let reason = self.close_reason.take().unwrap_or(reason);
+        self.events.push_back(Event::Closed(reason));
+    }
+}

@@ -1,0 +1,615 @@
+//! One XTMP session: the handshake as its first phase, then encrypted
+//! frames with sequencing, replay protection, key rotation, heartbeats,
+//! request/response correlation and close (SPEC.md section 3).
+//!
+//! # Driving a session
+//!
+//! A [`Session`] is a value with no I/O. Its caller (an adapter, the
+//! simulator, a test) runs the same loop:
+//!
+//! 1. feed every datagram or stream chunk to [`Session::handle_input`];
+//! 2. call [`Session::poll_transmit`] until it returns `None`, sending each
+//!    transmit on the path it names;
+//! 3. drain [`Session::poll_event`];
+//! 4. sleep until [`Session::poll_timeout`], then call
+//!    [`Session::handle_timeout`].
+//!
+//! `poll_timeout` and `handle_timeout` read the same deadlines, so handling
+//! the polled deadline always makes progress, and a spurious
+//! `handle_timeout` does nothing. While output is waiting, `poll_timeout`
+//! answers with the last `now` the session saw.
+//!
+//! Servers do not create sessions directly: the [`crate::endpoint::Endpoint`]
+//! reassembles ClientHellos, applies the cookie policy and creates them.
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::Bytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::crypto::{AeadAlgorithm, CryptoProvider};
+use crate::handshake::{
+    ClientConfig, ClientHandshake, ExpectClientFlight, ExpectServerFlight, ExpectServerHello, HandshakeError,
+    HandshakeOutcome, Role, ServerConfig, ServerHandshake, messages,
+};
+use crate::time::Instant;
+use crate::wire::{DatagramFrames, Deframer, Flags, Frame, HEADER_LEN, Header, MessageType, TypeClass};
+
+pub(crate) mod carrier;
+pub(crate) mod codec;
+mod config;
+mod event;
+mod input;
+mod output;
+mod record;
+mod replay;
+mod timers;
+
+pub use codec::MAX_REASON_LEN;
+pub use config::{ConfigError, MIN_DATAGRAM, SessionConfig};
+pub use event::{
+    BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, Message, MessageId, MessageKind, PathId, PathKind,
+    SendError, Stats, Transmit,
+};
+
+use carrier::{FlightRecv, FlightSend};
+use codec::{DataHeader, HandshakeChunk};
+use record::{Generation, OpenError, RecvKeys, SendKeys};
+use replay::ReplayWindow;
+
+/// Control frame: path challenge (8 random bytes), answered by a path response.
+pub const PATH_CHALLENGE: MessageType = MessageType(0xC1);
+/// Control frame: path response, echoing a challenge.
+pub const PATH_RESPONSE: MessageType = MessageType(0xC2);
+/// Control codes assigned to later sections (acknowledgements, re-key);
+/// a version-1 receiver that does not implement them drops them.
+const ASSIGNED_CONTROL: [u8; 3] = [0xC0, 0xC3, 0xC4];
+
+/// Options of [`Session::send`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// The priority class.
+    pub priority: PriorityClass,
+    /// Whether the message is a request (the peer answers with a response).
+    pub request: bool,
+    /// Whether the message is an item of a live stream (`STREAM_DATA`).
+    pub stream_data: bool,
+}
+
+/// The priority class of an outgoing message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PriorityClass {
+    /// Normal.
+    #[default]
+    Normal,
+    /// `PRIORITY_HIGH`.
+    High,
+    /// `EMERGENCY`: sent before everything but control frames.
+    Emergency,
+}
+
+impl SendOptions {
+    /// A request with default options.
+    pub fn request() -> Self {
+        SendOptions { request: true, ..Default::default() }
+    }
+}
+
+pub(super) enum State {
+    /// Client: ClientHello sent, waiting for a ServerHello or Retry.
+    ClientHello(ExpectServerHello),
+    /// Client: ServerHello processed, waiting for the server's Encrypted message.
+    ClientFlight(ExpectServerFlight),
+    /// Server: flight sent, waiting for the client's.
+    ServerFlight(ExpectClientFlight),
+    Established,
+    /// `close` was called: queued messages go out, then Disconnect.
+    Closing,
+    /// Disconnect sent or received: stray frames are ignored until `until`.
+    Draining {
+        until: Instant,
+    },
+    Closed,
+}
+
+/// What differs between a client's and a server's new session.
+struct Start {
+    role: Role,
+    state: State,
+    local_sid: u64,
+    kind: PathKind,
+    params: crate::handshake::SessionParams,
+}
+
+/// What an outgoing frame carries besides its body.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Head {
+    Data(DataHeader),
+    Heartbeat(u8, u64),
+    /// The body is the whole payload.
+    Raw,
+}
+
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    ty: MessageType,
+    flags: Flags,
+    head: Head,
+    body: Bytes,
+}
+
+impl Outgoing {
+    fn payload_len(&self) -> usize {
+        self.body.len()
+            + match self.head {
+                Head::Data(_) => codec::DATA_HEADER_LEN,
+                Head::Heartbeat(..) => codec::HEARTBEAT_LEN,
+                Head::Raw => 0,
+            }
+    }
+}
+
+struct Path {
+    kind: PathKind,
+    deframer: Option<Deframer>,
+    alive: bool,
+    /// Whether the peer has proven it receives on this path (amplification).
+    validated: bool,
+    received: u64,
+    sent: u64,
+    /// Stream paths: the highest sequence number accepted on this path.
+    highest: Option<u64>,
+}
+
+/// Queue indices, highest priority first.
+const Q_CONTROL: usize = 0;
+const Q_EMERGENCY: usize = 1;
+const Q_HIGH: usize = 2;
+const Q_NORMAL: usize = 3;
+
+/// One XTMP session, client or server. See the module documentation for
+/// the call order.
+pub struct Session {
+    config: Arc<SessionConfig>,
+    provider: Arc<dyn CryptoProvider>,
+    role: Role,
+    rng: ChaCha20Rng,
+    state: State,
+    /// The id frames to this side carry.
+    local_sid: u64,
+    /// The id frames to the peer carry, once known.
+    peer_sid: Option<u64>,
+    paths: Vec<Path>,
+    primary: PathId,
+    now: Instant,
+    created: Instant,
+    hs_send: Option<FlightSend>,
+    hs_recv: FlightRecv,
+    hs_ack_pending: bool,
+    hs_frames: u64,
+    retried: bool,
+    local_max_frame: u32,
+    local_idle_ms: u32,
+    peer_max_frame: u32,
+    cipher: Option<AeadAlgorithm>,
+    send_keys: Option<SendKeys>,
+    recv_keys: Option<RecvKeys>,
+    /// When the peer's current generation was first used, and frames opened under it.
+    recv_since: Instant,
+    recv_opened: u64,
+    replay: ReplayWindow,
+    next_seq: u64,
+    next_message_id: u64,
+    queues: [VecDeque<Outgoing>; 4],
+    queued_bytes: usize,
+    /// Requests from the peer not yet answered.
+    requests_in: BTreeSet<u64>,
+    /// This side's requests not yet answered.
+    requests_out: BTreeSet<u64>,
+    disconnect: Option<Outgoing>,
+    close_reason: Option<CloseReason>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    idle_timeout: Option<Duration>,
+    last_recv: Instant,
+    last_send: Instant,
+    ping: Option<(u64, Instant)>,
+    scratch: Vec<u8>,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .field("local_sid", &format_args!("{:016x}", self.local_sid))
+            .field("established", &self.is_established())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn new(
+        config: Arc<SessionConfig>,
+        provider: Arc<dyn CryptoProvider>,
+        now: Instant,
+        rng: &mut dyn rand_core::CryptoRng,
+        start: Start,
+    ) -> Session {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let replay = ReplayWindow::new(config.replay_window);
+        let Start { role, state, local_sid, kind, params } = start;
+        let mut s = Session {
+            rng: ChaCha20Rng::from_seed(seed),
+            provider,
+            role,
+            state,
+            local_sid,
+            peer_sid: None,
+            paths: Vec::new(),
+            primary: PathId(0),
+            now,
+            created: now,
+            hs_send: None,
+            hs_recv: FlightRecv::new(),
+            hs_ack_pending: false,
+            hs_frames: 0,
+            retried: false,
+            local_max_frame: params.max_frame_payload,
+            local_idle_ms: params.idle_timeout_ms,
+            peer_max_frame: crate::wire::DEFAULT_MAX_PAYLOAD,
+            cipher: None,
+            send_keys: None,
+            recv_keys: None,
+            recv_since: now,
+            recv_opened: 0,
+            replay,
+            next_seq: 0,
+            next_message_id: 1,
+            queues: Default::default(),
+            queued_bytes: 0,
+            requests_in: BTreeSet::new(),
+            requests_out: BTreeSet::new(),
+            disconnect: None,
+            close_reason: None,
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            idle_timeout: None,
+            last_recv: now,
+            last_send: now,
+            ping: None,
+            scratch: Vec::new(),
+            config,
+        };
+        s.add_path(kind, role == Role::Client || kind == PathKind::Stream);
+        seed.fill(0);
+        s
+    }
+
+    /// Starts a client session on its first path: generates the handshake
+    /// keys and queues the ClientHello. `rng` seeds the session's own
+    /// CSPRNG; nothing else is drawn from it.
+    pub fn connect(
+        now: Instant,
+        config: Arc<SessionConfig>,
+        client: Arc<ClientConfig>,
+        path: PathKind,
+        rng: &mut dyn rand_core::CryptoRng,
+    ) -> Result<Session, ConnectError> {
+        config.validate()?;
+        let pad = if path == PathKind::Datagram { config.datagram_hello_padding } else { 0 };
+        let mut seeded = ChaCha20Rng::from_seed({
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        });
+        let provider = client.provider.clone();
+        let params = client.params;
+        let (expect, hello) = ClientHandshake::start(client, &mut seeded, pad)?;
+        let sid = expect.client_session_id();
+        let start = Start { role: Role::Client, state: State::ClientHello(expect), local_sid: sid, kind: path, params };
+        let mut s = Session::new(config, provider, now, &mut seeded, start);
+        s.hs_send = Some(FlightSend::new(codec::STAGE_CLIENT_HELLO, hello, s.config.handshake_rto));
+        Ok(s)
+    }
+
+    /// Creates a server session from a complete ClientHello that passed the
+    /// endpoint's admission checks: encapsulates, signs and queues the
+    /// server's flight. `received` is how many bytes arrived on the path so
+    /// far (the amplification budget is three times that).
+    pub fn accept(
+        now: Instant,
+        config: Arc<SessionConfig>,
+        server: Arc<ServerConfig>,
+        path: PathKind,
+        hello: &[u8],
+        received: usize,
+        rng: &mut dyn rand_core::CryptoRng,
+    ) -> Result<Session, ConnectError> {
+        config.validate()?;
+        let provider = server.provider.clone();
+        let params = server.params;
+        let (flight, expect) = ServerHandshake::accept(server, hello, rng)?;
+        let sid = expect.server_session_id();
+        let peer = expect.client_session_id();
+        let start =
+            Start { role: Role::Server, state: State::ServerFlight(expect), local_sid: sid, kind: path, params };
+        let mut s = Session::new(config, provider, now, rng, start);
+        s.peer_sid = Some(peer);
+        s.paths[0].received = received as u64;
+        s.hs_send = Some(FlightSend::new(codec::STAGE_SERVER_FLIGHT, flight, s.config.handshake_rto));
+        Ok(s)
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session id frames to this side carry.
+    pub fn local_session_id(&self) -> u64 {
+        self.local_sid
+    }
+
+    /// The session id frames to the peer carry, once known.
+    pub fn peer_session_id(&self) -> Option<u64> {
+        self.peer_sid
+    }
+
+    /// Whether the handshake has completed and the session is not closing.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
+    /// Whether the session has ended (the `Closed` event was queued).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
+        s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
+        s
+    }
+
+    /// The largest body [`Session::send`] accepts on the current paths.
+    pub fn max_message_len(&self) -> usize {
+        let frame = match self.paths[self.primary.0 as usize].kind {
+            PathKind::Datagram => self.config.max_datagram - HEADER_LEN,
+            PathKind::Stream => self.peer_max_frame as usize,
+        };
+        frame.min(self.peer_max_frame as usize) - codec::DATA_HEADER_LEN
+    }
+
+    /// Adds a path (for example the datagram half of a hybrid session, or
+    /// a reconnection). A server's new datagram path is limited to three
+    /// times what it received until the peer proves it is there.
+    pub fn add_path(&mut self, kind: PathKind, validated: bool) -> PathId {
+        let id = PathId(self.paths.len() as u32);
+        let deframer = (kind == PathKind::Stream).then(|| Deframer::new(self.local_max_frame));
+        self.paths.push(Path { kind, deframer, alive: true, validated, received: 0, sent: 0, highest: None });
+        id
+    }
+
+    /// Marks `path` as proven (the endpoint validated the address with a
+    /// token), lifting the amplification limit.
+    pub fn validate_path(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(path.0 as usize) {
+            p.validated = true;
+        }
+    }
+
+    /// The adapter lost a path (the TCP connection closed, say). The
+    /// session carries on over its other paths.
+    pub fn path_closed(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(path.0 as usize) {
+            p.alive = false;
+        }
+        if let Some(next) = self.paths.iter().position(|p| p.alive) {
+            self.primary = PathId(next as u32);
+        }
+    }
+
+    /// Makes `path` the one application data is sent on.
+    pub fn set_primary_path(&mut self, path: PathId) {
+        if self.paths.get(path.0 as usize).is_some_and(|p| p.alive) {
+            self.primary = path;
+        }
+    }
+
+    pub(super) fn unix_time(&self) -> Option<u64> {
+        self.config.unix_time_origin.map(|o| o + self.now.as_nanos() / 1_000_000_000)
+    }
+
+    // ------------------------------------------------------------ application
+
+    /// Queues a message. Returns its id (a response to it names this id).
+    pub fn send(
+        &mut self,
+        message_type: MessageType,
+        body: Bytes,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let class = message_type.class();
+        let allowed =
+            (class == TypeClass::Application && message_type.name().is_some()) || class == TypeClass::Extension;
+        if !allowed {
+            return Err(SendError::InvalidType(message_type));
+        }
+        let kind = if options.request { codec::KIND_REQUEST } else { codec::KIND_MESSAGE };
+        let id = self.send_data(message_type, body, options, kind, 0)?;
+        if options.request {
+            self.requests_out.insert(id.0);
+        }
+        Ok(id)
+    }
+
+    /// Answers the peer's request `to`.
+    pub fn respond(
+        &mut self,
+        to: MessageId,
+        message_type: MessageType,
+        body: Bytes,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let class = message_type.class();
+        let allowed = (class == TypeClass::Application && message_type.name().is_some())
+            || class == TypeClass::Extension
+            || message_type == MessageType::ERROR;
+        if !allowed || options.request {
+            return Err(SendError::InvalidType(message_type));
+        }
+        if !self.requests_in.contains(&to.0) {
+            return Err(SendError::NoSuchRequest(to));
+        }
+        let id = self.send_data(message_type, body, options, codec::KIND_RESPONSE, to.0)?;
+        self.requests_in.remove(&to.0);
+        Ok(id)
+    }
+
+    /// Answers the peer's request `to` with an Error (`FE`) response.
+    pub fn respond_error(&mut self, to: MessageId, code: ErrorCode, reason: &str) -> Result<MessageId, SendError> {
+        let body = Bytes::from(codec::encode_code_reason(code.0, reason));
+        self.respond(to, MessageType::ERROR, body, SendOptions::default())
+    }
+
+    pub(super) fn queue_error(&mut self, to: u64, code: ErrorCode, reason: &str) {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        let head = Head::Data(DataHeader { kind: codec::KIND_RESPONSE, id, correlation: to });
+        let body = Bytes::from(codec::encode_code_reason(code.0, reason));
+        self.queue(Q_CONTROL, Outgoing { ty: MessageType::ERROR, flags: Flags::empty(), head, body });
+    }
+
+    fn send_data(
+        &mut self,
+        ty: MessageType,
+        body: Bytes,
+        options: SendOptions,
+        kind: u8,
+        correlation: u64,
+    ) -> Result<MessageId, SendError> {
+        match self.state {
+            State::Established => {}
+            State::ClientHello(_) | State::ClientFlight(_) | State::ServerFlight(_) => {
+                return Err(SendError::NotConnected);
+            }
+            _ => return Err(SendError::Closed),
+        }
+        let max = self.max_message_len();
+        if body.len() > max {
+            return Err(SendError::TooLarge { len: body.len(), max });
+        }
+        let total: usize = self.queues.iter().map(VecDeque::len).sum();
+        if total >= self.config.max_queued_messages || self.queued_bytes + body.len() > self.config.max_queued_bytes {
+            return Err(SendError::WouldBlock);
+        }
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        let (q, mut flags) = match options.priority {
+            PriorityClass::Normal => (Q_NORMAL, Flags::empty()),
+            PriorityClass::High => (Q_HIGH, Flags::PRIORITY_HIGH),
+            PriorityClass::Emergency => (Q_EMERGENCY, Flags::EMERGENCY),
+        };
+        if options.stream_data {
+            flags |= Flags::STREAM_DATA;
+        }
+        let head = Head::Data(DataHeader { kind, id, correlation });
+        self.queue(q, Outgoing { ty, flags, head, body });
+        Ok(MessageId(id))
+    }
+
+    pub(super) fn queue(&mut self, q: usize, out: Outgoing) {
+        self.queued_bytes += out.body.len();
+        self.queues[q].push_back(out);
+    }
+
+    pub(super) fn queue_disconnect(&mut self, code: CloseCode, reason: &str) {
+        let body = Bytes::from(codec::encode_code_reason(code.0, reason));
+        self.disconnect = Some(Outgoing { ty: MessageType::DISCONNECT, flags: Flags::empty(), head: Head::Raw, body });
+    }
+
+    /// Closes the session gracefully: messages already queued are sent,
+    /// then Disconnect with `code` and `reason`; after a short drain the
+    /// `Closed` event reports [`CloseReason::Local`].
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        self.now = self.now.max(now);
+        self.close_inner(code, reason, false);
+    }
+
+    /// Closes the session at once: queued messages are discarded and only
+    /// Disconnect is sent.
+    pub fn abort(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        self.now = self.now.max(now);
+        self.close_inner(code, reason, true);
+    }
+
+    fn close_inner(&mut self, code: CloseCode, reason: &str, discard: bool) {
+        if self.close_reason.is_some() || matches!(self.state, State::Draining { .. } | State::Closed) {
+            return;
+        }
+        self.close_reason = Some(CloseReason::Local { code, reason: String::from(reason) });
+        if !self.is_established() {
+            // No keys yet: tell the peer in the clear if it can route it.
+            if self.peer_sid.is_some() {
+                self.queue_disconnect(CloseCode::HANDSHAKE_FAILED, "");
+            }
+            self.hs_send = None;
+            self.state = State::Closing;
+            return;
+        }
+        if discard {
+            for q in &mut self.queues {
+                q.clear();
+            }
+            self.queued_bytes = 0;
+        }
+        self.queue_disconnect(code, reason);
+        self.state = State::Closing;
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The session configuration is invalid.
+    Config(ConfigError),
+    /// The handshake could not start (or, on a server, the ClientHello was refused).
+    Handshake(HandshakeError),
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::Config(e) => e.fmt(f),
+            ConnectError::Handshake(e) => write!(f, "handshake: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ConnectError {}
+
+impl From<ConfigError> for ConnectError {
+    fn from(e: ConfigError) -> Self {
+        ConnectError::Config(e)
+    }
+}
+
+impl From<HandshakeError> for ConnectError {
+    fn from(e: HandshakeError) -> Self {
+        ConnectError::Handshake(e)
+    }
+}

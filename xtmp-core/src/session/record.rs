@@ -1,0 +1,215 @@
+//! Record protection (SPEC.md section 3.3): per-direction key generations,
+//! sealing into the caller's buffer, and transactional opening.
+
+use alloc::boxed::Box;
+
+use crate::crypto::schedule::{self, TrafficKeys};
+use crate::crypto::{AeadAlgorithm, AeadKey, CryptoError, CryptoProvider, HASH_LEN, NONCE_LEN, Secret, TAG_LEN};
+use crate::time::Instant;
+use crate::wire::{self, EncryptionType, Flags, Frame, HEADER_LEN, Header, offset};
+
+/// One key generation of one direction.
+pub(crate) struct Generation {
+    pub(crate) number: u32,
+    secret: Secret<HASH_LEN>,
+    keys: TrafficKeys,
+    aead: Box<dyn AeadKey>,
+}
+
+impl core::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Generation").field("number", &self.number).finish_non_exhaustive()
+    }
+}
+
+impl Generation {
+    pub(crate) fn new(
+        p: &dyn CryptoProvider,
+        alg: AeadAlgorithm,
+        secret: Secret<HASH_LEN>,
+        number: u32,
+    ) -> Result<Generation, CryptoError> {
+        let keys = TrafficKeys::derive(p, &secret)?;
+        let aead = p.aead(alg, &keys.key)?;
+        Ok(Generation { number, secret, keys, aead })
+    }
+
+    /// The next generation: the symmetric ratchet (`"traffic upd"`).
+    pub(crate) fn next(&self, p: &dyn CryptoProvider, alg: AeadAlgorithm) -> Result<Generation, CryptoError> {
+        let s = schedule::next_traffic_secret(p, &self.secret)?;
+        Generation::new(p, alg, s, self.number.wrapping_add(1))
+    }
+
+    pub(crate) fn key_id(&self) -> &[u8; 16] {
+        &self.keys.key_id
+    }
+
+    pub(crate) fn nonce(&self, seq: u64) -> [u8; NONCE_LEN] {
+        self.keys.nonce(seq)
+    }
+}
+
+/// The sending half: the current generation and its usage.
+#[derive(Debug)]
+pub(crate) struct SendKeys {
+    pub(crate) current: Generation,
+    /// Frames sealed under `current`.
+    pub(crate) sealed: u64,
+    /// When `current` was installed.
+    pub(crate) since: Instant,
+}
+
+impl SendKeys {
+    /// Seals the frame in `out[..HEADER_LEN + len]`: `out[HEADER_LEN..]`
+    /// holds the plaintext payload on entry. Fills in the encryption
+    /// fields, seals in place, writes the tag and the CRC.
+    pub(crate) fn seal(
+        &mut self,
+        alg: AeadAlgorithm,
+        mut header: Header,
+        len: usize,
+        out: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        let total = HEADER_LEN + len;
+        header.flags |= Flags::ENCRYPTED;
+        header.encryption = alg.encryption_type();
+        header.key_id = *self.current.key_id();
+        header.nonce = [0; 24];
+        header.nonce[..NONCE_LEN].copy_from_slice(&self.current.nonce(header.sequence));
+        header.payload_len = len as u32;
+        header.crc = 0;
+        header.tag = [0; TAG_LEN];
+        debug_assert_eq!(header.validate(), Ok(()));
+        let (head, payload) = out[..total].split_at_mut(HEADER_LEN);
+        let head: &mut [u8; HEADER_LEN] = head.try_into().map_err(|_| CryptoError::InvalidKey)?;
+        header.write(head);
+        let tag = self.current.aead.seal(&self.current.nonce(header.sequence), head, payload)?;
+        head[offset::TAG..offset::TAG + TAG_LEN].copy_from_slice(&tag);
+        wire::write_crc(&mut out[..total]).map_err(|_| CryptoError::InvalidKey)?;
+        self.sealed += 1;
+        Ok(total)
+    }
+}
+
+/// Which receive generation a key id names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Previous,
+    Current,
+    Next,
+    AfterNext,
+}
+
+/// Why a frame did not open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The key id names no generation this side holds.
+    UnknownKey,
+    /// The nonce field is not the one the sequence number gives.
+    NonceMismatch,
+    /// The header's encryption type is not the session's cipher.
+    WrongCipher,
+    /// The AEAD rejected the tag.
+    Tag,
+}
+
+/// The receiving half: the previous generation during its grace period,
+/// the current one, and the next two (precomputed, so a key update costs
+/// the receiver nothing per frame and forged key ids cause no work).
+#[derive(Debug)]
+pub(crate) struct RecvKeys {
+    pub(crate) previous: Option<(Generation, Instant)>,
+    pub(crate) current: Generation,
+    next: Generation,
+    after_next: Generation,
+}
+
+impl RecvKeys {
+    pub(crate) fn new(p: &dyn CryptoProvider, alg: AeadAlgorithm, current: Generation) -> Result<Self, CryptoError> {
+        let next = current.next(p, alg)?;
+        let after_next = next.next(p, alg)?;
+        Ok(RecvKeys { previous: None, current, next, after_next })
+    }
+
+    pub(crate) fn find(&self, key_id: &[u8; 16]) -> Option<Slot> {
+        if key_id == self.current.key_id() {
+            Some(Slot::Current)
+        } else if key_id == self.next.key_id() {
+            Some(Slot::Next)
+        } else if key_id == self.after_next.key_id() {
+            Some(Slot::AfterNext)
+        } else if self.previous.as_ref().is_some_and(|(g, _)| key_id == g.key_id()) {
+            Some(Slot::Previous)
+        } else {
+            None
+        }
+    }
+
+    fn get(&self, slot: Slot) -> Option<&Generation> {
+        match slot {
+            Slot::Previous => self.previous.as_ref().map(|(g, _)| g),
+            Slot::Current => Some(&self.current),
+            Slot::Next => Some(&self.next),
+            Slot::AfterNext => Some(&self.after_next),
+        }
+    }
+
+    /// Checks the key id, cipher and nonce field of `frame`, then opens its
+    /// payload into `plain` (cleared first). Changes nothing in `self`.
+    pub(crate) fn open(
+        &self,
+        alg: AeadAlgorithm,
+        frame: &Frame<'_>,
+        plain: &mut alloc::vec::Vec<u8>,
+    ) -> Result<Slot, OpenError> {
+        let h = frame.header();
+        if h.encryption != alg.encryption_type() || h.encryption == EncryptionType::NONE {
+            return Err(OpenError::WrongCipher);
+        }
+        let slot = self.find(&h.key_id).ok_or(OpenError::UnknownKey)?;
+        let g = self.get(slot).ok_or(OpenError::UnknownKey)?;
+        let nonce = g.nonce(h.sequence);
+        if h.nonce[..NONCE_LEN] != nonce {
+            return Err(OpenError::NonceMismatch);
+        }
+        let aad = wire::associated_data(frame.raw_header());
+        plain.clear();
+        plain.extend_from_slice(frame.payload());
+        g.aead.open(&nonce, &aad, plain, &h.tag).map_err(|_| OpenError::Tag)?;
+        Ok(slot)
+    }
+
+    /// After a frame opened under `slot`: a frame under a newer generation
+    /// makes it current; the old current is kept until `grace_until`.
+    /// Returns the new current generation number if it changed.
+    pub(crate) fn promote(
+        &mut self,
+        p: &dyn CryptoProvider,
+        alg: AeadAlgorithm,
+        slot: Slot,
+        grace_until: Instant,
+    ) -> Result<Option<u32>, CryptoError> {
+        let steps = match slot {
+            Slot::Previous | Slot::Current => return Ok(None),
+            Slot::Next => 1,
+            Slot::AfterNext => 2,
+        };
+        for _ in 0..steps {
+            let fresh = self.after_next.next(p, alg)?;
+            let old_after = core::mem::replace(&mut self.after_next, fresh);
+            let old_next = core::mem::replace(&mut self.next, old_after);
+            let old_current = core::mem::replace(&mut self.current, old_next);
+            self.previous = Some((old_current, grace_until));
+        }
+        Ok(Some(self.current.number))
+    }
+
+    /// Erases the previous generation once its grace period is over.
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        if self.previous.as_ref().is_some_and(|(_, until)| now >= *until) {
+            self.previous = None;
+            return true;
+        }
+        false
+    }
+}

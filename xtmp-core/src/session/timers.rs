@@ -1,0 +1,141 @@
+//! Deadlines: handshake and idle timeouts, heartbeats, key updates.
+
+use alloc::string::String;
+use core::time::Duration;
+
+use bytes::Bytes;
+use rand_core::Rng as _;
+
+use super::*;
+
+impl Session {
+    // ------------------------------------------------------------------ time
+
+    /// When [`Session::handle_timeout`] should next be called; `None` once
+    /// closed. While output is waiting, the last `now` the session saw.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.state, State::Closed) {
+            return None;
+        }
+        if self.has_output() {
+            return Some(self.now);
+        }
+        let mut t: Option<Instant> = None;
+        let mut at = |d: Instant| t = Some(t.map_or(d, |t| t.min(d)));
+        match self.state {
+            State::Draining { until } => return Some(until),
+            State::Established | State::Closing => {
+                if let Some(idle) = self.idle_timeout {
+                    at(self.last_recv + idle);
+                }
+                if let Some(hb) = self.heartbeat_interval() {
+                    at(self.last_send + hb);
+                }
+                if let Some(k) = &self.send_keys {
+                    at(k.since + self.config.key_update_interval);
+                }
+                if let Some(k) = &self.recv_keys {
+                    if let Some((_, until)) = &k.previous {
+                        at(*until);
+                    }
+                    at(self.recv_since + self.overdue_after());
+                }
+            }
+            _ => at(self.created + self.config.handshake_timeout),
+        }
+        if let Some(d) = self.hs_send.as_ref().and_then(FlightSend::deadline)
+            && self.path_kind() == PathKind::Datagram
+        {
+            at(d);
+        }
+        t
+    }
+
+    pub(super) fn heartbeat_interval(&self) -> Option<Duration> {
+        self.config.heartbeat_interval.or(self.idle_timeout.map(|i| i / 3))
+    }
+
+    /// How long the peer may keep one key before it counts as overdue.
+    pub(super) fn overdue_after(&self) -> Duration {
+        self.config.key_update_interval * 2 + self.config.key_grace
+    }
+
+    /// Handles every deadline that has passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        match self.state {
+            State::Closed => return,
+            State::Draining { until } => {
+                if now >= until {
+                    self.finish(CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::new() });
+                }
+                return;
+            }
+            State::ClientHello(_) | State::ClientFlight(_) | State::ServerFlight(_) => {
+                if now >= self.created + self.config.handshake_timeout {
+                    self.close_reason = Some(CloseReason::HandshakeTimeout);
+                    return self.finish(CloseReason::HandshakeTimeout);
+                }
+            }
+            State::Established | State::Closing => {
+                if self.idle_timeout.is_some_and(|idle| now >= self.last_recv + idle) {
+                    // Silent: the peer is gone or unreachable.
+                    self.close_reason = Some(CloseReason::IdleTimeout);
+                    return self.finish(CloseReason::IdleTimeout);
+                }
+                if self.recv_keys.is_some() && now >= self.recv_since + self.overdue_after() {
+                    return self.close_with(
+                        CloseCode::KEY_UPDATE_OVERDUE,
+                        CloseReason::ProtocolViolation("peer did not update its key in time"),
+                    );
+                }
+                if let Some(k) = &mut self.recv_keys {
+                    k.expire(now);
+                }
+                if self.send_keys.as_ref().is_some_and(|k| now >= k.since + self.config.key_update_interval) {
+                    self.update_send_key();
+                }
+                if let Some(hb) = self.heartbeat_interval()
+                    && now >= self.last_send + hb
+                    && self.is_established()
+                {
+                    self.queue_ping();
+                }
+            }
+        }
+        if self.path_kind() == PathKind::Datagram {
+            let max_rto = self.config.handshake_rto * 8;
+            if let Some(s) = &mut self.hs_send {
+                let before = s.next;
+                if s.on_timeout(now, max_rto) {
+                    self.stats.handshake_retransmits += (before - s.next) as u64;
+                }
+            }
+        }
+    }
+
+    pub(super) fn queue_ping(&mut self) {
+        let id = self.rng.next_u64();
+        self.ping = Some((id, self.now));
+        let ping = Outgoing {
+            ty: MessageType::HEARTBEAT,
+            flags: Flags::empty(),
+            head: Head::Heartbeat(codec::PING, id),
+            body: Bytes::new(),
+        };
+        self.queue(Q_CONTROL, ping);
+    }
+
+    pub(super) fn update_send_key(&mut self) {
+        let (Some(cipher), Some(keys)) = (self.cipher, self.send_keys.as_mut()) else { return };
+        match keys.current.next(&*self.provider, cipher) {
+            Ok(next) => {
+                let generation = next.number;
+                *keys = SendKeys { current: next, sealed: 0, since: self.now };
+                self.events.push_back(Event::KeyUpdated { sending: true, generation });
+            }
+            Err(_) => self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! A deterministic in-memory client/server pair: zero latency, time jumps
+//! to the next deadline, and a filter that can drop, duplicate, reorder or
+//! tamper with datagrams. `drive` fails if the pair livelocks.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use xtmp_core::crypto::{CryptoProvider, RustCrypto};
+use xtmp_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle};
+use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig};
+use xtmp_core::session::{Event, PathId, PathKind, Session, SessionConfig};
+use xtmp_core::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    ToServer,
+    ToClient,
+}
+
+/// What the filter does with one datagram or chunk.
+pub enum Verdict {
+    Deliver,
+    Drop,
+    /// Deliver this instead.
+    Replace(Vec<u8>),
+    /// Deliver it twice.
+    Duplicate,
+    /// Hold it back until the next datagram in this direction has gone.
+    Delay,
+}
+
+pub type Filter = Box<dyn FnMut(Dir, &[u8]) -> Verdict>;
+
+pub struct Pair {
+    pub now: Instant,
+    pub client: Session,
+    pub server: Endpoint,
+    pub remote: Remote,
+    pub handle: Option<SessionHandle>,
+    pub client_events: Vec<Event>,
+    pub server_events: Vec<Event>,
+    pub filter: Option<Filter>,
+    pub to_server: VecDeque<Vec<u8>>,
+    pub to_client: VecDeque<Vec<u8>>,
+    held: [Option<Vec<u8>>; 2],
+    pub client_alive: bool,
+    pub server_alive: bool,
+    /// Bytes the server sent and received, for amplification checks.
+    pub server_sent: u64,
+    pub server_received: u64,
+}
+
+pub fn provider() -> Arc<dyn CryptoProvider> {
+    Arc::new(RustCrypto)
+}
+
+pub fn identity(seed: u8) -> Arc<IdentityKeypair> {
+    Arc::new(IdentityKeypair::generate(&RustCrypto, &mut ChaCha20Rng::from_seed([seed; 32])).unwrap())
+}
+
+pub struct Setup {
+    pub session: SessionConfig,
+    pub server_session: Option<SessionConfig>,
+    pub client: ClientConfig,
+    pub endpoint: EndpointConfig,
+    pub kind: PathKind,
+    pub seed: u8,
+}
+
+impl Setup {
+    pub fn new(kind: PathKind) -> Setup {
+        let id = identity(1);
+        let server = ServerConfig::new(provider(), id.clone());
+        let client = ClientConfig::new(provider(), Arc::new(Pinned(id.public().clone())));
+        let session = SessionConfig::default();
+        let endpoint = EndpointConfig::new(Arc::new(session.clone()), Arc::new(server));
+        Setup { session, server_session: None, client, endpoint, kind, seed: 7 }
+    }
+
+    pub fn server(&mut self) -> &mut ServerConfig {
+        Arc::get_mut(&mut self.endpoint.server).unwrap()
+    }
+
+    pub fn start(mut self) -> Pair {
+        let now = Instant::from_nanos(1_000_000_000);
+        let mut rng = ChaCha20Rng::from_seed([self.seed; 32]);
+        self.endpoint.session = Arc::new(self.server_session.clone().unwrap_or(self.session.clone()));
+        let server = Endpoint::new(now, Arc::new(self.endpoint), &mut rng).unwrap();
+        let client = Session::connect(now, Arc::new(self.session), Arc::new(self.client), self.kind, &mut rng).unwrap();
+        let addr: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let kind = if self.kind == PathKind::Stream { RemoteKind::Stream } else { RemoteKind::Datagram };
+        Pair {
+            now,
+            client,
+            server,
+            remote: Remote { addr, kind },
+            handle: None,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+            filter: None,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+            held: [None, None],
+            client_alive: true,
+            server_alive: true,
+            server_sent: 0,
+            server_received: 0,
+        }
+    }
+}
+
+impl Pair {
+    pub fn server_session(&mut self) -> &mut Session {
+        let h = self.handle.expect("no server session yet");
+        self.server.session_mut(h).expect("server session gone")
+    }
+
+    fn push(&mut self, dir: Dir, bytes: Vec<u8>) {
+        let verdict = match &mut self.filter {
+            Some(f) => f(dir, &bytes),
+            None => Verdict::Deliver,
+        };
+        let q = match dir {
+            Dir::ToServer => &mut self.to_server,
+            Dir::ToClient => &mut self.to_client,
+        };
+        let held = &mut self.held[dir as usize];
+        match verdict {
+            Verdict::Deliver => q.push_back(bytes),
+            Verdict::Drop => {}
+            Verdict::Replace(b) => q.push_back(b),
+            Verdict::Duplicate => {
+                q.push_back(bytes.clone());
+                q.push_back(bytes);
+            }
+            Verdict::Delay => {
+                if let Some(old) = held.replace(bytes) {
+                    q.push_back(old);
+                }
+                return;
+            }
+        }
+        if let Some(old) = held.take() {
+            q.push_back(old);
+        }
+    }
+
+    /// Moves every pending transmit into the queues. Returns whether anything moved.
+    pub fn flush(&mut self) -> bool {
+        let mut moved = false;
+        let mut buf = vec![0u8; 70_000];
+        if self.client_alive {
+            while let Some(t) = self.client.poll_transmit(self.now, &mut buf).unwrap() {
+                assert_eq!(t.path, PathId(0));
+                self.push(Dir::ToServer, buf[..t.len].to_vec());
+                moved = true;
+            }
+        }
+        if self.server_alive {
+            while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut buf) {
+                assert_eq!(remote, self.remote);
+                self.server_sent += len as u64;
+                self.push(Dir::ToClient, buf[..len].to_vec());
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Delivers everything queued. Returns whether anything was delivered.
+    pub fn deliver(&mut self) -> bool {
+        let mut any = false;
+        while let Some(b) = self.to_server.pop_front() {
+            any = true;
+            if self.server_alive {
+                self.server_received += b.len() as u64;
+                self.server.handle_input(self.now, self.remote, &b);
+            }
+        }
+        while let Some(b) = self.to_client.pop_front() {
+            any = true;
+            if self.client_alive {
+                self.client.handle_input(self.now, PathId(0), &b);
+            }
+        }
+        self.collect();
+        any
+    }
+
+    pub fn collect(&mut self) {
+        while let Some(e) = self.client.poll_event() {
+            self.client_events.push(e);
+        }
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                EndpointEvent::NewSession(h, _) => self.handle = Some(h),
+                EndpointEvent::Session(_, e) => self.server_events.push(e),
+            }
+        }
+    }
+
+    /// One round: send, deliver; if nothing moved, jump to the next deadline.
+    /// Returns false when nothing at all is left to do.
+    pub fn step(&mut self) -> bool {
+        let moved = self.flush();
+        let delivered = self.deliver();
+        if moved || delivered {
+            return true;
+        }
+        // Release held datagrams when nothing else is moving.
+        if let Some(b) = self.held[0].take() {
+            self.to_server.push_back(b);
+            return true;
+        }
+        if let Some(b) = self.held[1].take() {
+            self.to_client.push_back(b);
+            return true;
+        }
+        let next = [
+            self.client_alive.then(|| self.client.poll_timeout()).flatten(),
+            self.server_alive.then(|| self.server.poll_timeout()).flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(t) = next else { return false };
+        self.now = self.now.max(t);
+        if self.client_alive {
+            self.client.handle_timeout(self.now);
+        }
+        if self.server_alive {
+            self.server.handle_timeout(self.now);
+        }
+        self.collect();
+        true
+    }
+
+    /// Steps until `done` holds; panics after `max` steps (a livelock).
+    pub fn drive(&mut self, max: usize, mut done: impl FnMut(&Pair) -> bool) {
+        for _ in 0..max {
+            if done(self) {
+                return;
+            }
+            if !self.step() {
+                break;
+            }
+        }
+        assert!(
+            done(self),
+            "pair did not reach the condition (client {:?}, server {:?})",
+            self.client_events,
+            self.server_events
+        );
+    }
+
+    pub fn connect(&mut self) {
+        self.drive(1000, |p| {
+            p.client.is_established()
+                && p.handle.is_some_and(|_| p.server_events.iter().any(|e| matches!(e, Event::Connected { .. })))
+        });
+    }
+
+    pub fn client_messages(&self) -> Vec<&xtmp_core::session::Message> {
+        self.client_events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect()
+    }
+
+    pub fn server_messages(&self) -> Vec<&xtmp_core::session::Message> {
+        self.server_events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect()
+    }
+}
