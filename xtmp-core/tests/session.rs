@@ -125,3 +125,184 @@ fn close_flushes_queued_messages_then_reports_once() {
     let closed: Vec<_> = p.client_events.iter().filter(|e| matches!(e, Event::Closed(_))).collect();
     assert_eq!(closed, [&Event::Closed(CloseReason::Local { code: CloseCode(0x1000), reason: "bye".into() })]);
 }
+
+/// Captures the next sealed datagram from client to server.
+fn capture_one(p: &mut Pair, body: &'static [u8]) -> Vec<u8> {
+    p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(body), SendOptions::default()).unwrap();
+    let mut buf = vec![0u8; 2000];
+    let t = p.client.poll_transmit(p.now, &mut buf).unwrap().unwrap();
+    buf.truncate(t.len);
+    buf
+}
+
+#[test]
+fn tampered_frames_are_rejected_without_side_effects() {
+    let mut p = established(PathKind::Datagram);
+    let frame = capture_one(&mut p, b"tamper me");
+    let before = p.server_session().stats();
+    // Every byte of the header and payload, one bit flipped at a time.
+    for i in 0..frame.len() {
+        let mut bad = frame.clone();
+        bad[i] ^= 0x01;
+        if (28..32).contains(&i) {
+            // A flipped CRC byte is caught by the CRC; otherwise fix the CRC
+            // up so the frame reaches the AEAD.
+        } else {
+            xtmp_core::wire::write_crc(&mut bad).unwrap();
+        }
+        p.server.handle_input(p.now, p.remote, &bad);
+        p.collect();
+        assert!(p.server_messages().is_empty(), "byte {i} tampered was accepted");
+    }
+    let after = p.server_session().stats();
+    assert_eq!(after.frames_received, before.frames_received, "nothing was accepted");
+    assert_eq!(after.recv_generation, before.recv_generation);
+    // The untouched frame is still accepted: no window moved, no key changed.
+    p.server.handle_input(p.now, p.remote, &frame);
+    p.collect();
+    assert_eq!(p.server_messages().len(), 1);
+    assert_eq!(&p.server_messages()[0].body[..], b"tamper me");
+}
+
+#[test]
+fn replayed_and_duplicated_frames_are_delivered_once() {
+    let mut p = established(PathKind::Datagram);
+    let a = capture_one(&mut p, b"a");
+    let b = capture_one(&mut p, b"b");
+    for d in [&b, &a, &a, &b, &a] {
+        p.server.handle_input(p.now, p.remote, d);
+    }
+    p.collect();
+    let bodies: Vec<&[u8]> = p.server_messages().iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, [b"b", b"a"], "reordered frames are accepted once each");
+    assert_eq!(p.server_session().stats().replays_rejected, 3);
+}
+
+#[test]
+fn keys_rotate_at_exactly_the_frame_limit() {
+    let mut s = Setup::new(PathKind::Stream);
+    s.session.key_update_frames = 16;
+    let mut p = s.start();
+    p.connect();
+    // The handshake sent no sealed frames from the client yet.
+    for i in 0..16u32 {
+        p.client
+            .send(MessageType::EVENT_STREAM, Bytes::from(i.to_be_bytes().to_vec()), SendOptions::default())
+            .unwrap();
+    }
+    p.drive(100, |p| p.server_messages().len() == 16);
+    assert_eq!(p.client.stats().send_generation, 0, "16 frames fit in generation 0");
+    p.client.send(MessageType::EVENT_STREAM, Bytes::from_static(b"17"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.server_messages().len() == 17);
+    assert_eq!(p.client.stats().send_generation, 1, "the 17th frame starts generation 1");
+    assert_eq!(p.server_session().stats().recv_generation, 1);
+}
+
+#[test]
+fn long_exchange_with_rotations_every_thousand_frames() {
+    let mut s = Setup::new(PathKind::Datagram);
+    s.session.key_update_frames = 1000;
+    let mut p = s.start();
+    p.connect();
+    let n: u32 = 20_000;
+    let mut sent = 0u32;
+    let mut received = 0u32;
+    while received < n {
+        while sent < n && sent - received < 500 {
+            p.client
+                .send(MessageType::METRICS_STREAM, Bytes::from(sent.to_be_bytes().to_vec()), SendOptions::default())
+                .unwrap();
+            sent += 1;
+        }
+        p.step();
+        for m in p.server_events.drain(..) {
+            if let Event::Message(m) = m {
+                assert_eq!(&m.body[..], &received.to_be_bytes(), "in order, exactly once");
+                received += 1;
+            }
+        }
+    }
+    let generation = p.server_session().stats().recv_generation;
+    assert!(generation >= 19, "rotated {generation} times");
+    assert_eq!(p.server_session().stats().decrypt_failures, 0);
+}
+
+#[test]
+fn idle_timeout_closes_both_sides_when_the_network_dies() {
+    let mut p = established(PathKind::Datagram);
+    p.filter = Some(Box::new(|_, _| Verdict::Drop));
+    p.drive(1000, |p| p.client.is_closed() && p.server.session_count() == 0);
+    assert!(p.client_events.contains(&Event::Closed(CloseReason::IdleTimeout)));
+    assert!(p.server_events.contains(&Event::Closed(CloseReason::IdleTimeout)));
+}
+
+#[test]
+fn heartbeats_keep_a_quiet_session_alive_and_measure_rtt() {
+    let mut p = established(PathKind::Stream);
+    let start = p.now;
+    // Nothing is sent for ten idle timeouts: heartbeats keep it open.
+    p.drive(10_000, |p| p.now >= start + std::time::Duration::from_secs(300));
+    assert!(p.client.is_established());
+    assert!(p.client.stats().rtt.is_some());
+    assert!(p.client.stats().frames_sent > 10);
+}
+
+#[test]
+fn a_peer_that_never_rotates_is_closed() {
+    let mut s = Setup::new(PathKind::Stream);
+    s.session.key_update_interval = std::time::Duration::from_secs(60);
+    let mut server = s.session.clone();
+    server.key_update_interval = std::time::Duration::from_secs(86_400);
+    s.server_session = Some(server);
+    let mut p = s.start();
+    p.connect();
+    p.drive(100_000, |p| p.client.is_closed());
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, Event::Closed(CloseReason::ProtocolViolation(w)) if w.contains("update"))),
+        "{:?}",
+        p.client_events.last()
+    );
+}
+
+#[test]
+fn repeated_authentication_failures_close_the_session() {
+    let mut s = Setup::new(PathKind::Datagram);
+    let mut server = s.session.clone();
+    server.max_decrypt_failures = 5;
+    s.server_session = Some(server);
+    let mut p = s.start();
+    p.connect();
+    let frame = capture_one(&mut p, b"x");
+    for i in 0..5 {
+        let mut bad = frame.clone();
+        bad[96] ^= 1 + i as u8;
+        xtmp_core::wire::write_crc(&mut bad).unwrap();
+        p.server.handle_input(p.now, p.remote, &bad);
+    }
+    p.drive(100, |p| p.server.session_count() == 0);
+    assert!(p.server_events.contains(&Event::Closed(CloseReason::IntegrityLimit)));
+}
+
+#[test]
+fn handshake_failure_is_typed_locally_and_generic_for_the_peer() {
+    // The client pins a different server identity.
+    let mut s = Setup::new(PathKind::Stream);
+    s.client.verifier = std::sync::Arc::new(xtmp_core::handshake::Fingerprints(vec![identity(9).key_id()]));
+    let mut p = s.start();
+    p.drive(100, |p| p.client.is_closed() && p.server.session_count() == 0);
+    assert!(matches!(p.client_events.last(), Some(Event::Closed(CloseReason::HandshakeFailed(_)))));
+    assert_eq!(
+        p.server_events.last(),
+        Some(&Event::Closed(CloseReason::Peer { code: CloseCode::HANDSHAKE_FAILED, reason: String::new() }))
+    );
+}
+
+#[test]
+fn a_dead_network_times_the_handshake_out() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.filter = Some(Box::new(|_, _| Verdict::Drop));
+    p.drive(1000, |p| p.client.is_closed());
+    assert_eq!(p.client_events, [Event::Closed(CloseReason::HandshakeTimeout)]);
+}

@@ -257,11 +257,23 @@ impl Pair {
         );
     }
 
+    /// Exchanges traffic until none is left (without advancing time).
+    pub fn settle(&mut self) {
+        for _ in 0..1000 {
+            let moved = self.flush();
+            if !self.deliver() && !moved {
+                return;
+            }
+        }
+        panic!("traffic never settled");
+    }
+
     pub fn connect(&mut self) {
         self.drive(1000, |p| {
             p.client.is_established()
                 && p.handle.is_some_and(|_| p.server_events.iter().any(|e| matches!(e, Event::Connected { .. })))
         });
+        self.settle();
     }
 
     pub fn client_messages(&self) -> Vec<&xtmp_core::session::Message> {
