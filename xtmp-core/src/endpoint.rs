@@ -201,6 +201,8 @@ pub struct Endpoint {
     events: VecDeque<EndpointEvent>,
     token_keys: [Option<TokenKey>; 2],
     cursor: u64,
+    /// Sessions lent out by `session_mut` since the last `poll_event`.
+    touched: Vec<u64>,
     stats: EndpointStats,
 }
 
@@ -236,6 +238,7 @@ impl Endpoint {
             events: VecDeque::new(),
             token_keys: [None, None],
             cursor: 0,
+            touched: Vec::new(),
             stats: EndpointStats::default(),
         })
     }
@@ -252,7 +255,11 @@ impl Endpoint {
 
     /// A session, to send on it or close it. Drain the endpoint afterwards.
     pub fn session_mut(&mut self, h: SessionHandle) -> Option<&mut Session> {
-        self.sessions.get_mut(&h.0).map(|e| &mut e.session)
+        let e = self.sessions.get_mut(&h.0)?;
+        if !self.touched.contains(&h.0) {
+            self.touched.push(h.0);
+        }
+        Some(&mut e.session)
     }
 
     fn half_open(&self) -> usize {
@@ -519,8 +526,8 @@ impl Endpoint {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
-        let sids: Vec<u64> = self.sessions.keys().copied().collect();
-        for sid in sids {
+        // Sessions handed out by `session_mut` may have events (a close).
+        while let Some(sid) = self.touched.pop() {
             self.collect(sid);
         }
         self.events.pop_front()
@@ -537,21 +544,14 @@ impl Endpoint {
             return Some((remote, bytes.len()));
         }
         // Round-robin over sessions, starting after the last one served.
-        let order: Vec<u64> =
-            self.sessions.range(self.cursor..).chain(self.sessions.range(..self.cursor)).map(|(k, _)| *k).collect();
-        for sid in order {
-            let Some(e) = self.sessions.get_mut(&sid) else { continue };
-            if let Ok(Some(t)) = e.session.poll_transmit(self.now, buf) {
-                let remote = e.paths.get(t.path.0 as usize).copied();
-                self.cursor = sid.wrapping_add(1);
-                self.collect(sid);
-                if let Some(remote) = remote {
-                    return Some((remote, t.len));
-                }
-            }
-            self.collect(sid);
-        }
-        None
+        let now = self.now;
+        let (cursor, sessions) = (self.cursor, &mut self.sessions);
+        let found = next_transmit(sessions.range_mut(cursor..), now, buf)
+            .or_else(|| next_transmit(sessions.range_mut(..cursor), now, buf));
+        let (sid, remote, len) = found?;
+        self.cursor = sid.wrapping_add(1);
+        self.collect(sid);
+        Some((remote, len))
     }
 
     /// The earliest deadline of any session or pending hello.
@@ -581,6 +581,22 @@ impl Endpoint {
             self.collect(sid);
         }
     }
+}
+
+/// The first session in `sessions` with something to send.
+fn next_transmit<'a>(
+    sessions: impl Iterator<Item = (&'a u64, &'a mut Entry)>,
+    now: Instant,
+    buf: &mut [u8],
+) -> Option<(u64, Remote, usize)> {
+    for (sid, e) in sessions {
+        if let Ok(Some(t)) = e.session.poll_transmit(now, buf)
+            && let Some(remote) = e.paths.get(t.path.0 as usize)
+        {
+            return Some((*sid, *remote, t.len));
+        }
+    }
+    None
 }
 
 fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {

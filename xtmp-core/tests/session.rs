@@ -306,3 +306,28 @@ fn a_dead_network_times_the_handshake_out() {
     p.drive(1000, |p| p.client.is_closed());
     assert_eq!(p.client_events, [Event::Closed(CloseReason::HandshakeTimeout)]);
 }
+
+#[test]
+fn closing_during_the_handshake_ends_both_sides() {
+    // Before the client knows the server's id: it just stops.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.client.close(p.now, CloseCode::NO_ERROR, "changed my mind");
+    p.drive(10, |p| p.client.is_closed());
+    p.collect();
+    assert_eq!(
+        p.client_events,
+        [Event::Closed(CloseReason::Local { code: CloseCode::NO_ERROR, reason: "changed my mind".into() })]
+    );
+    // After the server created its session: the server closes through the
+    // endpoint and the client hears a generic handshake failure.
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.drive(100, |p| p.handle.is_some());
+    let now = p.now;
+    p.server_session().close(now, CloseCode::NO_ERROR, "shutting down");
+    p.drive(100, |p| p.client.is_closed() && p.server.session_count() == 0);
+    assert_eq!(
+        p.client_events,
+        [Event::Closed(CloseReason::Peer { code: CloseCode::HANDSHAKE_FAILED, reason: String::new() })]
+    );
+    assert!(matches!(p.server_events.last(), Some(Event::Closed(CloseReason::Local { .. }))));
+}

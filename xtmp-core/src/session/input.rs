@@ -98,11 +98,10 @@ impl Session {
         if h.message_type == MessageType::DISCONNECT && self.recv_keys.is_none() {
             // Before keys exist a Disconnect can only be cleartext: the
             // peer's handshake failed.
-            let reason =
-                codec::parse_code_reason(frame.payload())
-                    .map_or(CloseReason::HandshakeFailed(HandshakeError::Timeout), |(code, reason)| {
-                        CloseReason::Peer { code: CloseCode(code), reason }
-                    });
+            let reason = codec::parse_code_reason(frame.payload()).map_or(
+                CloseReason::Peer { code: CloseCode::HANDSHAKE_FAILED, reason: String::new() },
+                |(code, reason)| CloseReason::Peer { code: CloseCode(code), reason },
+            );
             self.note_received(frame);
             return self.finish(reason);
         }
@@ -307,14 +306,8 @@ impl Session {
 
     pub(super) fn fail_handshake(&mut self, e: HandshakeError) {
         // The peer learns only that the handshake failed.
-        if self.peer_sid.is_some() {
-            let body = Bytes::from(codec::encode_code_reason(CloseCode::HANDSHAKE_FAILED.0, ""));
-            self.disconnect =
-                Some(Outgoing { ty: MessageType::DISCONNECT, flags: Flags::empty(), head: Head::Raw, body });
-        }
-        self.hs_send = None;
         self.close_reason = Some(CloseReason::HandshakeFailed(e));
-        self.state = State::Closing;
+        self.abandon_handshake();
     }
 
     pub(super) fn on_encrypted(&mut self, path: PathId, frame: &Frame<'_>) {

@@ -551,19 +551,26 @@ impl Session {
         self.close_inner(code, reason, true);
     }
 
+    /// Ends a handshake: tells the peer in the clear (code `0x0100` only)
+    /// if it can route the frame, otherwise finishes at once.
+    pub(super) fn abandon_handshake(&mut self) {
+        self.hs_send = None;
+        if self.peer_sid.is_some() {
+            self.queue_disconnect(CloseCode::HANDSHAKE_FAILED, "");
+            self.state = State::Closing;
+        } else {
+            let reason = self.close_reason.clone().unwrap_or(CloseReason::HandshakeTimeout);
+            self.finish(reason);
+        }
+    }
+
     fn close_inner(&mut self, code: CloseCode, reason: &str, discard: bool) {
         if self.close_reason.is_some() || matches!(self.state, State::Draining { .. } | State::Closed) {
             return;
         }
         self.close_reason = Some(CloseReason::Local { code, reason: String::from(reason) });
         if !self.is_established() {
-            // No keys yet: tell the peer in the clear if it can route it.
-            if self.peer_sid.is_some() {
-                self.queue_disconnect(CloseCode::HANDSHAKE_FAILED, "");
-            }
-            self.hs_send = None;
-            self.state = State::Closing;
-            return;
+            return self.abandon_handshake();
         }
         if discard {
             for q in &mut self.queues {

@@ -57,11 +57,9 @@ impl Session {
             }
         }
         if len == 0 {
-            // Amplification-limited is not an error: wait for more input.
-            if needed > 0 && needed > buf.len().min(self.config.max_datagram.max(needed)) {
-                return Err(BufferTooSmall { needed });
-            }
-            if needed > 0 && needed > buf.len() {
+            // A frame that fits `buf` but not the path's or the
+            // amplification limit is not an error: it waits.
+            if needed > buf.len() {
                 return Err(BufferTooSmall { needed });
             }
             return Ok(None);
