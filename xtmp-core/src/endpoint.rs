@@ -166,6 +166,9 @@ pub struct EndpointStats {
     pub sessions_created: u64,
     /// Hellos dropped because of the half-open or session limits.
     pub hellos_shed: u64,
+    /// New remotes (a rebinding, a reconnection) accepted as paths of a
+    /// known session after a frame from them authenticated.
+    pub migrations: u64,
 }
 
 struct Entry {
@@ -279,6 +282,11 @@ impl Endpoint {
         }
         match remote.kind {
             RemoteKind::Datagram => {
+                if let Some(Ok(first)) = DatagramFrames::new(data, self.config.session.max_datagram as u32).next()
+                    && let Some(sid) = self.migration_target(&first)
+                {
+                    return self.migrate(remote, sid, data);
+                }
                 for f in DatagramFrames::new(data, self.config.session.max_datagram as u32) {
                     match f {
                         Ok(frame) => self.unrouted(remote, &frame, data.len()),
@@ -293,27 +301,40 @@ impl Endpoint {
                 let max = self.config.server.params.max_frame_payload;
                 let mut d = self.deframers.remove(&remote).unwrap_or_else(|| Deframer::new(max));
                 let mut input = data;
-                let mut frames = Vec::new();
                 loop {
-                    match d.decode(&mut input) {
+                    let raw = match d.decode(&mut input) {
                         Ok(Some(frame)) => {
                             let mut raw = frame.raw_header().to_vec();
                             raw.extend_from_slice(frame.payload());
-                            frames.push(raw);
+                            raw
                         }
                         Ok(None) => break,
                         Err(_) => {
                             self.stats.dropped += 1;
                             return;
                         }
+                    };
+                    let Ok((frame, _)) = Frame::decode(&raw, max) else { continue };
+                    if let Some(sid) = self.migration_target(&frame) {
+                        // A known client's new connection: once its first
+                        // frame authenticates, the rest of the stream is
+                        // the session's.
+                        self.migrate(remote, sid, &raw);
+                        if self.routes.contains_key(&remote) && !input.is_empty() {
+                            self.handle_input(now, remote, input);
+                        }
+                        return;
+                    }
+                    self.unrouted(remote, &frame, raw.len());
+                    if self.routes.contains_key(&remote) {
+                        // A new session took the connection over.
+                        if !input.is_empty() {
+                            self.handle_input(now, remote, input);
+                        }
+                        return;
                     }
                 }
                 self.deframers.insert(remote, d);
-                for raw in frames {
-                    if let Ok((frame, _)) = Frame::decode(&raw, max) {
-                        self.unrouted(remote, &frame, raw.len());
-                    }
-                }
             }
         }
     }
@@ -329,6 +350,35 @@ impl Endpoint {
             e.session.path_closed(PathId(i as u32));
             self.collect(sid);
         }
+    }
+
+    /// The established session an encrypted frame from an unknown remote
+    /// names, if any.
+    fn migration_target(&self, frame: &Frame<'_>) -> Option<u64> {
+        let h = frame.header();
+        let sid = h.session_id;
+        (h.flags.contains(Flags::ENCRYPTED) && self.sessions.get(&sid).is_some_and(|e| e.session.is_established()))
+            .then_some(sid)
+    }
+
+    /// Offers `data` from a new remote to session `sid` as a new path; the
+    /// remote is routed to it only if a frame authenticated (SPEC.md 3.7).
+    fn migrate(&mut self, remote: Remote, sid: u64, data: &[u8]) {
+        let Some(e) = self.sessions.get_mut(&sid) else { return };
+        match e.session.handle_new_path_input(self.now, remote.path_kind(), data) {
+            Some(path) => {
+                let i = path.0 as usize;
+                if e.paths.len() <= i {
+                    e.paths.resize(i + 1, remote);
+                }
+                e.paths[i] = remote;
+                self.routes.insert(remote, sid);
+                self.deframers.remove(&remote);
+                self.stats.migrations += 1;
+            }
+            None => self.stats.dropped += 1,
+        }
+        self.collect(sid);
     }
 
     /// A frame from a remote with no session yet: only ClientHello chunks

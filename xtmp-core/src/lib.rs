@@ -45,6 +45,12 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core, clippy::std_instead_of_alloc)]
 
+// The null cipher is for tests, fuzzing and the simulator only: a build
+// without debug assertions (a release build) refuses it, except under
+// cargo-fuzz, which builds optimised and sets `--cfg fuzzing`.
+#[cfg(all(feature = "__null-cipher", not(debug_assertions), not(fuzzing)))]
+compile_error!("the `__null-cipher` feature is test-only and cannot be enabled in a release build");
+
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;

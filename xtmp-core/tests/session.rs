@@ -331,3 +331,35 @@ fn closing_during_the_handshake_ends_both_sides() {
     );
     assert!(matches!(p.server_events.last(), Some(Event::Closed(CloseReason::Local { .. }))));
 }
+
+/// The test-only null cipher negotiates like any other, leaves payloads in
+/// the clear (so fuzzers and the simulator can reach past the AEAD), and
+/// still has the CRC catch corruption.
+#[cfg(feature = "__null-cipher")]
+#[test]
+fn the_null_cipher_is_negotiated_only_when_both_sides_offer_it() {
+    use xtmp_core::crypto::AeadAlgorithm;
+    let mut s = Setup::new(PathKind::Datagram);
+    s.client.ciphers = vec![AeadAlgorithm::TestNull];
+    s.server().ciphers = vec![AeadAlgorithm::TestNull, AeadAlgorithm::Aes256Gcm];
+    let mut p = s.start();
+    p.connect();
+    assert!(matches!(p.client_events[0], Event::Connected { cipher: AeadAlgorithm::TestNull, .. }));
+    let frame = capture_one(&mut p, b"visible payload");
+    assert!(frame.windows(15).any(|w| w == b"visible payload"), "null cipher leaves the payload in the clear");
+    let mut bad = frame.clone();
+    let i = bad.len() - 3;
+    bad[i] ^= 0x20;
+    p.server.handle_input(p.now, p.remote, &bad);
+    p.server.handle_input(p.now, p.remote, &frame);
+    p.collect();
+    let got: Vec<_> = p.server_messages().iter().map(|m| m.body.clone()).collect();
+    assert_eq!(got, vec![bytes::Bytes::from_static(b"visible payload")], "the corrupted copy was dropped");
+
+    // A server that does not offer it refuses a client that offers only it.
+    let mut s = Setup::new(PathKind::Stream);
+    s.client.ciphers = vec![AeadAlgorithm::TestNull];
+    let mut p = s.start();
+    p.drive(1000, |p| p.client.is_closed());
+    assert!(matches!(p.client_events.last(), Some(Event::Closed(_))));
+}

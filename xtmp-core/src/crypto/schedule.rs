@@ -71,6 +71,33 @@ pub fn next_traffic_secret(p: &dyn CryptoProvider, s: &Secret<HASH_LEN>) -> Resu
     derive(p, s, b"traffic upd", b"")
 }
 
+/// The secret of one in-session hybrid re-key (SPEC.md section 3.6):
+/// `RK = Extract(th, ss_mlkem ‖ ss_x25519)`, `th` being the hash of the
+/// exchange's two messages.
+pub fn rekey_secret(
+    p: &dyn CryptoProvider,
+    exchange_hash: &[u8; HASH_LEN],
+    ss_mlkem: &Secret<32>,
+    ss_x25519: &Secret<32>,
+) -> Secret<HASH_LEN> {
+    let mut ikm = Secret::<64>::zero();
+    ikm.expose_mut()[..32].copy_from_slice(ss_mlkem.expose());
+    ikm.expose_mut()[32..].copy_from_slice(ss_x25519.expose());
+    p.hkdf_extract(exchange_hash, ikm.expose())
+}
+
+/// The next traffic secret of a direction after a re-key:
+/// `Expand-Label(Extract(s, RK), "traffic rekey", "", 48)`. The old secret
+/// keys the extraction, so the result is secret while either `s` or `RK` is.
+pub fn rekeyed_traffic_secret(
+    p: &dyn CryptoProvider,
+    s: &Secret<HASH_LEN>,
+    rk: &Secret<HASH_LEN>,
+) -> Result<Secret<HASH_LEN>, CryptoError> {
+    let prk = p.hkdf_extract(s.expose(), rk.expose());
+    derive(p, &prk, b"traffic rekey", b"")
+}
+
 /// The record keys of one direction and key generation, derived from its
 /// traffic secret: `key = Expand-Label(s, "key", "", 32)`,
 /// `iv = Expand-Label(s, "iv", "", 12)`, `key_id = Expand-Label(s, "kid", "", 16)`.

@@ -41,6 +41,13 @@ pub enum AeadAlgorithm {
     Aes256Gcm,
     /// ChaCha20-Poly1305 (encryption type `0x02`).
     ChaCha20Poly1305,
+    /// The test-only null cipher (encryption type `0xFF`): the payload is
+    /// left in the clear and the tag is sixteen zero bytes. It exists so
+    /// fuzzers and the simulator's corruption checks can reach past the
+    /// AEAD; it is compiled only with the `__null-cipher` feature, which
+    /// refuses to build without debug assertions (except under cargo-fuzz).
+    #[cfg(feature = "__null-cipher")]
+    TestNull,
 }
 
 impl AeadAlgorithm {
@@ -49,6 +56,8 @@ impl AeadAlgorithm {
         match self {
             AeadAlgorithm::Aes256Gcm => EncryptionType::AES_256_GCM,
             AeadAlgorithm::ChaCha20Poly1305 => EncryptionType::CHACHA20_POLY1305,
+            #[cfg(feature = "__null-cipher")]
+            AeadAlgorithm::TestNull => EncryptionType::TEST_NULL,
         }
     }
 
@@ -57,6 +66,8 @@ impl AeadAlgorithm {
         match code {
             0x01 => Some(AeadAlgorithm::Aes256Gcm),
             0x02 => Some(AeadAlgorithm::ChaCha20Poly1305),
+            #[cfg(feature = "__null-cipher")]
+            0xFF => Some(AeadAlgorithm::TestNull),
             _ => None,
         }
     }
@@ -68,6 +79,8 @@ impl AeadAlgorithm {
         match self {
             AeadAlgorithm::Aes256Gcm => 1 << 23,
             AeadAlgorithm::ChaCha20Poly1305 => 1 << 62,
+            #[cfg(feature = "__null-cipher")]
+            AeadAlgorithm::TestNull => 1 << 62,
         }
     }
 
@@ -77,6 +90,8 @@ impl AeadAlgorithm {
         match self {
             AeadAlgorithm::Aes256Gcm => 1 << 52,
             AeadAlgorithm::ChaCha20Poly1305 => 1 << 36,
+            #[cfg(feature = "__null-cipher")]
+            AeadAlgorithm::TestNull => 1 << 36,
         }
     }
 }

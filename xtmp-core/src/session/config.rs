@@ -28,6 +28,17 @@ pub struct SessionConfig {
     /// cipher's confidentiality limit if that is lower (2^23 for AES-GCM).
     /// Default `u64::MAX` (the cipher's limit governs).
     pub key_update_frames: u64,
+    /// A client starts a hybrid re-key (a fresh X25519 + ML-KEM-1024
+    /// exchange mixed into both directions' keys) this long after the last
+    /// one. Default 1 hour; at least 1 minute.
+    pub rekey_interval: Duration,
+    /// Either side closes the session with `KEY_UPDATE_OVERDUE` when no
+    /// re-key has completed for this long. Must exceed `rekey_interval`
+    /// (and the peer's). Default 3 hours.
+    pub rekey_overdue: Duration,
+    /// Paths a session holds at once (the handshake's, reconnections,
+    /// rebinding); a new path beyond this is refused. Default 4.
+    pub max_paths: usize,
     /// How long a receiver keeps the previous key after the peer's first
     /// frame under the next one. Default 3 s.
     pub key_grace: Duration,
@@ -65,6 +76,9 @@ impl Default for SessionConfig {
             heartbeat_interval: None,
             key_update_interval: Duration::from_secs(600),
             key_update_frames: u64::MAX,
+            rekey_interval: Duration::from_secs(3600),
+            rekey_overdue: Duration::from_secs(3 * 3600),
+            max_paths: 4,
             key_grace: Duration::from_secs(3),
             replay_window: 4096,
             max_decrypt_failures: 1 << 20,
@@ -120,6 +134,15 @@ impl SessionConfig {
         }
         if self.key_update_interval < Duration::from_secs(1) {
             return bad("key_update_interval", "must be at least 1 s");
+        }
+        if self.rekey_interval < Duration::from_secs(60) {
+            return bad("rekey_interval", "must be at least 1 minute");
+        }
+        if self.rekey_overdue <= self.rekey_interval {
+            return bad("rekey_overdue", "must exceed rekey_interval");
+        }
+        if self.max_paths == 0 || self.max_paths > 64 {
+            return bad("max_paths", "must be between 1 and 64");
         }
         if self.key_update_frames < 16 {
             return bad("key_update_frames", "must be at least 16");

@@ -188,6 +188,15 @@ pub enum Event {
         /// What was wrong, if it was the data.
         error: Option<WireError>,
     },
+    /// The peer answered a challenge on `path`: it may carry application
+    /// data now. A validated path whose peer moved to it (a NAT
+    /// rebinding, a reconnection) becomes the primary path.
+    PathValidated {
+        /// The path.
+        path: PathId,
+        /// Whether it is now the primary path.
+        primary: bool,
+    },
     /// The session ended. Reported exactly once; nothing follows.
     Closed(CloseReason),
 }
@@ -272,6 +281,8 @@ pub struct Stats {
     pub replays_rejected: u64,
     /// Handshake bytes retransmitted.
     pub handshake_retransmits: u64,
+    /// Hybrid re-keys completed.
+    pub rekeys: u64,
     /// Frames lost (section 4).
     pub lost: u64,
     /// Frames retransmitted (section 4).

@@ -286,6 +286,7 @@ impl Session {
         };
         self.idle_timeout = idle.map(|ms| Duration::from_millis(ms.into()));
         self.last_recv = self.now;
+        self.rekey.last = self.now;
         self.state = State::Established;
         if self.role == Role::Server {
             if let Some(s) = &mut self.hs_send {
@@ -341,12 +342,18 @@ impl Session {
             }
         };
         // Authenticated: now, and only now, change state.
+        // The peer's newest non-probing frame says where it is now.
+        let probing = h.message_type == PATH_CHALLENGE || h.message_type == PATH_RESPONSE;
+        if self.replay.is_newest(seq) && !probing {
+            self.latest_path = path;
+        }
         self.replay.accept(seq);
         let p = &mut self.paths[path.0 as usize];
-        p.validated = true;
+        p.authenticated += 1;
         if stream {
             p.highest = Some(seq);
         }
+        let generation = keys.number(slot).unwrap_or_default();
         self.note_received(frame);
         self.last_recv = self.now;
         if let Some(s) = self.hs_send.as_mut() {
@@ -364,6 +371,9 @@ impl Session {
             Some(Err(_)) => return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
             _ => {}
         }
+        if self.role == Role::Server {
+            self.on_peer_generation(generation);
+        }
         if slot == record::Slot::Current || slot == record::Slot::Next || slot == record::Slot::AfterNext {
             self.recv_opened += 1;
             if self.recv_opened > cipher.confidentiality_limit() {
@@ -373,6 +383,8 @@ impl Session {
                 );
             }
         }
+        self.rx_path = path;
+        self.rx_generation = generation;
         self.dispatch(h.message_type, h.flags, plain);
     }
 
@@ -436,13 +448,14 @@ impl Session {
 
     pub(super) fn on_control(&mut self, ty: MessageType, plain: Vec<u8>) {
         if ty == PATH_CHALLENGE && plain.len() == codec::PATH_DATA_LEN {
-            self.queue(
-                Q_CONTROL,
-                Outgoing { ty: PATH_RESPONSE, flags: Flags::empty(), head: Head::Raw, body: plain.into() },
-            );
+            // Answered on the path it came on.
+            self.queue_on_path(self.rx_path, PATH_RESPONSE, plain.into());
         } else if ty == PATH_RESPONSE && plain.len() == codec::PATH_DATA_LEN {
-            // Path validation by challenge is completed by the endpoint's
-            // path logic (section 3.7); a stray response changes nothing.
+            self.on_path_response(&plain);
+            self.scratch = plain;
+        } else if ty == REKEY || ty == REKEY_ACK {
+            self.on_rekey_chunk(ty, self.rx_generation, &plain);
+            self.scratch = plain;
         } else if ASSIGNED_CONTROL.contains(&ty.0) {
             self.stats.frames_dropped += 1;
             self.scratch = plain;

@@ -46,7 +46,9 @@ mod config;
 mod event;
 mod input;
 mod output;
+mod path;
 mod record;
+mod rekey;
 mod replay;
 mod timers;
 
@@ -57,8 +59,11 @@ pub use event::{
     SendError, Stats, Transmit,
 };
 
+pub use rekey::{REKEY, REKEY_ACK};
+
 use carrier::{FlightRecv, FlightSend};
 use codec::{DataHeader, HandshakeChunk};
+use path::{Path, PathQueue};
 use record::{Generation, OpenError, RecvKeys, SendKeys};
 use replay::ReplayWindow;
 
@@ -66,9 +71,9 @@ use replay::ReplayWindow;
 pub const PATH_CHALLENGE: MessageType = MessageType(0xC1);
 /// Control frame: path response, echoing a challenge.
 pub const PATH_RESPONSE: MessageType = MessageType(0xC2);
-/// Control codes assigned to later sections (acknowledgements, re-key);
-/// a version-1 receiver that does not implement them drops them.
-const ASSIGNED_CONTROL: [u8; 3] = [0xC0, 0xC3, 0xC4];
+/// Control codes assigned to later sections (acknowledgements); a
+/// version-1 receiver that does not implement them drops them.
+const ASSIGNED_CONTROL: [u8; 1] = [0xC0];
 
 /// Options of [`Session::send`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,18 +159,6 @@ impl Outgoing {
     }
 }
 
-struct Path {
-    kind: PathKind,
-    deframer: Option<Deframer>,
-    alive: bool,
-    /// Whether the peer has proven it receives on this path (amplification).
-    validated: bool,
-    received: u64,
-    sent: u64,
-    /// Stream paths: the highest sequence number accepted on this path.
-    highest: Option<u64>,
-}
-
 /// Queue indices, highest priority first.
 const Q_CONTROL: usize = 0;
 const Q_EMERGENCY: usize = 1;
@@ -186,6 +179,14 @@ pub struct Session {
     peer_sid: Option<u64>,
     paths: Vec<Path>,
     primary: PathId,
+    /// Frames that must go out on one particular path.
+    path_queue: PathQueue,
+    /// The path the newest authenticated frame arrived on.
+    latest_path: PathId,
+    /// The path and the peer's key generation of the frame being dispatched.
+    rx_path: PathId,
+    rx_generation: u32,
+    rekey: rekey::Rekey,
     now: Instant,
     created: Instant,
     hs_send: Option<FlightSend>,
@@ -253,6 +254,11 @@ impl Session {
             peer_sid: None,
             paths: Vec::new(),
             primary: PathId(0),
+            path_queue: PathQueue::new(),
+            latest_path: PathId(0),
+            rx_path: PathId(0),
+            rx_generation: 0,
+            rekey: rekey::Rekey::new(now),
             now,
             created: now,
             hs_send: None,
@@ -286,7 +292,7 @@ impl Session {
             scratch: Vec::new(),
             config,
         };
-        s.add_path(kind, role == Role::Client || kind == PathKind::Stream);
+        s.push_path(kind, role == Role::Client || kind == PathKind::Stream);
         seed.fill(0);
         s
     }
@@ -388,40 +394,27 @@ impl Session {
         frame.min(self.peer_max_frame as usize) - codec::DATA_HEADER_LEN
     }
 
-    /// Adds a path (for example the datagram half of a hybrid session, or
-    /// a reconnection). A server's new datagram path is limited to three
-    /// times what it received until the peer proves it is there.
-    pub fn add_path(&mut self, kind: PathKind, validated: bool) -> PathId {
-        let id = PathId(self.paths.len() as u32);
-        let deframer = (kind == PathKind::Stream).then(|| Deframer::new(self.local_max_frame));
-        self.paths.push(Path { kind, deframer, alive: true, validated, received: 0, sent: 0, highest: None });
-        id
+    /// Client: starts a hybrid re-key now rather than at the configured
+    /// interval. Returns whether one started (not on a server, before the
+    /// handshake completes, or while one is open).
+    pub fn rekey_now(&mut self, now: Instant) -> bool {
+        self.now = self.now.max(now);
+        let before = self.rekey.freezes_sending();
+        self.start_rekey();
+        !before && self.rekey.freezes_sending()
     }
 
-    /// Marks `path` as proven (the endpoint validated the address with a
-    /// token), lifting the amplification limit.
-    pub fn validate_path(&mut self, path: PathId) {
-        if let Some(p) = self.paths.get_mut(path.0 as usize) {
-            p.validated = true;
+    /// Ratchets this side's sending key now rather than at the configured
+    /// interval or frame limit. Returns whether it did (not while a re-key
+    /// is open or before the handshake completes).
+    pub fn update_key_now(&mut self, now: Instant) -> bool {
+        self.now = self.now.max(now);
+        if !self.is_established() || self.rekey.freezes_sending() {
+            return false;
         }
-    }
-
-    /// The adapter lost a path (the TCP connection closed, say). The
-    /// session carries on over its other paths.
-    pub fn path_closed(&mut self, path: PathId) {
-        if let Some(p) = self.paths.get_mut(path.0 as usize) {
-            p.alive = false;
-        }
-        if let Some(next) = self.paths.iter().position(|p| p.alive) {
-            self.primary = PathId(next as u32);
-        }
-    }
-
-    /// Makes `path` the one application data is sent on.
-    pub fn set_primary_path(&mut self, path: PathId) {
-        if self.paths.get(path.0 as usize).is_some_and(|p| p.alive) {
-            self.primary = path;
-        }
+        let before = self.stats().send_generation;
+        self.update_send_key();
+        self.stats().send_generation != before
     }
 
     pub(super) fn unix_time(&self) -> Option<u64> {

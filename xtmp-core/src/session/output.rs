@@ -20,7 +20,7 @@ impl Session {
         let hs = self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending;
         match self.state {
             State::Closed | State::Draining { .. } => false,
-            State::Established => hs || self.queues.iter().any(|q| !q.is_empty()),
+            State::Established => hs || self.has_queued() || !self.path_queue.is_empty(),
             State::Closing => true,
             _ => hs,
         }
@@ -32,18 +32,17 @@ impl Session {
     /// size (stream paths: up to `buf.len()`).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         self.now = self.now.max(now);
+        while let Some(&(path, _)) = self.path_queue.front() {
+            if let Some(t) = self.transmit_path_queue(path, buf)? {
+                return Ok(Some(t));
+            }
+        }
         let path = self.primary;
         let p = &self.paths[path.0 as usize];
         if !p.alive {
             return Ok(None);
         }
-        let mut limit = match p.kind {
-            PathKind::Datagram => buf.len().min(self.config.max_datagram),
-            PathKind::Stream => buf.len(),
-        };
-        if let Some(budget) = self.amplification_budget(path) {
-            limit = limit.min(usize::try_from(budget).unwrap_or(usize::MAX));
-        }
+        let limit = self.transmit_limit(path, buf);
         let mut len = 0;
         let mut needed = 0;
         loop {
@@ -74,6 +73,62 @@ impl Session {
         {
             self.after_disconnect_sent();
         }
+        Ok(Some(Transmit { path, len }))
+    }
+
+    /// How many bytes one transmit on `path` may hold.
+    fn transmit_limit(&self, path: PathId, buf: &[u8]) -> usize {
+        let mut limit = match self.paths[path.0 as usize].kind {
+            PathKind::Datagram => buf.len().min(self.config.max_datagram),
+            PathKind::Stream => buf.len(),
+        };
+        if let Some(budget) = self.amplification_budget(path) {
+            limit = limit.min(usize::try_from(budget).unwrap_or(usize::MAX));
+        }
+        limit
+    }
+
+    /// Frames bound to `path` (challenges, responses), batched into one
+    /// transmit. A frame the path cannot carry (dead, over the
+    /// amplification budget, or no keys yet) is dropped: a challenge is
+    /// repeated on its own timer.
+    fn transmit_path_queue(&mut self, path: PathId, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
+        let usable = self.paths.get(path.0 as usize).is_some_and(|p| p.alive) && self.send_keys.is_some();
+        if !usable {
+            self.path_queue.pop_front();
+            return Ok(None);
+        }
+        let limit = self.transmit_limit(path, buf);
+        let mut len = 0;
+        while let Some((p, item)) = self.path_queue.pop_front() {
+            if p != path {
+                self.path_queue.push_front((p, item));
+                break;
+            }
+            let needed = HEADER_LEN + item.payload_len();
+            if len == 0 && needed > buf.len() {
+                self.path_queue.push_front((p, item));
+                return Err(BufferTooSmall { needed });
+            }
+            if len + needed > limit {
+                if len > 0 {
+                    self.path_queue.push_front((p, item));
+                } else {
+                    self.stats.frames_dropped += 1;
+                }
+                break;
+            }
+            match self.write_sealed(&item, &mut buf[len..limit]) {
+                Ok(n) => len += n,
+                Err(_) => break,
+            }
+        }
+        if len == 0 {
+            return Ok(None);
+        }
+        self.paths[path.0 as usize].sent += len as u64;
+        self.last_send = self.now;
+        self.stats.bytes_sent += len as u64;
         Ok(Some(Transmit { path, len }))
     }
 
@@ -159,9 +214,17 @@ impl Session {
             return Err(total);
         }
         let (Some(cipher), Some(peer)) = (self.cipher, self.peer_sid) else { return Err(usize::MAX) };
-        let limit = self.config.key_update_frames.min(cipher.confidentiality_limit());
-        if self.send_keys.as_ref().is_some_and(|k| k.sealed >= limit) {
+        // A margin below the cipher's limit leaves room for a re-key that
+        // freezes the key while it waits for the peer.
+        let hard = cipher.confidentiality_limit();
+        let soft = self.config.key_update_frames.min(hard - hard / 16);
+        let sealed = self.send_keys.as_ref().map_or(0, |k| k.sealed);
+        if sealed >= soft && !self.rekey.freezes_sending() {
             self.update_send_key();
+        } else if sealed >= hard {
+            // A re-key froze the key and the answer never came: the key
+            // must not be used further.
+            return Err(usize::MAX);
         }
         let payload = &mut out[HEADER_LEN..total];
         let body_at = match item.head {

@@ -40,6 +40,17 @@ impl Generation {
         Generation::new(p, alg, s, self.number.wrapping_add(1))
     }
 
+    /// The next generation after a hybrid re-key with secret `rk`.
+    pub(crate) fn rekeyed(
+        &self,
+        p: &dyn CryptoProvider,
+        alg: AeadAlgorithm,
+        rk: &Secret<HASH_LEN>,
+    ) -> Result<Generation, CryptoError> {
+        let s = schedule::rekeyed_traffic_secret(p, &self.secret, rk)?;
+        Generation::new(p, alg, s, self.number.wrapping_add(1))
+    }
+
     pub(crate) fn key_id(&self) -> &[u8; 16] {
         &self.keys.key_id
     }
@@ -145,6 +156,11 @@ impl RecvKeys {
         }
     }
 
+    /// The generation number a slot holds.
+    pub(crate) fn number(&self, slot: Slot) -> Option<u32> {
+        self.get(slot).map(|g| g.number)
+    }
+
     fn get(&self, slot: Slot) -> Option<&Generation> {
         match slot {
             Slot::Previous => self.previous.as_ref().map(|(g, _)| g),
@@ -202,6 +218,20 @@ impl RecvKeys {
             self.previous = Some((old_current, grace_until));
         }
         Ok(Some(self.current.number))
+    }
+
+    /// The peer will re-key after its current generation: replaces the
+    /// precomputed next two generations with the re-keyed ones.
+    pub(crate) fn rekey_next(
+        &mut self,
+        p: &dyn CryptoProvider,
+        alg: AeadAlgorithm,
+        rk: &Secret<HASH_LEN>,
+    ) -> Result<(), CryptoError> {
+        let next = self.current.rekeyed(p, alg, rk)?;
+        self.after_next = next.next(p, alg)?;
+        self.next = next;
+        Ok(())
     }
 
     /// Erases the previous generation once its grace period is over.

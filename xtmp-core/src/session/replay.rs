@@ -49,6 +49,11 @@ impl ReplayWindow {
         if self.blocks[i] & bit != 0 { Err(Replay::Duplicate) } else { Ok(()) }
     }
 
+    /// Whether `seq` would be the highest accepted so far.
+    pub(crate) fn is_newest(&self, seq: u64) -> bool {
+        seq >= self.top
+    }
+
     /// Records `seq` as accepted. Call only after [`ReplayWindow::check`]
     /// passed and the frame authenticated.
     pub(crate) fn accept(&mut self, seq: u64) {

@@ -31,8 +31,16 @@ impl Session {
                 if let Some(hb) = self.heartbeat_interval() {
                     at(self.last_send + hb);
                 }
-                if let Some(k) = &self.send_keys {
+                if let Some(k) = self.send_keys.as_ref().filter(|_| !self.rekey.freezes_sending()) {
                     at(k.since + self.config.key_update_interval);
+                }
+                if self.is_established() {
+                    if let Some(d) = self.rekey_deadline() {
+                        at(d);
+                    }
+                    if let Some(d) = self.path_deadline() {
+                        at(d);
+                    }
                 }
                 if let Some(k) = &self.recv_keys {
                     if let Some((_, until)) = &k.previous {
@@ -93,7 +101,12 @@ impl Session {
                 if let Some(k) = &mut self.recv_keys {
                     k.expire(now);
                 }
-                if self.send_keys.as_ref().is_some_and(|k| now >= k.since + self.config.key_update_interval) {
+                if self.is_established() {
+                    self.on_rekey_timer();
+                    self.on_path_timer();
+                }
+                let due = self.send_keys.as_ref().is_some_and(|k| now >= k.since + self.config.key_update_interval);
+                if due && !self.rekey.freezes_sending() {
                     self.update_send_key();
                 }
                 if let Some(hb) = self.heartbeat_interval()
@@ -112,6 +125,17 @@ impl Session {
                     self.stats.handshake_retransmits += (before - s.next) as u64;
                 }
             }
+        }
+    }
+
+    /// A probe timeout from the measured RTT (the handshake's initial RTO
+    /// before any measurement): how long to wait for an answer.
+    pub(super) fn probe_timeout(&self) -> Duration {
+        match self.stats.rtt {
+            Some(srtt) => {
+                (srtt + (self.stats.rtt_var * 4).max(Duration::from_millis(1))).max(Duration::from_millis(10))
+            }
+            None => self.config.handshake_rto,
         }
     }
 

@@ -44,14 +44,17 @@ pub struct Pair {
     pub client_events: Vec<Event>,
     pub server_events: Vec<Event>,
     pub filter: Option<Filter>,
-    pub to_server: VecDeque<Vec<u8>>,
-    pub to_client: VecDeque<Vec<u8>>,
-    held: [Option<Vec<u8>>; 2],
+    /// For each client path, the address the server sees it from.
+    pub client_paths: Vec<Remote>,
+    pub to_server: VecDeque<(Remote, Vec<u8>)>,
+    pub to_client: VecDeque<(Remote, Vec<u8>)>,
+    held: [Option<(Remote, Vec<u8>)>; 2],
     pub client_alive: bool,
     pub server_alive: bool,
     /// Bytes the server sent and received, for amplification checks.
     pub server_sent: u64,
     pub server_received: u64,
+    pub server_sent_by_remote: std::collections::HashMap<Remote, u64>,
 }
 
 pub fn provider() -> Arc<dyn CryptoProvider> {
@@ -98,6 +101,7 @@ impl Setup {
             client,
             server,
             remote: Remote { addr, kind },
+            client_paths: vec![Remote { addr, kind }],
             handle: None,
             client_events: Vec::new(),
             server_events: Vec::new(),
@@ -109,6 +113,7 @@ impl Setup {
             server_alive: true,
             server_sent: 0,
             server_received: 0,
+            server_sent_by_remote: Default::default(),
         }
     }
 }
@@ -119,7 +124,7 @@ impl Pair {
         self.server.session_mut(h).expect("server session gone")
     }
 
-    fn push(&mut self, dir: Dir, bytes: Vec<u8>) {
+    fn push(&mut self, dir: Dir, remote: Remote, bytes: Vec<u8>) {
         let verdict = match &mut self.filter {
             Some(f) => f(dir, &bytes),
             None => Verdict::Deliver,
@@ -130,15 +135,15 @@ impl Pair {
         };
         let held = &mut self.held[dir as usize];
         match verdict {
-            Verdict::Deliver => q.push_back(bytes),
+            Verdict::Deliver => q.push_back((remote, bytes)),
             Verdict::Drop => {}
-            Verdict::Replace(b) => q.push_back(b),
+            Verdict::Replace(b) => q.push_back((remote, b)),
             Verdict::Duplicate => {
-                q.push_back(bytes.clone());
-                q.push_back(bytes);
+                q.push_back((remote, bytes.clone()));
+                q.push_back((remote, bytes));
             }
             Verdict::Delay => {
-                if let Some(old) = held.replace(bytes) {
+                if let Some(old) = held.replace((remote, bytes)) {
                     q.push_back(old);
                 }
                 return;
@@ -155,16 +160,16 @@ impl Pair {
         let mut buf = vec![0u8; 70_000];
         if self.client_alive {
             while let Some(t) = self.client.poll_transmit(self.now, &mut buf).unwrap() {
-                assert_eq!(t.path, PathId(0));
-                self.push(Dir::ToServer, buf[..t.len].to_vec());
+                let remote = self.client_paths[t.path.0 as usize];
+                self.push(Dir::ToServer, remote, buf[..t.len].to_vec());
                 moved = true;
             }
         }
         if self.server_alive {
             while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut buf) {
-                assert_eq!(remote, self.remote);
                 self.server_sent += len as u64;
-                self.push(Dir::ToClient, buf[..len].to_vec());
+                *self.server_sent_by_remote.entry(remote).or_default() += len as u64;
+                self.push(Dir::ToClient, remote, buf[..len].to_vec());
                 moved = true;
             }
         }
@@ -174,17 +179,19 @@ impl Pair {
     /// Delivers everything queued. Returns whether anything was delivered.
     pub fn deliver(&mut self) -> bool {
         let mut any = false;
-        while let Some(b) = self.to_server.pop_front() {
+        while let Some((remote, b)) = self.to_server.pop_front() {
             any = true;
             if self.server_alive {
                 self.server_received += b.len() as u64;
-                self.server.handle_input(self.now, self.remote, &b);
+                self.server.handle_input(self.now, remote, &b);
             }
         }
-        while let Some(b) = self.to_client.pop_front() {
+        while let Some((remote, b)) = self.to_client.pop_front() {
             any = true;
-            if self.client_alive {
-                self.client.handle_input(self.now, PathId(0), &b);
+            // Bytes to an address no client path has any more are lost.
+            let path = self.client_paths.iter().position(|r| *r == remote);
+            if let (true, Some(i)) = (self.client_alive, path) {
+                self.client.handle_input(self.now, PathId(i as u32), &b);
             }
         }
         self.collect();
@@ -274,6 +281,25 @@ impl Pair {
                 && p.handle.is_some_and(|_| p.server_events.iter().any(|e| matches!(e, Event::Connected { .. })))
         });
         self.settle();
+    }
+
+    /// Bytes the server sent to `remote`.
+    pub fn server_sent_to(&self, remote: Remote) -> u64 {
+        self.server_sent_by_remote.get(&remote).copied().unwrap_or(0)
+    }
+
+    /// A NAT rebinding: the client's `path` now reaches the server from `addr`.
+    pub fn rebind(&mut self, path: PathId, addr: &str) {
+        self.client_paths[path.0 as usize].addr = addr.parse().unwrap();
+    }
+
+    /// The client opens a new path seen by the server from `addr`.
+    pub fn add_client_path(&mut self, kind: PathKind, addr: &str) -> PathId {
+        let id = self.client.add_path(kind, false).expect("path limit");
+        let rk = if kind == PathKind::Stream { RemoteKind::Stream } else { RemoteKind::Datagram };
+        assert_eq!(id.0 as usize, self.client_paths.len());
+        self.client_paths.push(Remote { addr: addr.parse().unwrap(), kind: rk });
+        id
     }
 
     pub fn client_messages(&self) -> Vec<&xtmp_core::session::Message> {

@@ -1,0 +1,210 @@
+//! Paths (SPEC.md section 3.7): the transports a session runs over, their
+//! validation by challenge and response, and which one is primary.
+
+use alloc::collections::VecDeque;
+use core::time::Duration;
+
+use bytes::Bytes;
+use rand_core::Rng as _;
+
+use super::*;
+
+/// Challenges sent on a path before it is given up.
+const MAX_CHALLENGES: u8 = 3;
+
+pub(super) struct Path {
+    pub(super) kind: PathKind,
+    pub(super) deframer: Option<Deframer>,
+    pub(super) alive: bool,
+    /// Whether the peer has proven it receives on this path: by the
+    /// handshake (the first path), by a token, or by answering a challenge.
+    pub(super) validated: bool,
+    pub(super) received: u64,
+    pub(super) sent: u64,
+    /// Stream paths: the highest sequence number accepted on this path.
+    pub(super) highest: Option<u64>,
+    /// Frames that authenticated on this path.
+    pub(super) authenticated: u64,
+    pub(super) challenge: Option<Challenge>,
+}
+
+pub(super) struct Challenge {
+    data: [u8; codec::PATH_DATA_LEN],
+    sent_at: Instant,
+    rto: Duration,
+    tries: u8,
+}
+
+/// Frames that must go on one particular path (challenges and responses).
+pub(super) type PathQueue = VecDeque<(PathId, Outgoing)>;
+
+impl Session {
+    /// Adds a path (the datagram half of a hybrid session, or a
+    /// reconnection) and returns its id. Once the session is established, a
+    /// path added with `validated == false` is challenged at once and
+    /// carries application data only after the peer answers
+    /// ([`Event::PathValidated`]); `validated == true` asserts the caller
+    /// already knows the peer is there. Returns `None` at the configured
+    /// `max_paths` live paths.
+    pub fn add_path(&mut self, kind: PathKind, validated: bool) -> Option<PathId> {
+        if self.paths.iter().filter(|p| p.alive).count() >= self.config.max_paths {
+            return None;
+        }
+        let id = self.push_path(kind, validated);
+        if !validated && self.is_established() {
+            self.start_challenge(id);
+        }
+        Some(id)
+    }
+
+    pub(super) fn push_path(&mut self, kind: PathKind, validated: bool) -> PathId {
+        let id = PathId(self.paths.len() as u32);
+        let deframer = (kind == PathKind::Stream).then(|| Deframer::new(self.local_max_frame));
+        self.paths.push(Path {
+            kind,
+            deframer,
+            alive: true,
+            validated,
+            received: 0,
+            sent: 0,
+            highest: None,
+            authenticated: 0,
+            challenge: None,
+        });
+        id
+    }
+
+    /// Bytes (whole frames) from a transport the session does not know yet,
+    /// such as a known client's new address after a NAT rebinding, or its
+    /// new TCP connection after a reconnection. The path is kept, and
+    /// challenged, only if a frame on it authenticates as the peer's;
+    /// otherwise nothing but the drop counters changes. The endpoint calls
+    /// this; a client never needs to.
+    pub fn handle_new_path_input(&mut self, now: Instant, kind: PathKind, data: &[u8]) -> Option<PathId> {
+        let live = self.paths.iter().filter(|p| p.alive).count();
+        if !self.is_established() || live >= self.config.max_paths {
+            self.stats.frames_dropped += 1;
+            return None;
+        }
+        let id = self.push_path(kind, false);
+        self.handle_input(now, id, data);
+        let kept = self.paths.get(id.0 as usize).is_some_and(|p| p.authenticated > 0 && p.alive);
+        if !kept {
+            self.paths.truncate(id.0 as usize);
+            self.events.retain(|e| !matches!(e, Event::PathFailed { path, .. } if *path == id));
+            if self.primary == id {
+                self.primary = PathId(0);
+            }
+            return None;
+        }
+        self.start_challenge(id);
+        Some(id)
+    }
+
+    /// Marks `path` as proven (the endpoint validated the address with a
+    /// token), lifting the amplification limit.
+    pub fn validate_path(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(path.0 as usize) {
+            p.validated = true;
+        }
+    }
+
+    /// Whether `path` exists, is alive and has been validated.
+    pub fn is_path_validated(&self, path: PathId) -> bool {
+        self.paths.get(path.0 as usize).is_some_and(|p| p.alive && p.validated)
+    }
+
+    /// The path application data is sent on.
+    pub fn primary_path(&self) -> PathId {
+        self.primary
+    }
+
+    /// The adapter lost a path (the TCP connection closed, say). The
+    /// session carries on over its other paths, or waits for a new one
+    /// within the idle timeout.
+    pub fn path_closed(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(path.0 as usize) {
+            p.alive = false;
+            p.challenge = None;
+        }
+        if self.primary == path
+            && let Some(next) = self.paths.iter().position(|p| p.alive && p.validated)
+        {
+            self.primary = PathId(next as u32);
+        }
+    }
+
+    /// Makes `path` the one application data is sent on, if it is alive
+    /// and validated. Returns whether it is now primary.
+    pub fn set_primary_path(&mut self, path: PathId) -> bool {
+        if self.is_path_validated(path) || (self.paths.len() == 1 && path == PathId(0)) {
+            self.primary = path;
+        }
+        self.primary == path
+    }
+
+    pub(super) fn start_challenge(&mut self, path: PathId) {
+        let mut data = [0u8; codec::PATH_DATA_LEN];
+        self.rng.fill_bytes(&mut data);
+        let rto = self.probe_timeout();
+        if let Some(p) = self.paths.get_mut(path.0 as usize) {
+            p.challenge = Some(Challenge { data, sent_at: self.now, rto, tries: 1 });
+            self.queue_on_path(path, PATH_CHALLENGE, Bytes::copy_from_slice(&data));
+        }
+    }
+
+    pub(super) fn queue_on_path(&mut self, path: PathId, ty: MessageType, body: Bytes) {
+        let out = Outgoing { ty, flags: Flags::empty(), head: Head::Raw, body };
+        self.path_queue.push_back((path, out));
+    }
+
+    /// A PATH_RESPONSE arrived (on any path): it validates the path whose
+    /// challenge it echoes.
+    pub(super) fn on_path_response(&mut self, data: &[u8]) {
+        let found = self
+            .paths
+            .iter()
+            .position(|p| p.alive && p.challenge.as_ref().is_some_and(|c| crate::crypto::ct_eq(&c.data, data)));
+        let Some(i) = found else { return };
+        let path = PathId(i as u32);
+        let p = &mut self.paths[i];
+        p.challenge = None;
+        p.validated = true;
+        // Follow the peer: to this path if its newest frame came here, or
+        // if the primary path is gone.
+        let old = &self.paths[self.primary.0 as usize];
+        let primary = self.latest_path == path || !old.alive || !old.validated;
+        if primary {
+            self.primary = path;
+        }
+        self.events.push_back(Event::PathValidated { path, primary });
+    }
+
+    /// The earliest challenge deadline.
+    pub(super) fn path_deadline(&self) -> Option<Instant> {
+        self.paths.iter().filter_map(|p| p.challenge.as_ref().map(|c| c.sent_at + c.rto)).min()
+    }
+
+    /// Repeats challenges that went unanswered; gives up on a path after
+    /// [`MAX_CHALLENGES`].
+    pub(super) fn on_path_timer(&mut self) {
+        let now = self.now;
+        for i in 0..self.paths.len() {
+            let path = PathId(i as u32);
+            let Some(c) = self.paths[i].challenge.as_mut() else { continue };
+            if now < c.sent_at + c.rto {
+                continue;
+            }
+            if c.tries >= MAX_CHALLENGES {
+                self.paths[i].challenge = None;
+                self.fail_path(path, None);
+                continue;
+            }
+            c.tries += 1;
+            c.sent_at = now;
+            c.rto *= 2;
+            let data = Bytes::copy_from_slice(&c.data);
+            self.queue_on_path(path, PATH_CHALLENGE, data);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Paths (SPEC.md section 3.7): NAT rebinding, reconnection, hybrid
+//! sessions, and what an attacker on another address can (not) do.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use xtmp_core::endpoint::{Remote, RemoteKind};
+use xtmp_core::session::{Event, PathId, PathKind, SendOptions};
+use xtmp_core::wire::MessageType;
+
+fn validated(events: &[Event], path: PathId) -> Option<bool> {
+    events.iter().find_map(|e| match e {
+        Event::PathValidated { path: p, primary } if *p == path => Some(*primary),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_nat_rebinding_moves_the_server_to_the_new_address() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    p.rebind(PathId(0), "198.51.100.9:51000");
+    let req = p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(b"q"), SendOptions::request()).unwrap();
+    p.drive(100, |p| validated(&p.server_events, PathId(1)).is_some());
+    assert_eq!(validated(&p.server_events, PathId(1)), Some(true), "the server follows the client");
+    assert_eq!(p.server.stats().migrations, 1);
+    let m = p.server_messages()[0].clone();
+    p.server_session()
+        .respond(m.id, MessageType::REGISTRY_QUERY, Bytes::from_static(b"a"), SendOptions::default())
+        .unwrap();
+    p.drive(100, |p| !p.client_messages().is_empty());
+    assert_eq!(p.client_messages()[0].kind, xtmp_core::session::MessageKind::Response(req));
+}
+
+#[test]
+fn replayed_or_forged_frames_from_another_address_open_no_path() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    let captured = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let c2 = captured.clone();
+    p.filter = Some(Box::new(move |dir, b| {
+        if dir == Dir::ToServer {
+            c2.borrow_mut().push(b.to_vec());
+        }
+        Verdict::Deliver
+    }));
+    p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(b"q"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.server_messages().len() == 1);
+    p.filter = None;
+    let frame = captured.borrow().last().unwrap().clone();
+    let attacker = Remote { addr: "203.0.113.66:4444".parse().unwrap(), kind: RemoteKind::Datagram };
+    // The same frame again, from elsewhere: a replay.
+    p.server.handle_input(p.now, attacker, &frame);
+    // A forged frame: right session id, wrong tag.
+    let mut forged = frame.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    xtmp_core::wire::write_crc(&mut forged).unwrap();
+    p.server.handle_input(p.now, attacker, &forged);
+    p.settle();
+    assert_eq!(p.server.stats().migrations, 0);
+    assert_eq!(p.server_sent_to(attacker), 0, "nothing is sent to the attacker");
+    assert!(p.server_session().stats().replays_rejected >= 1);
+    assert_eq!(p.server_messages().len(), 1);
+}
+
+#[test]
+fn a_hijacked_first_frame_gets_a_challenge_that_is_never_answered() {
+    // An on-path attacker races a fresh client frame to the server from its
+    // own address. The server accepts the frame (it is authentic) and opens
+    // a path, but sends there only a few challenges, within the
+    // amplification limit, and keeps talking to the real client.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    let attacker = Remote { addr: "203.0.113.66:4444".parse().unwrap(), kind: RemoteKind::Datagram };
+    let stolen = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let s2 = stolen.clone();
+    p.filter = Some(Box::new(move |dir, b| {
+        if dir == Dir::ToServer && s2.borrow().is_none() {
+            *s2.borrow_mut() = Some(b.to_vec());
+            return Verdict::Drop;
+        }
+        Verdict::Deliver
+    }));
+    p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(b"first"), SendOptions::default()).unwrap();
+    p.flush();
+    let frame = stolen.borrow_mut().take().unwrap();
+    p.server.handle_input(p.now, attacker, &frame);
+    p.filter = None;
+    assert_eq!(p.server.stats().migrations, 1);
+    p.drive(1000, |p| p.server_events.iter().any(|e| matches!(e, Event::PathFailed { path: PathId(1), .. })));
+    let sent = p.server_sent_to(attacker);
+    assert!(sent > 0 && sent <= 3 * frame.len() as u64, "{sent} bytes to the attacker for {} received", frame.len());
+    assert_eq!(validated(&p.server_events, PathId(1)), None);
+    // The real client is still served on the original path.
+    p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(b"second"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.server_messages().len() == 2);
+    p.server_session().send(MessageType::LIVE_UPDATES, Bytes::from_static(b"push"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.client_messages().len() == 1);
+}
+
+#[test]
+fn a_reconnection_continues_the_session_on_a_new_stream() {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    // The TCP connection breaks.
+    p.client.path_closed(PathId(0));
+    let old = p.remote;
+    p.server.remote_closed(old);
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"bundle"), SendOptions::request()).unwrap();
+    p.settle();
+    assert!(p.server_messages().is_empty(), "no path: the message waits");
+    let path = p.add_client_path(PathKind::Stream, "192.0.2.7:40001");
+    p.drive(100, |p| validated(&p.client_events, path).is_some() && !p.server_messages().is_empty());
+    assert_eq!(validated(&p.client_events, path), Some(true));
+    assert_eq!(p.client.primary_path(), path);
+    let m = p.server_messages()[0].clone();
+    assert_eq!(&m.body[..], b"bundle");
+    p.server_session()
+        .respond(m.id, MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"ok"), SendOptions::default())
+        .unwrap();
+    p.drive(100, |p| !p.client_messages().is_empty());
+    assert_eq!(p.client_messages()[0].kind, xtmp_core::session::MessageKind::Response(id));
+    assert_eq!(p.server.stats().migrations, 1);
+}
+
+#[test]
+fn a_hybrid_session_validates_its_datagram_path_and_can_switch_to_it() {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let udp = p.add_client_path(PathKind::Datagram, "192.0.2.7:40002");
+    assert!(!p.client.set_primary_path(udp), "not before it is validated");
+    p.drive(100, |p| validated(&p.client_events, udp).is_some());
+    assert_eq!(validated(&p.client_events, udp), Some(false), "the stream path stays primary");
+    assert!(p.client.is_path_validated(udp));
+    assert!(p.client.set_primary_path(udp));
+    let before = p.server_received;
+    p.client.send(MessageType::METRICS_STREAM, Bytes::from_static(b"m"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.server_messages().len() == 1);
+    assert!(p.server_received > before);
+    // Losing the datagram path moves traffic back to the stream.
+    p.client.path_closed(udp);
+    assert_eq!(p.client.primary_path(), PathId(0));
+    p.client.send(MessageType::METRICS_STREAM, Bytes::from_static(b"n"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.server_messages().len() == 2);
+}
+
+#[test]
+fn the_path_limit_is_enforced() {
+    let mut s = Setup::new(PathKind::Stream);
+    s.session.max_paths = 2;
+    let mut p = s.start();
+    p.connect();
+    assert!(p.client.add_path(PathKind::Datagram, false).is_some());
+    assert!(p.client.add_path(PathKind::Datagram, false).is_none());
+}
