@@ -198,33 +198,51 @@ fn keys_rotate_at_exactly_the_frame_limit() {
     assert_eq!(p.server_session().stats().recv_generation, 1);
 }
 
+/// A million messages (half each way) with both sides ratcheting every
+/// thousand frames and a hybrid re-key every 100,000 messages: all arrive,
+/// in order, exactly once, with no authentication failure.
 #[test]
-fn long_exchange_with_rotations_every_thousand_frames() {
+fn a_million_messages_with_rotations_every_thousand_frames() {
     let mut s = Setup::new(PathKind::Datagram);
     s.session.key_update_frames = 1000;
     let mut p = s.start();
     p.connect();
-    let n: u32 = 20_000;
-    let mut sent = 0u32;
-    let mut received = 0u32;
-    while received < n {
-        while sent < n && sent - received < 500 {
-            p.client
-                .send(MessageType::METRICS_STREAM, Bytes::from(sent.to_be_bytes().to_vec()), SendOptions::default())
-                .unwrap();
+    let n: u32 = 500_000;
+    let (mut sent, mut up, mut down) = (0u32, 0u32, 0u32);
+    while up < n || down < n {
+        while sent < n && sent - up.min(down) < 500 {
+            let body = Bytes::copy_from_slice(&sent.to_be_bytes());
+            p.client.send(MessageType::METRICS_STREAM, body.clone(), SendOptions::default()).unwrap();
+            p.server_session().send(MessageType::LIVE_UPDATES, body, SendOptions::default()).unwrap();
             sent += 1;
+            if sent.is_multiple_of(100_000) {
+                assert!(p.client.rekey_now(p.now));
+            }
         }
         p.step();
         for m in p.server_events.drain(..) {
             if let Event::Message(m) = m {
-                assert_eq!(&m.body[..], &received.to_be_bytes(), "in order, exactly once");
-                received += 1;
+                assert_eq!(&m.body[..], &up.to_be_bytes(), "in order, exactly once");
+                up += 1;
+            }
+        }
+        for m in p.client_events.drain(..) {
+            if let Event::Message(m) = m {
+                assert_eq!(&m.body[..], &down.to_be_bytes(), "in order, exactly once");
+                down += 1;
             }
         }
     }
-    let generation = p.server_session().stats().recv_generation;
-    assert!(generation >= 19, "rotated {generation} times");
-    assert_eq!(p.server_session().stats().decrypt_failures, 0);
+    let (c, s) = (p.client.stats(), p.server_session().stats());
+    assert!(
+        s.recv_generation >= 499 && c.recv_generation >= 499,
+        "rotated {} / {} times",
+        s.recv_generation,
+        c.recv_generation
+    );
+    assert!(c.rekeys >= 4 && s.rekeys == c.rekeys, "{} hybrid re-keys", c.rekeys);
+    assert_eq!((c.decrypt_failures, s.decrypt_failures), (0, 0));
+    assert_eq!((c.replays_rejected, s.replays_rejected), (0, 0));
 }
 
 #[test]
