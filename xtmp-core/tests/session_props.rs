@@ -135,7 +135,7 @@ proptest! {
                     }
                 }
                 Op::Advance { ms } => {
-                    p.now = p.now + Duration::from_millis(ms);
+                    p.now += Duration::from_millis(ms);
                     p.client.handle_timeout(p.now);
                     p.server.handle_timeout(p.now);
                     p.collect();

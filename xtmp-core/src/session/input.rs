@@ -4,7 +4,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+/// The smallest allocation of the receive buffer.
+const RX_BUFFER_MIN: usize = 16 * 1024;
 
 use super::*;
 
@@ -324,11 +327,17 @@ impl Session {
             self.stats.replays_rejected += 1;
             return;
         }
-        let mut plain = core::mem::take(&mut self.scratch);
+        let mut plain = core::mem::take(&mut self.rx_buf);
+        if plain.capacity() < frame.payload().len() {
+            // Room for this frame and more: bodies are split off this buffer,
+            // and it is reclaimed whole once the application drops them.
+            plain.reserve(frame.payload().len().max(RX_BUFFER_MIN));
+        }
         let slot = match keys.open(cipher, frame, &mut plain) {
             Ok(slot) => slot,
             Err(e) => {
-                self.scratch = plain;
+                plain.clear();
+                self.rx_buf = plain;
                 if e == OpenError::Tag {
                     self.stats.decrypt_failures += 1;
                     let limit = self.config.max_decrypt_failures.min(cipher.integrity_limit());
@@ -388,20 +397,40 @@ impl Session {
         self.dispatch(h.message_type, h.flags, plain);
     }
 
-    pub(super) fn dispatch(&mut self, ty: MessageType, flags: Flags, plain: Vec<u8>) {
+    pub(super) fn dispatch(&mut self, ty: MessageType, flags: Flags, mut plain: BytesMut) {
+        let deliver = self.dispatch_inner(ty, flags, &plain);
+        if let Some(message) = deliver {
+            let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
+            self.events.push_back(Event::Message(Message { body, ..message }));
+        }
+        plain.clear();
+        self.rx_buf = plain;
+    }
+
+    /// Handles a decrypted frame; returns the message to deliver (its body
+    /// still empty) for data frames.
+    fn dispatch_inner(&mut self, ty: MessageType, flags: Flags, plain: &[u8]) -> Option<Message> {
         match ty.class() {
-            TypeClass::Control => return self.on_control(ty, plain),
-            TypeClass::Connection if ty == MessageType::HEARTBEAT => return self.on_heartbeat(plain),
+            TypeClass::Control => {
+                self.on_control(ty, plain);
+                return None;
+            }
+            TypeClass::Connection if ty == MessageType::HEARTBEAT => {
+                self.on_heartbeat(plain);
+                return None;
+            }
             TypeClass::Connection if ty == MessageType::DISCONNECT => {
-                return match codec::parse_code_reason(&plain) {
+                match codec::parse_code_reason(plain) {
                     Some((code, reason)) => self.on_peer_disconnect(CloseCode(code), reason),
                     None => self.protocol_violation("malformed Disconnect"),
                 };
+                return None;
             }
             _ => {}
         }
-        let Some(head) = DataHeader::parse(&plain) else {
-            return self.protocol_violation("malformed data record header");
+        let Some(head) = DataHeader::parse(plain) else {
+            self.protocol_violation("malformed data record header");
+            return None;
         };
         let deliverable = match ty.class() {
             TypeClass::Application => ty.name().is_some(),
@@ -414,13 +443,13 @@ impl Session {
             if head.kind == codec::KIND_REQUEST {
                 self.queue_error(head.id, ErrorCode::UNKNOWN_TYPE, "unknown message type");
             }
-            return;
+            return None;
         }
         let kind = match head.kind {
             codec::KIND_REQUEST => {
                 if self.requests_in.len() >= self.config.max_queued_messages {
                     self.queue_error(head.id, ErrorCode::REFUSED, "too many pending requests");
-                    return;
+                    return None;
                 }
                 self.requests_in.insert(head.id);
                 MessageKind::Request
@@ -429,43 +458,39 @@ impl Session {
                 if !self.requests_out.remove(&head.correlation) {
                     // Not an answer to anything outstanding: drop it.
                     self.stats.frames_dropped += 1;
-                    return;
+                    return None;
                 }
                 MessageKind::Response(MessageId(head.correlation))
             }
             _ => MessageKind::Message,
         };
-        let body = Bytes::from(plain).slice(codec::DATA_HEADER_LEN..);
-        self.events.push_back(Event::Message(Message {
+        Some(Message {
             id: MessageId(head.id),
             message_type: ty,
             kind,
             priority: flags.priority(),
             stream_data: flags.contains(Flags::STREAM_DATA),
-            body,
-        }));
+            body: Bytes::new(),
+        })
     }
 
-    pub(super) fn on_control(&mut self, ty: MessageType, plain: Vec<u8>) {
+    pub(super) fn on_control(&mut self, ty: MessageType, plain: &[u8]) {
         if ty == PATH_CHALLENGE && plain.len() == codec::PATH_DATA_LEN {
             // Answered on the path it came on.
-            self.queue_on_path(self.rx_path, PATH_RESPONSE, plain.into());
+            self.queue_on_path(self.rx_path, PATH_RESPONSE, Bytes::copy_from_slice(plain));
         } else if ty == PATH_RESPONSE && plain.len() == codec::PATH_DATA_LEN {
-            self.on_path_response(&plain);
-            self.scratch = plain;
+            self.on_path_response(plain);
         } else if ty == REKEY || ty == REKEY_ACK {
-            self.on_rekey_chunk(ty, self.rx_generation, &plain);
-            self.scratch = plain;
+            self.on_rekey_chunk(ty, self.rx_generation, plain);
         } else if ASSIGNED_CONTROL.contains(&ty.0) {
             self.stats.frames_dropped += 1;
-            self.scratch = plain;
         } else {
             self.protocol_violation("unknown or malformed control frame");
         }
     }
 
-    pub(super) fn on_heartbeat(&mut self, plain: Vec<u8>) {
-        match codec::parse_heartbeat(&plain) {
+    pub(super) fn on_heartbeat(&mut self, plain: &[u8]) {
+        match codec::parse_heartbeat(plain) {
             Some((codec::PING, id)) => {
                 let pong = Outgoing {
                     ty: MessageType::HEARTBEAT,
@@ -483,9 +508,8 @@ impl Session {
                     self.rtt_sample(self.now - at);
                 }
             }
-            None => return self.protocol_violation("malformed Heartbeat"),
+            None => self.protocol_violation("malformed Heartbeat"),
         }
-        self.scratch = plain;
     }
 
     pub(super) fn rtt_sample(&mut self, sample: Duration) {

@@ -176,7 +176,7 @@ impl RecvKeys {
         &self,
         alg: AeadAlgorithm,
         frame: &Frame<'_>,
-        plain: &mut alloc::vec::Vec<u8>,
+        plain: &mut bytes::BytesMut,
     ) -> Result<Slot, OpenError> {
         let h = frame.header();
         if h.encryption != alg.encryption_type() || h.encryption == EncryptionType::NONE {
@@ -191,7 +191,7 @@ impl RecvKeys {
         let aad = wire::associated_data(frame.raw_header());
         plain.clear();
         plain.extend_from_slice(frame.payload());
-        g.aead.open(&nonce, &aad, plain, &h.tag).map_err(|_| OpenError::Tag)?;
+        g.aead.open(&nonce, &aad, &mut plain[..], &h.tag).map_err(|_| OpenError::Tag)?;
         Ok(slot)
     }
 

@@ -1,0 +1,167 @@
+//! Sessions in steady state: one message through the whole session path
+//! (send, seal into the transmit buffer, endpoint demultiplexing, replay
+//! check, open, event), next to raw AES-256-GCM seal + open of the same
+//! size with the same provider, measured in the same run. Prints the
+//! throughput ratio (target: at least 0.8 for 16 KiB messages), messages
+//! per second on one core, and heap allocations per message on the send
+//! and open paths.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use criterion::{Criterion, Throughput};
+use xtmp_core::crypto::{AeadAlgorithm, AeadKey, CryptoProvider, RustCrypto, Secret};
+use xtmp_core::endpoint::EndpointEvent;
+use xtmp_core::session::{Event, PathKind, SendOptions};
+use xtmp_core::wire::{HEADER_LEN, MessageType};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const SIZES: [usize; 2] = [64, 16 * 1024];
+
+fn pair(kind: PathKind) -> Pair {
+    let mut p = Setup::new(kind).start();
+    p.connect();
+    p
+}
+
+/// One message from client to server through both sessions and the endpoint.
+fn one_message(p: &mut Pair, body: &Bytes, buf: &mut [u8]) {
+    p.client.send(MessageType::BUNDLE_SUBMIT, body.clone(), SendOptions::default()).unwrap();
+    let t = p.client.poll_transmit(p.now, buf).unwrap().unwrap();
+    p.server.handle_input(p.now, p.remote, &buf[..t.len]);
+    loop {
+        match p.server.poll_event() {
+            Some(EndpointEvent::Session(_, Event::Message(m))) => {
+                black_box(m);
+                return;
+            }
+            Some(EndpointEvent::Session(_, Event::KeyUpdated { .. })) => {}
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+}
+
+/// Raw AEAD seal + open of `buf` with a 96-byte header as associated data.
+fn raw_aead(key: &dyn AeadKey, counter: &mut u64, aad: &[u8; HEADER_LEN], buf: &mut [u8]) {
+    *counter += 1;
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_be_bytes());
+    let tag = key.seal(&nonce, aad, buf).unwrap();
+    key.open(&nonce, aad, buf, &tag).unwrap();
+}
+
+fn body(size: usize) -> Bytes {
+    let b = Bytes::from(vec![0x5a; size]);
+    let _ = b.clone(); // promote to shared once, outside any measurement
+    b
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let key = RustCrypto.aead(AeadAlgorithm::Aes256Gcm, &Secret::new([7; 32])).unwrap();
+    let aad = [0u8; HEADER_LEN];
+    let mut buf = vec![0u8; 70_000];
+    let mut g = c.benchmark_group("session");
+    for size in SIZES {
+        g.throughput(Throughput::Bytes(size as u64));
+        let b = body(size);
+        let mut p = pair(PathKind::Stream);
+        g.bench_function(format!("message {size} B, stream path, seal + open through the session"), |bench| {
+            bench.iter(|| one_message(&mut p, &b, &mut buf))
+        });
+        let mut counter = 0;
+        let mut plain = vec![0x5a; size + codec_overhead()];
+        g.bench_function(format!("raw AES-256-GCM seal + open, {} B", plain.len()), |bench| {
+            bench.iter(|| raw_aead(&*key, &mut counter, &aad, &mut plain))
+        });
+    }
+    let b = body(64);
+    let mut p = pair(PathKind::Datagram);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("message 64 B, datagram path, seal + open through the session", |bench| {
+        bench.iter(|| one_message(&mut p, &b, &mut buf))
+    });
+    g.finish();
+}
+
+/// The data record header travels inside the sealed payload.
+fn codec_overhead() -> usize {
+    17
+}
+
+/// Best of several interleaved rounds: nanoseconds per operation.
+fn best_ns(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = Duration::MAX;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        best = best.min(t.elapsed());
+    }
+    best.as_nanos() as f64 / iters as f64
+}
+
+fn summary() {
+    println!("\n== session summary (same run, best of 7 rounds) ==");
+    let key = RustCrypto.aead(AeadAlgorithm::Aes256Gcm, &Secret::new([7; 32])).unwrap();
+    let aad = [0u8; HEADER_LEN];
+    let mut buf = vec![0u8; 70_000];
+    for size in SIZES {
+        let b = body(size);
+        let mut p = pair(PathKind::Stream);
+        let iters = if size > 1024 { 2_000 } else { 50_000 };
+        let session = best_ns(7, iters, || one_message(&mut p, &b, &mut buf));
+        let mut counter = 0;
+        let mut plain = vec![0x5a; size + codec_overhead()];
+        let raw = best_ns(7, iters, || raw_aead(&*key, &mut counter, &aad, &mut plain));
+        let mbps = |ns: f64| size as f64 / ns * 1e3;
+        println!(
+            "{size:>6} B: session {session:>9.0} ns/msg ({:>7.1} MB/s, {:>9.0} msg/s); raw AES-256-GCM {raw:>9.0} ns ({:>7.1} MB/s); session/raw throughput {:.2}",
+            mbps(session),
+            1e9 / session,
+            mbps(raw),
+            raw / session
+        );
+    }
+    // Heap allocations per message in steady state.
+    let _profiler = dhat::Profiler::builder().testing().build();
+    for (kind, size) in [(PathKind::Stream, 64), (PathKind::Stream, 16 * 1024), (PathKind::Datagram, 64)] {
+        let b = body(size);
+        let mut p = pair(kind);
+        for _ in 0..2_000 {
+            one_message(&mut p, &b, &mut buf);
+        }
+        let (mut send, mut open) = (0u64, 0u64);
+        let n = 20_000u64;
+        for _ in 0..n {
+            let s0 = dhat::HeapStats::get().total_blocks;
+            p.client.send(MessageType::BUNDLE_SUBMIT, b.clone(), SendOptions::default()).unwrap();
+            let t = p.client.poll_transmit(p.now, &mut buf).unwrap().unwrap();
+            let s1 = dhat::HeapStats::get().total_blocks;
+            p.server.handle_input(p.now, p.remote, &buf[..t.len]);
+            drop(black_box(p.server.poll_event()));
+            let s2 = dhat::HeapStats::get().total_blocks;
+            send += s1 - s0;
+            open += s2 - s1;
+        }
+        println!(
+            "{kind:?} {size:>6} B: heap allocations per message: send path {:.4}, open path {:.4}",
+            send as f64 / n as f64,
+            open as f64 / n as f64
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    criterion_benches(&mut c);
+    c.final_summary();
+    summary();
+}
