@@ -381,3 +381,49 @@ fn the_null_cipher_is_negotiated_only_when_both_sides_offer_it() {
     p.drive(1000, |p| p.client.is_closed());
     assert!(matches!(p.client_events.last(), Some(Event::Closed(_))));
 }
+
+/// Root-signed credentials through whole sessions: the client's clock is
+/// `unix_time_origin` plus the session's monotonic time, and the server's
+/// credential must be valid at that moment.
+#[test]
+fn credentials_are_checked_against_the_session_clock() {
+    use std::sync::Arc;
+    use xtmp_core::handshake::{ClientConfig, Credential, HandshakeError, RootOfTrust, TrustError};
+    let root = identity(9);
+    let server_id = identity(1);
+    let issued = 1_800_000_000u64;
+    let run = |origin: Option<u64>| {
+        let mut s = Setup::new(PathKind::Stream);
+        let cred =
+            Credential::issue(&root, server_id.public(), issued, issued + 3600, &mut rand_chacha_rng(3)).unwrap();
+        s.server().credential = Some(cred);
+        s.client = ClientConfig::new(provider(), Arc::new(RootOfTrust(root.public().clone())));
+        s.session.unix_time_origin = origin;
+        let mut p = s.start();
+        p.drive(1000, |p| p.client.is_established() || p.client.is_closed());
+        p
+    };
+    // The pair starts at 1 s of monotonic time.
+    let p = run(Some(issued + 100));
+    assert!(p.client.is_established(), "{:?}", p.client_events);
+    for (origin, want) in [
+        (Some(issued + 3600), TrustError::CredentialExpired),
+        (Some(issued - 10), TrustError::CredentialNotYetValid),
+        (None, TrustError::NoTime),
+    ] {
+        let p = run(origin);
+        assert!(
+            matches!(
+                p.client_events.last(),
+                Some(Event::Closed(CloseReason::HandshakeFailed(HandshakeError::Untrusted(e)))) if *e == want
+            ),
+            "origin {origin:?}: {:?}",
+            p.client_events.last()
+        );
+    }
+}
+
+fn rand_chacha_rng(seed: u8) -> rand_chacha::ChaCha20Rng {
+    use rand_core::SeedableRng;
+    rand_chacha::ChaCha20Rng::from_seed([seed; 32])
+}
