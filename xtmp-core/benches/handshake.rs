@@ -1,5 +1,6 @@
-//! Handshake CPU cost per side with the pure-Rust provider, next to the sum
-//! of the server's primitive operations measured in the same run.
+//! Handshake CPU cost per side for each provider (the aws-lc-rs one with
+//! `--features aws-lc`), next to the sum of the server's primitive
+//! operations measured in the same run.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,14 +11,27 @@ use rand_core::SeedableRng;
 use xtmp_core::crypto::{CryptoProvider, RustCrypto};
 use xtmp_core::handshake::*;
 
+fn providers() -> Vec<Arc<dyn CryptoProvider>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<Arc<dyn CryptoProvider>> = vec![Arc::new(RustCrypto)];
+    #[cfg(feature = "aws-lc")]
+    v.push(Arc::new(xtmp_core::crypto::AwsLc));
+    v
+}
+
 fn bench(c: &mut Criterion) {
-    let p: Arc<dyn CryptoProvider> = Arc::new(RustCrypto);
+    for p in providers() {
+        bench_provider(c, p);
+    }
+}
+
+fn bench_provider(c: &mut Criterion, p: Arc<dyn CryptoProvider>) {
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
     let id = Arc::new(IdentityKeypair::generate(&*p, &mut rng).unwrap());
     let server = Arc::new(ServerConfig::new(p.clone(), id.clone()));
     let client = Arc::new(ClientConfig::new(p.clone(), Arc::new(Pinned(id.public().clone()))));
 
-    let mut g = c.benchmark_group("handshake/rust-crypto");
+    let mut g = c.benchmark_group(format!("handshake/{}", p.name()));
     g.sample_size(30);
     g.bench_function("server accept (pinned)", |b| {
         let (_, hello) = ClientHandshake::start(client.clone(), &mut rng, 0).unwrap();

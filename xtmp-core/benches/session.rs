@@ -25,8 +25,20 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 
 const SIZES: [usize; 2] = [64, 16 * 1024];
 
+fn providers() -> Vec<std::sync::Arc<dyn CryptoProvider>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<std::sync::Arc<dyn CryptoProvider>> = vec![std::sync::Arc::new(RustCrypto)];
+    #[cfg(feature = "aws-lc")]
+    v.push(std::sync::Arc::new(xtmp_core::crypto::AwsLc));
+    v
+}
+
 fn pair(kind: PathKind) -> Pair {
-    let mut p = Setup::new(kind).start();
+    pair_on(kind, std::sync::Arc::new(RustCrypto))
+}
+
+fn pair_on(kind: PathKind, provider: std::sync::Arc<dyn CryptoProvider>) -> Pair {
+    let mut p = Setup::with_providers(kind, provider.clone(), provider).start();
     p.connect();
     p
 }
@@ -110,25 +122,28 @@ fn best_ns(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 
 fn summary() {
     println!("\n== session summary (same run, best of 7 rounds) ==");
-    let key = RustCrypto.aead(AeadAlgorithm::Aes256Gcm, &Secret::new([7; 32])).unwrap();
-    let aad = [0u8; HEADER_LEN];
     let mut buf = vec![0u8; 70_000];
-    for size in SIZES {
-        let b = body(size);
-        let mut p = pair(PathKind::Stream);
-        let iters = if size > 1024 { 2_000 } else { 50_000 };
-        let session = best_ns(7, iters, || one_message(&mut p, &b, &mut buf));
-        let mut counter = 0;
-        let mut plain = vec![0x5a; size + codec_overhead()];
-        let raw = best_ns(7, iters, || raw_aead(&*key, &mut counter, &aad, &mut plain));
-        let mbps = |ns: f64| size as f64 / ns * 1e3;
-        println!(
-            "{size:>6} B: session {session:>9.0} ns/msg ({:>7.1} MB/s, {:>9.0} msg/s); raw AES-256-GCM {raw:>9.0} ns ({:>7.1} MB/s); session/raw throughput {:.2}",
-            mbps(session),
-            1e9 / session,
-            mbps(raw),
-            raw / session
-        );
+    for provider in providers() {
+        let key = provider.aead(AeadAlgorithm::Aes256Gcm, &Secret::new([7; 32])).unwrap();
+        let aad = [0u8; HEADER_LEN];
+        for size in SIZES {
+            let b = body(size);
+            let mut p = pair_on(PathKind::Stream, provider.clone());
+            let iters = if size > 1024 { 2_000 } else { 50_000 };
+            let session = best_ns(7, iters, || one_message(&mut p, &b, &mut buf));
+            let mut counter = 0;
+            let mut plain = vec![0x5a; size + codec_overhead()];
+            let raw = best_ns(7, iters, || raw_aead(&*key, &mut counter, &aad, &mut plain));
+            let mbps = |ns: f64| size as f64 / ns * 1e3;
+            println!(
+                "{:>11} {size:>6} B: session {session:>8.0} ns/msg ({:>7.1} MB/s, {:>8.0} msg/s); raw AES-256-GCM {raw:>8.0} ns ({:>7.1} MB/s); session/raw throughput {:.2}",
+                provider.name(),
+                mbps(session),
+                1e9 / session,
+                mbps(raw),
+                raw / session
+            );
+        }
     }
     // Heap allocations per message in steady state.
     let _profiler = dhat::Profiler::builder().testing().build();

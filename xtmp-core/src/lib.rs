@@ -16,7 +16,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`wire`] | the 96-byte frame header, message types, flags, CRC32, frame boundaries on byte streams and in datagrams |
-//! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider, suites, secrets, the key schedule |
+//! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider (and an aws-lc-rs one behind the `aws-lc` feature), suites, secrets, the key schedule |
 //! | [`handshake`] | identities, trust, the hybrid post-quantum handshake state machines |
 //! | [`session`] | one session: handshake carriage, record protection, replay window, key updates, heartbeats, close |
 //! | [`endpoint`] | the server side: demultiplexing, ClientHello reassembly, admission, stateless cookies |

@@ -54,8 +54,12 @@ pub use trust::{ClientVerifier, Fingerprints, Pinned, RootOfTrust, ServerVerifie
 use crate::crypto::schedule::{self, TrafficKeys};
 use crate::crypto::{AeadAlgorithm, CryptoProvider, HASH_LEN, Hash, Secret, Suite, TAG_LEN};
 
-/// The FIPS 204 context string of every ML-DSA-87 signature XTMP makes.
-pub const SIGNATURE_CONTEXT: &[u8] = b"XTMP/1";
+/// The FIPS 204 context string of every ML-DSA-87 signature XTMP makes:
+/// empty. Every signed content starts with its own domain-separation
+/// string (`"XTMP/1 server CertificateVerify"`, `"xtmp1 credential"`), and
+/// an empty context lets any FIPS 204 implementation interoperate,
+/// including those without context support (AWS-LC).
+pub const SIGNATURE_CONTEXT: &[u8] = b"";
 
 /// Receives the handshake's secrets as they are derived, for test vectors
 /// and for decrypting captures while debugging (like `SSLKEYLOGFILE`).

@@ -76,9 +76,14 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(kind: PathKind) -> Setup {
-        let id = identity(1);
-        let server = ServerConfig::new(provider(), id.clone());
-        let client = ClientConfig::new(provider(), Arc::new(Pinned(id.public().clone())));
+        Setup::with_providers(kind, provider(), provider())
+    }
+
+    /// A client on one crypto provider and a server on another.
+    pub fn with_providers(kind: PathKind, client: Arc<dyn CryptoProvider>, server: Arc<dyn CryptoProvider>) -> Setup {
+        let id = Arc::new(IdentityKeypair::generate(&*server, &mut ChaCha20Rng::from_seed([1; 32])).unwrap());
+        let server = ServerConfig::new(server, id.clone());
+        let client = ClientConfig::new(client, Arc::new(Pinned(id.public().clone())));
         let session = SessionConfig::default();
         let endpoint = EndpointConfig::new(Arc::new(session.clone()), Arc::new(server));
         Setup { session, server_session: None, client, endpoint, kind, seed: 7 }
