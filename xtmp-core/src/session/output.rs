@@ -223,8 +223,9 @@ impl Session {
             self.update_send_key();
         } else if sealed >= hard {
             // A re-key froze the key and the answer never came: the key
-            // must not be used further.
-            return Err(usize::MAX);
+            // must not be used further, not even for a Disconnect.
+            self.finish(CloseReason::Internal("key usage limit reached while a re-key was open"));
+            return Err(0);
         }
         let payload = &mut out[HEADER_LEN..total];
         let body_at = match item.head {
