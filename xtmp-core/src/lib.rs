@@ -19,10 +19,9 @@
 //! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider (and an aws-lc-rs one behind the `aws-lc` feature), suites, secrets, the key schedule |
 //! | [`handshake`] | identities, trust, the hybrid post-quantum handshake state machines |
 //! | [`session`] | one session: handshake carriage, record protection, replay window, key updates, heartbeats, close |
+//! | [`reliability`] | acknowledgements, loss detection, retransmission, fragmentation, ordering, congestion control |
 //! | [`endpoint`] | the server side: demultiplexing, ClientHello reassembly, admission, stateless cookies |
 //! | [`time`] | the caller-supplied monotonic [`time::Instant`] |
-//!
-//! Reliability (acknowledgements, retransmission, fragmentation) is added on top.
 //!
 //! ## Example: encode a frame and decode it again
 //!
@@ -58,6 +57,7 @@ extern crate std;
 pub mod crypto;
 pub mod endpoint;
 pub mod handshake;
+pub mod reliability;
 pub mod session;
 pub mod time;
 pub mod wire;

@@ -1,0 +1,28 @@
+//! Reliable delivery over any path (SPEC.md section 4), as pure state
+//! machines the [`crate::session::Session`] drives:
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | `ack` | the ACK frame, and what the receiver acknowledges and when |
+//! | `recovery` | frames sent and tracked, loss detection, the probe timeout |
+//! | [`rtt`] | round-trip time estimation |
+//! | [`congestion`] | the pluggable congestion controller, NewReno by default |
+//! | `outbound` | reliable messages waiting for acknowledgement, order numbers, deadlines |
+//! | `reassembly`, `delivery` | fragments into messages, exactly-once in-order delivery, memory bounds |
+//!
+//! Nothing here reads a clock or a socket: every call takes `now`.
+
+pub(crate) mod ack;
+pub mod congestion;
+pub(crate) mod delivery;
+pub(crate) mod outbound;
+pub(crate) mod ranges;
+pub(crate) mod reassembly;
+pub(crate) mod recovery;
+pub mod rtt;
+
+pub use ack::MAX_ACK_RANGES;
+pub use congestion::{Controller, ControllerFactory, NewReno, NewRenoFactory};
+pub use reassembly::MAX_RUNS;
+pub use recovery::PACKET_THRESHOLD;
+pub use rtt::RttEstimator;

@@ -1,0 +1,165 @@
+//! The sender's side of reliable delivery: messages waiting for their
+//! acknowledgement, their order numbers and their deadlines.
+
+use alloc::collections::VecDeque;
+use core::ops::Range;
+
+use super::delivery::CLASSES;
+use super::ranges::RangeSet;
+use crate::time::Instant;
+
+/// A reliable message not yet fully acknowledged.
+#[derive(Debug)]
+pub(crate) struct Pending<M> {
+    pub(crate) id: u64,
+    pub(crate) class: usize,
+    pub(crate) order: u64,
+    pub(crate) total: u64,
+    pub(crate) deadline: Instant,
+    /// What is needed to send any part of it again.
+    pub(crate) message: M,
+    acked: RangeSet,
+}
+
+/// Reliable messages in flight, by message id.
+#[derive(Debug)]
+pub(crate) struct Outbound<M> {
+    pending: VecDeque<(u64, Option<Pending<M>>)>,
+    live: usize,
+    bytes: u64,
+    next_order: [u64; CLASSES],
+    earliest: Option<Instant>,
+}
+
+impl<M> Outbound<M> {
+    pub(crate) fn new() -> Outbound<M> {
+        Outbound { pending: VecDeque::new(), live: 0, bytes: 0, next_order: [1; CLASSES], earliest: None }
+    }
+
+    /// Messages waiting for acknowledgement.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Their bytes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Registers message `id` (ids increase) and returns its order number in `class`.
+    pub(crate) fn register(&mut self, id: u64, class: usize, total: u64, deadline: Instant, message: M) -> u64 {
+        let order = self.next_order[class];
+        self.next_order[class] += 1;
+        self.live += 1;
+        self.bytes += total;
+        self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
+        let p = Pending { id, class, order, total, deadline, message, acked: RangeSet::new() };
+        self.pending.push_back((id, Some(p)));
+        order
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        let i = self.pending.partition_point(|e| e.0 < id);
+        (self.pending.get(i)?.1.is_some() && self.pending[i].0 == id).then_some(i)
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Pending<M>> {
+        self.pending[self.index(id)?].1.as_ref()
+    }
+
+    fn take(&mut self, i: usize) -> Option<Pending<M>> {
+        let p = self.pending.get_mut(i)?.1.take()?;
+        self.live -= 1;
+        self.bytes -= p.total;
+        while self.pending.front().is_some_and(|e| e.1.is_none()) {
+            self.pending.pop_front();
+        }
+        if self.earliest == Some(p.deadline) {
+            self.earliest = self.pending.iter().filter_map(|e| e.1.as_ref()).map(|p| p.deadline).min();
+        }
+        Some(p)
+    }
+
+    /// Bytes `range` of message `id` were acknowledged. Returns the message
+    /// once every byte is.
+    pub(crate) fn on_acked(&mut self, id: u64, range: Range<u64>) -> Option<Pending<M>> {
+        let i = self.index(id)?;
+        let p = self.pending[i].1.as_mut()?;
+        p.acked.insert(range, usize::MAX);
+        if p.acked.covers(0..p.total.max(1)) || p.total == 0 {
+            return self.take(i);
+        }
+        None
+    }
+
+    /// The parts of `range` of message `id` not yet acknowledged (to send
+    /// again after a loss); empty if the message is no longer pending.
+    pub(crate) fn unacked(&self, id: u64, range: Range<u64>) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.get(id).into_iter().flat_map(move |p| p.acked.gaps(range.clone()))
+    }
+
+    /// The lowest order number of `class` the receiver may still get:
+    /// the oldest pending message's, or the next to be assigned.
+    pub(crate) fn floor(&self, class: usize) -> u64 {
+        self.pending
+            .iter()
+            .filter_map(|e| e.1.as_ref())
+            .filter(|p| p.class == class)
+            .map(|p| p.order)
+            .next()
+            .unwrap_or(self.next_order[class])
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.earliest
+    }
+
+    /// Removes the first message whose deadline has passed.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<Pending<M>> {
+        if self.earliest.is_none_or(|e| e > now) {
+            return None;
+        }
+        let i = self.pending.iter().position(|e| e.1.as_ref().is_some_and(|p| p.deadline <= now))?;
+        self.take(i)
+    }
+
+    /// Removes every message (the session ended), oldest first.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Pending<M>> + '_ {
+        self.live = 0;
+        self.bytes = 0;
+        self.earliest = None;
+        self.pending.drain(..).filter_map(|e| e.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    #[test]
+    fn acknowledgement_deadlines_and_floor() {
+        let mut o: Outbound<()> = Outbound::new();
+        assert_eq!(o.register(1, 0, 100, t(50), ()), 1);
+        assert_eq!(o.register(2, 0, 10, t(30), ()), 2);
+        assert_eq!(o.register(3, 1, 10, t(70), ()), 1);
+        assert_eq!((o.len(), o.bytes(), o.next_deadline()), (3, 120, Some(t(30))));
+        assert!(o.on_acked(1, 0..60).is_none());
+        assert_eq!(o.unacked(1, 40..100).collect::<Vec<_>>(), [60..100]);
+        assert_eq!(o.floor(0), 1);
+        assert_eq!(o.on_acked(1, 60..100).map(|p| p.id), Some(1));
+        assert_eq!(o.floor(0), 2);
+        assert_eq!(o.unacked(1, 0..100).count(), 0, "gone once acknowledged");
+        assert!(o.pop_expired(t(29)).is_none());
+        assert_eq!(o.pop_expired(t(30)).map(|p| p.id), Some(2));
+        assert_eq!(o.floor(0), 3, "nothing pending: the next order");
+        assert_eq!(o.next_deadline(), Some(t(70)));
+        assert_eq!(o.drain().map(|p| p.id).collect::<Vec<_>>(), [3]);
+        assert_eq!((o.len(), o.bytes()), (0, 0));
+    }
+}
