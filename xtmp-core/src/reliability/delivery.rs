@@ -30,8 +30,6 @@ pub(crate) struct Limits {
     /// Bytes held for reassembly and reordering. The next message of each
     /// class is admitted even beyond it, so progress is always possible.
     pub(crate) max_held: usize,
-    /// An unreliable message not completed within this is dropped.
-    pub(crate) timeout: Duration,
 }
 
 /// What became of a frame's content.
@@ -92,6 +90,7 @@ impl<T: PartialEq + WithBody> Inbound<T> {
     }
 
     /// Messages being reassembled.
+    #[cfg(test)]
     pub(crate) fn partial_count(&self) -> usize {
         self.partial.len()
     }
@@ -283,7 +282,8 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits { max_message: 1 << 20, max_held: 10_000, timeout: Duration::from_secs(10) };
+    const LIMITS: Limits = Limits { max_message: 1 << 20, max_held: 10_000 };
+    const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn t(s: u64) -> Instant {
         Instant::from_nanos(s * 1_000_000_000)
@@ -343,9 +343,9 @@ mod tests {
         assert!(matches!(r, Err(Refused::Violation(_))), "past the end");
         let r = inb.on_fragment((0, 0, 1), Item(1, Bytes::new()), (0, 100), &d, t(0), &LIMITS, |i| out.push(i));
         assert_eq!(r, Ok(Accepted::Duplicate));
-        assert_eq!(inb.next_expiry(LIMITS.timeout), Some(t(10)));
-        assert_eq!(inb.expire(t(9), LIMITS.timeout), 0);
-        assert_eq!(inb.expire(t(10), LIMITS.timeout), 1);
+        assert_eq!(inb.next_expiry(TIMEOUT), Some(t(10)));
+        assert_eq!(inb.expire(t(9), TIMEOUT), 0);
+        assert_eq!(inb.expire(t(10), TIMEOUT), 1);
         assert_eq!((inb.held(), inb.partial_count()), (0, 0));
         assert!(out.is_empty());
     }

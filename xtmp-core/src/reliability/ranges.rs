@@ -18,10 +18,6 @@ impl RangeSet {
         RangeSet { ranges: Vec::new() }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()
     }
@@ -35,6 +31,7 @@ impl RangeSet {
         self.ranges.last().map(|r| r.end - 1)
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, x: u64) -> bool {
         let i = self.ranges.partition_point(|r| r.end <= x);
         self.ranges.get(i).is_some_and(|r| r.start <= x)
@@ -111,6 +108,7 @@ impl RangeSet {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use alloc::vec;
@@ -134,7 +132,7 @@ mod tests {
 
     #[test]
     fn insert_reports_news_and_caps() {
-        let mut s = set(&[0..10]);
+        let mut s = set(&[(0..10)]);
         assert!(!s.insert(2..5, 8));
         assert!(s.insert(20..21, 2));
         assert!(s.insert(30..31, 2));

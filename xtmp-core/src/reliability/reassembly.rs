@@ -121,10 +121,11 @@ impl Reassembly {
                 at
             }
         };
-        if after && let Some(next) = self.runs.remove(&end) {
-            if let Some(r) = self.runs.get_mut(&start) {
-                r.extend_from_slice(&next);
-            }
+        if after
+            && let Some(next) = self.runs.remove(&end)
+            && let Some(r) = self.runs.get_mut(&start)
+        {
+            r.extend_from_slice(&next);
         }
         Ok(())
     }

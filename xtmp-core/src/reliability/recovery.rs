@@ -87,6 +87,7 @@ impl Recovery {
     }
 
     /// Frames tracked and not yet resolved.
+    #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
         self.live
     }
@@ -222,12 +223,6 @@ impl Recovery {
         }
         let backoff = 1u32 << self.pto_count.min(10);
         self.last_eliciting_sent.map(|t| t.saturating_add(rtt.pto(max_ack_delay) * backoff))
-    }
-
-    /// Ack-eliciting frames on datagram paths whose content is reliable
-    /// data, oldest first: what a probe resends.
-    pub(crate) fn oldest_data(&self) -> Option<SentFrame> {
-        self.sent.iter().filter_map(|e| e.1).find(|f| f.in_flight() && matches!(f.content, Content::Data { .. }))
     }
 
     /// Forgets everything (the session ended).

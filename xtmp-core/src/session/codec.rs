@@ -11,8 +11,10 @@ pub(crate) const KIND_MESSAGE: u8 = 0;
 pub(crate) const KIND_REQUEST: u8 = 1;
 pub(crate) const KIND_RESPONSE: u8 = 2;
 
-/// `kind u8 ‖ message id u64 ‖ correlation id u64`.
-pub(crate) const DATA_HEADER_LEN: usize = 17;
+/// `kind u8 ‖ message id u64 ‖ correlation id u64 ‖ order u64`.
+pub(crate) const DATA_HEADER_LEN: usize = 25;
+/// `offset u32 ‖ total length u32`, after the data header of a fragment.
+pub(crate) const FRAGMENT_HEADER_LEN: usize = 8;
 
 /// The head of an application, extension or Error frame's plaintext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,9 @@ pub(crate) struct DataHeader {
     pub(crate) kind: u8,
     pub(crate) id: u64,
     pub(crate) correlation: u64,
+    /// 0: unordered and unreliable; n: the n-th reliable message of its
+    /// priority class (SPEC.md section 4.1).
+    pub(crate) order: u64,
 }
 
 impl DataHeader {
@@ -27,6 +32,7 @@ impl DataHeader {
         out[0] = self.kind;
         out[1..9].copy_from_slice(&self.id.to_be_bytes());
         out[9..17].copy_from_slice(&self.correlation.to_be_bytes());
+        out[17..25].copy_from_slice(&self.order.to_be_bytes());
     }
 
     pub(crate) fn parse(p: &[u8]) -> Option<DataHeader> {
@@ -35,6 +41,7 @@ impl DataHeader {
             kind: h[0],
             id: u64::from_be_bytes(h[1..9].try_into().ok()?),
             correlation: u64::from_be_bytes(h[9..17].try_into().ok()?),
+            order: u64::from_be_bytes(h[17..25].try_into().ok()?),
         };
         let valid = match d.kind {
             KIND_MESSAGE | KIND_REQUEST => d.correlation == 0,
@@ -44,6 +51,20 @@ impl DataHeader {
         (valid && d.id != 0).then_some(d)
     }
 }
+
+/// Parses a fragment header: `(offset, total)`.
+pub(crate) fn parse_fragment(p: &[u8]) -> Option<(u32, u32)> {
+    let h = p.get(..FRAGMENT_HEADER_LEN)?;
+    Some((u32::from_be_bytes(h[..4].try_into().ok()?), u32::from_be_bytes(h[4..].try_into().ok()?)))
+}
+
+pub(crate) fn write_fragment(offset: u32, total: u32, out: &mut [u8]) {
+    out[..4].copy_from_slice(&offset.to_be_bytes());
+    out[4..8].copy_from_slice(&total.to_be_bytes());
+}
+
+/// Forward (`C5`): `class u8 ‖ floor u64`.
+pub(crate) const FORWARD_LEN: usize = 9;
 
 /// Heartbeat kinds.
 pub(crate) const PING: u8 = 0;
@@ -144,17 +165,22 @@ mod tests {
     #[test]
     fn data_header_rules() {
         let mut b = [0u8; DATA_HEADER_LEN];
-        DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 3 }.write(&mut b);
-        assert_eq!(DataHeader::parse(&b), Some(DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 3 }));
-        DataHeader { kind: KIND_RESPONSE, id: 7, correlation: 0 }.write(&mut b);
+        let h = |kind, id, correlation| DataHeader { kind, id, correlation, order: 9 };
+        h(KIND_RESPONSE, 7, 3).write(&mut b);
+        assert_eq!(DataHeader::parse(&b), Some(h(KIND_RESPONSE, 7, 3)));
+        h(KIND_RESPONSE, 7, 0).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None, "a response names its request");
-        DataHeader { kind: KIND_REQUEST, id: 7, correlation: 1 }.write(&mut b);
+        h(KIND_REQUEST, 7, 1).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None, "a request is no response");
-        DataHeader { kind: KIND_MESSAGE, id: 0, correlation: 0 }.write(&mut b);
+        h(KIND_MESSAGE, 0, 0).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None, "id 0 is never used");
-        DataHeader { kind: 3, id: 1, correlation: 0 }.write(&mut b);
+        h(3, 1, 0).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None);
-        assert_eq!(DataHeader::parse(&b[..16]), None);
+        assert_eq!(DataHeader::parse(&b[..24]), None);
+        let mut f = [0u8; FRAGMENT_HEADER_LEN];
+        write_fragment(1200, 70_000, &mut f);
+        assert_eq!(parse_fragment(&f), Some((1200, 70_000)));
+        assert_eq!(parse_fragment(&f[..7]), None);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Session configuration: plain data with documented defaults, checked by
 //! [`SessionConfig::validate`] when a session is created.
 
+use alloc::sync::Arc;
 use core::fmt;
 use core::time::Duration;
+
+use crate::reliability::congestion::{ControllerFactory, NewRenoFactory};
 
 /// How a session behaves once it exists. Shared through `Arc`.
 ///
@@ -10,7 +13,7 @@ use core::time::Duration;
 /// its peer live in the handshake configuration
 /// ([`crate::handshake::SessionParams`]), so both are negotiated in the
 /// signed transcript.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionConfig {
     /// A handshake that has not completed after this long fails with
@@ -66,6 +69,27 @@ pub struct SessionConfig {
     /// caller knows it. Needed only to check root-signed credentials'
     /// validity; without it, credentials with time bounds are refused.
     pub unix_time_origin: Option<u64>,
+    /// How long a receiver may hold an acknowledgement back so it can go
+    /// with other frames (one ack-eliciting frame in order; a second one,
+    /// or one out of order, is acknowledged at once). Default 25 ms.
+    pub max_ack_delay: Duration,
+    /// The round-trip time assumed before the first measurement. Default 333 ms.
+    pub initial_rtt: Duration,
+    /// How long a reliable message waits for its acknowledgement before
+    /// [`crate::session::Event::Failed`], unless its send options say
+    /// otherwise. Default 30 s.
+    pub delivery_timeout: Duration,
+    /// Bytes a receiver holds for reassembly and for reliable messages
+    /// waiting for earlier ones. Beyond it, frames are dropped without an
+    /// acknowledgement (the sender repeats them), except those of the next
+    /// message in line of each priority class, so the bound is this plus
+    /// three messages. Default 16 MiB.
+    pub max_reassembly_bytes: usize,
+    /// An unreliable message whose fragments stop arriving is dropped after
+    /// this. Default 10 s.
+    pub reassembly_timeout: Duration,
+    /// The congestion controller for datagram paths. Default NewReno.
+    pub congestion: Arc<dyn ControllerFactory>,
 }
 
 impl Default for SessionConfig {
@@ -88,6 +112,12 @@ impl Default for SessionConfig {
             max_queued_messages: 4096,
             max_queued_bytes: 16 << 20,
             unix_time_origin: None,
+            max_ack_delay: Duration::from_millis(25),
+            initial_rtt: Duration::from_millis(333),
+            delivery_timeout: Duration::from_secs(30),
+            max_reassembly_bytes: 16 << 20,
+            reassembly_timeout: Duration::from_secs(10),
+            congestion: Arc::new(NewRenoFactory),
         }
     }
 }
@@ -155,6 +185,18 @@ impl SessionConfig {
         }
         if self.datagram_hello_padding > 16 * 1024 {
             return bad("datagram_hello_padding", "must be at most 16 KiB");
+        }
+        if self.max_ack_delay > Duration::from_secs(1) {
+            return bad("max_ack_delay", "must be at most 1 s");
+        }
+        if self.initial_rtt < Duration::from_millis(1) || self.initial_rtt > Duration::from_secs(10) {
+            return bad("initial_rtt", "must be between 1 ms and 10 s");
+        }
+        if self.delivery_timeout.is_zero() || self.reassembly_timeout.is_zero() {
+            return bad("delivery_timeout", "timeouts must be positive");
+        }
+        if self.max_reassembly_bytes < 64 * 1024 {
+            return bad("max_reassembly_bytes", "must be at least 64 KiB");
         }
         if self.max_queued_messages == 0 || self.max_queued_bytes == 0 {
             return bad("max_queued_messages", "queue limits must be positive");

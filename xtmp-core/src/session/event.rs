@@ -197,8 +197,34 @@ pub enum Event {
         /// Whether it is now the primary path.
         primary: bool,
     },
+    /// The peer acknowledged every byte of this side's reliable message:
+    /// it holds the message and will deliver it exactly once.
+    Acked(MessageId),
+    /// This side gave up on a reliable message. The peer may or may not
+    /// have it (an acknowledgement may have been lost); it will not get it
+    /// twice.
+    Failed(MessageId, FailReason),
     /// The session ended. Reported exactly once; nothing follows.
     Closed(CloseReason),
+}
+
+/// Why a reliable message failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailReason {
+    /// Not acknowledged by its deadline.
+    Timeout,
+    /// The session closed (or was aborted) first.
+    Closed,
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::Timeout => f.write_str("not acknowledged before its deadline"),
+            FailReason::Closed => f.write_str("the session closed before it was acknowledged"),
+        }
+    }
 }
 
 /// Why `send` refused a message. The session is unchanged.
@@ -212,8 +238,8 @@ pub enum SendError {
     /// The send queue is at its configured limit; try again after
     /// `poll_transmit` has drained it.
     WouldBlock,
-    /// The message does not fit one frame on the session's paths (until
-    /// fragmentation lands, section 4).
+    /// The message is larger than the peer accepts (its announced maximum
+    /// message length).
     TooLarge {
         /// The body's length.
         len: usize,
@@ -261,7 +287,7 @@ impl core::error::Error for BufferTooSmall {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Smoothed round-trip time (from heartbeats).
+    /// Smoothed round-trip time (from acknowledgements and heartbeats).
     pub rtt: Option<Duration>,
     /// RTT variation.
     pub rtt_var: Duration,
@@ -283,10 +309,28 @@ pub struct Stats {
     pub handshake_retransmits: u64,
     /// Hybrid re-keys completed.
     pub rekeys: u64,
-    /// Frames lost (section 4).
+    /// Frames declared lost (section 4).
     pub lost: u64,
-    /// Frames retransmitted (section 4).
+    /// Frames that carried data again after a loss.
     pub retransmissions: u64,
+    /// ACK frames sent.
+    pub acks_sent: u64,
+    /// Reliable messages acknowledged.
+    pub messages_acked: u64,
+    /// Reliable messages given up on.
+    pub messages_failed: u64,
+    /// Unreliable messages dropped incomplete (fragments missing).
+    pub reassembly_expired: u64,
+    /// Probe timeouts.
+    pub probes: u64,
+    /// The congestion window (datagram paths), bytes.
+    pub congestion_window: u64,
+    /// Ack-eliciting bytes in flight on datagram paths.
+    pub bytes_in_flight: u64,
+    /// Reliable messages waiting for acknowledgement.
+    pub unacked_messages: u64,
+    /// Bytes held for reassembly and reordering.
+    pub reassembly_bytes: u64,
     /// The current sending key generation.
     pub send_generation: u32,
     /// The current receiving key generation.

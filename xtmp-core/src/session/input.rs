@@ -394,84 +394,36 @@ impl Session {
         }
         self.rx_path = path;
         self.rx_generation = generation;
-        self.dispatch(h.message_type, h.flags, plain);
-    }
-
-    pub(super) fn dispatch(&mut self, ty: MessageType, flags: Flags, mut plain: BytesMut) {
-        let deliver = self.dispatch_inner(ty, flags, &plain);
-        if let Some(message) = deliver {
-            let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
-            self.events.push_back(Event::Message(Message { body, ..message }));
+        if self.dispatch(h.message_type, h.flags, plain) {
+            let eliciting = h.flags.contains(Flags::REQUIRES_ACK);
+            self.acks.on_frame(seq, eliciting, self.now, self.config.max_ack_delay);
         }
-        plain.clear();
-        self.rx_buf = plain;
     }
 
-    /// Handles a decrypted frame; returns the message to deliver (its body
-    /// still empty) for data frames.
-    fn dispatch_inner(&mut self, ty: MessageType, flags: Flags, plain: &[u8]) -> Option<Message> {
-        match ty.class() {
+    /// Acts on an opened frame. Returns whether to acknowledge it (a data
+    /// frame refused for lack of memory is not, so the sender repeats it).
+    pub(super) fn dispatch(&mut self, ty: MessageType, flags: Flags, mut plain: BytesMut) -> bool {
+        let ack = match ty.class() {
             TypeClass::Control => {
-                self.on_control(ty, plain);
-                return None;
+                self.on_control(ty, &plain);
+                true
             }
             TypeClass::Connection if ty == MessageType::HEARTBEAT => {
-                self.on_heartbeat(plain);
-                return None;
+                self.on_heartbeat(&plain);
+                true
             }
             TypeClass::Connection if ty == MessageType::DISCONNECT => {
-                match codec::parse_code_reason(plain) {
+                match codec::parse_code_reason(&plain) {
                     Some((code, reason)) => self.on_peer_disconnect(CloseCode(code), reason),
                     None => self.protocol_violation("malformed Disconnect"),
                 };
-                return None;
+                true
             }
-            _ => {}
-        }
-        let Some(head) = DataHeader::parse(plain) else {
-            self.protocol_violation("malformed data record header");
-            return None;
+            _ => self.receive_data(ty, flags, &mut plain),
         };
-        let deliverable = match ty.class() {
-            TypeClass::Application => ty.name().is_some(),
-            TypeClass::Extension => true,
-            TypeClass::Error => ty == MessageType::ERROR,
-            _ => false,
-        };
-        if !deliverable {
-            self.stats.frames_dropped += 1;
-            if head.kind == codec::KIND_REQUEST {
-                self.queue_error(head.id, ErrorCode::UNKNOWN_TYPE, "unknown message type");
-            }
-            return None;
-        }
-        let kind = match head.kind {
-            codec::KIND_REQUEST => {
-                if self.requests_in.len() >= self.config.max_queued_messages {
-                    self.queue_error(head.id, ErrorCode::REFUSED, "too many pending requests");
-                    return None;
-                }
-                self.requests_in.insert(head.id);
-                MessageKind::Request
-            }
-            codec::KIND_RESPONSE => {
-                if !self.requests_out.remove(&head.correlation) {
-                    // Not an answer to anything outstanding: drop it.
-                    self.stats.frames_dropped += 1;
-                    return None;
-                }
-                MessageKind::Response(MessageId(head.correlation))
-            }
-            _ => MessageKind::Message,
-        };
-        Some(Message {
-            id: MessageId(head.id),
-            message_type: ty,
-            kind,
-            priority: flags.priority(),
-            stream_data: flags.contains(Flags::STREAM_DATA),
-            body: Bytes::new(),
-        })
+        plain.clear();
+        self.rx_buf = plain;
+        ack
     }
 
     pub(super) fn on_control(&mut self, ty: MessageType, plain: &[u8]) {
@@ -482,8 +434,10 @@ impl Session {
             self.on_path_response(plain);
         } else if ty == REKEY || ty == REKEY_ACK {
             self.on_rekey_chunk(ty, self.rx_generation, plain);
-        } else if ASSIGNED_CONTROL.contains(&ty.0) {
-            self.stats.frames_dropped += 1;
+        } else if ty == ACK {
+            self.on_ack_frame(plain);
+        } else if ty == FORWARD {
+            self.on_forward_frame(plain);
         } else {
             self.protocol_violation("unknown or malformed control frame");
         }
@@ -492,12 +446,8 @@ impl Session {
     pub(super) fn on_heartbeat(&mut self, plain: &[u8]) {
         match codec::parse_heartbeat(plain) {
             Some((codec::PING, id)) => {
-                let pong = Outgoing {
-                    ty: MessageType::HEARTBEAT,
-                    flags: Flags::empty(),
-                    head: Head::Heartbeat(codec::PONG, id),
-                    body: Bytes::new(),
-                };
+                let head = Head::Heartbeat(codec::PONG, id);
+                let pong = Outgoing::new(MessageType::HEARTBEAT, Flags::empty(), head, Bytes::new());
                 self.queue(Q_CONTROL, pong);
             }
             Some((_, id)) => {
@@ -513,24 +463,13 @@ impl Session {
     }
 
     pub(super) fn rtt_sample(&mut self, sample: Duration) {
-        match self.stats.rtt {
-            None => {
-                self.stats.rtt = Some(sample);
-                self.stats.rtt_var = sample / 2;
-            }
-            Some(srtt) => {
-                let diff = srtt.abs_diff(sample);
-                self.stats.rtt_var = (self.stats.rtt_var * 3 + diff) / 4;
-                self.stats.rtt = Some((srtt * 7 + sample) / 8);
-            }
-        }
+        // A pong answers at once: no acknowledgement delay to discount.
+        self.rtt.update(sample, Duration::ZERO, Duration::ZERO);
     }
 
     pub(super) fn on_peer_disconnect(&mut self, code: CloseCode, reason: String) {
-        for q in &mut self.queues {
-            q.clear();
-        }
-        self.queued_bytes = 0;
+        self.clear_queues();
+        self.fail_all(FailReason::Closed);
         self.close_reason = Some(CloseReason::Peer { code, reason });
         self.state = State::Draining { until: self.now + self.config.drain_period };
     }
@@ -545,10 +484,8 @@ impl Session {
         if self.close_reason.is_some() {
             return;
         }
-        for q in &mut self.queues {
-            q.clear();
-        }
-        self.queued_bytes = 0;
+        self.clear_queues();
+        self.fail_all(FailReason::Closed);
         self.queue_disconnect(code, &alloc::format!("{reason}"));
         self.close_reason = Some(reason);
         self.state = State::Closing;
@@ -561,9 +498,10 @@ impl Session {
         }
         self.state = State::Closed;
         self.hs_send = None;
-        for q in &mut self.queues {
-            q.clear();
-        }
+        self.clear_queues();
+        self.fail_all(FailReason::Closed);
+        self.recovery.clear();
+        self.inbound = Inbound::new();
         self.send_keys = None;
         self.recv_keys = None;
         let reason = self.close_reason.take().unwrap_or(reason);

@@ -37,6 +37,12 @@ use crate::handshake::{
     ClientConfig, ClientHandshake, ExpectClientFlight, ExpectServerFlight, ExpectServerHello, HandshakeError,
     HandshakeOutcome, Role, ServerConfig, ServerHandshake, messages,
 };
+use crate::reliability::ack::AckState;
+use crate::reliability::congestion::Controller;
+use crate::reliability::delivery::Inbound;
+use crate::reliability::outbound::Outbound;
+use crate::reliability::recovery::{Recovery, SentFrame};
+use crate::reliability::rtt::RttEstimator;
 use crate::time::Instant;
 use crate::wire::{DatagramFrames, Deframer, Flags, Frame, HEADER_LEN, Header, MessageType, TypeClass};
 
@@ -49,14 +55,15 @@ mod output;
 mod path;
 mod record;
 mod rekey;
+mod reliable;
 mod replay;
 mod timers;
 
 pub use codec::MAX_REASON_LEN;
 pub use config::{ConfigError, MIN_DATAGRAM, SessionConfig};
 pub use event::{
-    BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, Message, MessageId, MessageKind, PathId, PathKind,
-    SendError, Stats, Transmit,
+    BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathId,
+    PathKind, SendError, Stats, Transmit,
 };
 
 pub use rekey::{REKEY, REKEY_ACK};
@@ -71,12 +78,14 @@ use replay::ReplayWindow;
 pub const PATH_CHALLENGE: MessageType = MessageType(0xC1);
 /// Control frame: path response, echoing a challenge.
 pub const PATH_RESPONSE: MessageType = MessageType(0xC2);
-/// Control codes assigned to later sections (acknowledgements); a
-/// version-1 receiver that does not implement them drops them.
-const ASSIGNED_CONTROL: [u8; 1] = [0xC0];
+/// Control frame: acknowledgement ranges (SPEC.md section 4.3).
+pub const ACK: MessageType = MessageType(0xC0);
+/// Control frame: the sender gave up on reliable messages below a floor
+/// (SPEC.md section 4.4).
+pub const FORWARD: MessageType = MessageType(0xC5);
 
 /// Options of [`Session::send`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendOptions {
     /// The priority class.
     pub priority: PriorityClass,
@@ -84,6 +93,26 @@ pub struct SendOptions {
     pub request: bool,
     /// Whether the message is an item of a live stream (`STREAM_DATA`).
     pub stream_data: bool,
+    /// Reliable (the default): repeated until the peer acknowledges it,
+    /// delivered exactly once and in send order within its priority class,
+    /// and reported by [`Event::Acked`] or [`Event::Failed`]. Unreliable:
+    /// sent once, delivered at most once, in any order.
+    pub reliable: bool,
+    /// How long a reliable message may wait for its acknowledgement before
+    /// [`Event::Failed`]; `None` for [`SessionConfig::delivery_timeout`].
+    pub deadline: Option<Duration>,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            priority: PriorityClass::Normal,
+            request: false,
+            stream_data: false,
+            reliable: true,
+            deadline: None,
+        }
+    }
 }
 
 /// The priority class of an outgoing message.
@@ -102,6 +131,12 @@ impl SendOptions {
     /// A request with default options.
     pub fn request() -> Self {
         SendOptions { request: true, ..Default::default() }
+    }
+
+    /// A one-way message sent once, without acknowledgement (a live
+    /// stream's items, say).
+    pub fn unreliable() -> Self {
+        SendOptions { reliable: false, ..Default::default() }
     }
 }
 
@@ -138,24 +173,37 @@ pub(super) enum Head {
     Heartbeat(u8, u64),
     /// The body is the whole payload.
     Raw,
+    /// An ACK of what has been received, written when sent.
+    Ack,
+    /// A Forward for a priority class, its floor computed when sent.
+    Forward(u8),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Outgoing {
     ty: MessageType,
     flags: Flags,
     head: Head,
+    /// For data: the part of the message still to send in this item.
     body: Bytes,
+    /// For data: where `body` starts within the message.
+    offset: u64,
+    /// For data: the message's length.
+    total: u64,
 }
 
 impl Outgoing {
-    fn payload_len(&self) -> usize {
-        self.body.len()
-            + match self.head {
-                Head::Data(_) => codec::DATA_HEADER_LEN,
-                Head::Heartbeat(..) => codec::HEARTBEAT_LEN,
-                Head::Raw => 0,
-            }
+    pub(super) fn new(ty: MessageType, flags: Flags, head: Head, body: Bytes) -> Outgoing {
+        let total = body.len() as u64;
+        Outgoing { ty, flags, head, body, offset: 0, total }
+    }
+
+    /// The reliable message's order number, 0 for anything else.
+    pub(super) fn order(&self) -> u64 {
+        match self.head {
+            Head::Data(d) => d.order,
+            _ => 0,
+        }
     }
 }
 
@@ -207,7 +255,29 @@ pub struct Session {
     next_seq: u64,
     next_message_id: u64,
     queues: [VecDeque<Outgoing>; 4],
+    /// Bytes and items in `queues` that are not reliable data (reliable
+    /// messages are counted by `outbound` until acknowledged).
     queued_bytes: usize,
+    queued_items: usize,
+    /// The path the transmit being written goes on.
+    tx_path: PathId,
+    /// What to acknowledge, and when.
+    acks: AckState,
+    /// Recent ACK frames sent: `(sequence number, largest acknowledged)`.
+    sent_acks: [Option<(u64, u64)>; 8],
+    recovery: Recovery,
+    rtt: RttEstimator,
+    congestion: alloc::boxed::Box<dyn Controller>,
+    /// Reliable messages waiting for acknowledgement.
+    outbound: Outbound<Outgoing>,
+    /// Fragments and reliable messages waiting for their turn.
+    inbound: Inbound<Message>,
+    local_max_message: u32,
+    peer_max_message: u32,
+    /// Reusable buffer for frames resolved by an ACK or a loss.
+    resolved: Vec<SentFrame>,
+    /// A Forward is queued for the priority class.
+    forward_queued: [bool; 3],
     /// Requests from the peer not yet answered.
     requests_in: BTreeSet<u64>,
     /// This side's requests not yet answered.
@@ -283,6 +353,19 @@ impl Session {
             next_message_id: 1,
             queues: Default::default(),
             queued_bytes: 0,
+            queued_items: 0,
+            tx_path: PathId(0),
+            acks: AckState::new(now),
+            sent_acks: [None; 8],
+            recovery: Recovery::new(),
+            rtt: RttEstimator::new(config.initial_rtt),
+            congestion: config.congestion.build(now, config.max_datagram as u64),
+            outbound: Outbound::new(),
+            inbound: Inbound::new(),
+            local_max_message: params.max_message_len,
+            peer_max_message: params.max_message_len,
+            resolved: Vec::new(),
+            forward_queued: [false; 3],
             requests_in: BTreeSet::new(),
             requests_out: BTreeSet::new(),
             disconnect: None,
@@ -385,18 +468,23 @@ impl Session {
     /// The session's counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
+        if self.rtt.has_sample() {
+            s.rtt = Some(self.rtt.get());
+            s.rtt_var = self.rtt.var();
+        }
+        s.congestion_window = self.congestion.window();
+        s.bytes_in_flight = self.recovery.in_flight();
+        s.unacked_messages = self.outbound.len() as u64;
+        s.reassembly_bytes = self.inbound.held() as u64;
         s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
         s
     }
 
-    /// The largest body [`Session::send`] accepts on the current paths.
+    /// The largest body [`Session::send`] accepts: the peer's announced
+    /// maximum message (larger bodies than a frame holds are fragmented).
     pub fn max_message_len(&self) -> usize {
-        let frame = match self.paths[self.primary.0 as usize].kind {
-            PathKind::Datagram => self.config.max_datagram - HEADER_LEN,
-            PathKind::Stream => self.peer_max_frame as usize,
-        };
-        frame.min(self.peer_max_frame as usize) - codec::DATA_HEADER_LEN
+        self.peer_max_message as usize
     }
 
     /// Client: starts a hybrid re-key now rather than at the configured
@@ -478,12 +566,11 @@ impl Session {
         self.respond(to, MessageType::ERROR, body, SendOptions::default())
     }
 
+    /// Answers a request with an Error the session chose (unknown type,
+    /// too many pending): reliable, like any response.
     pub(super) fn queue_error(&mut self, to: u64, code: ErrorCode, reason: &str) {
-        let id = self.next_message_id;
-        self.next_message_id += 1;
-        let head = Head::Data(DataHeader { kind: codec::KIND_RESPONSE, id, correlation: to });
         let body = Bytes::from(codec::encode_code_reason(code.0, reason));
-        self.queue(Q_CONTROL, Outgoing { ty: MessageType::ERROR, flags: Flags::empty(), head, body });
+        let _ = self.enqueue_data(MessageType::ERROR, body, SendOptions::default(), codec::KIND_RESPONSE, to);
     }
 
     fn send_data(
@@ -505,10 +592,24 @@ impl Session {
         if body.len() > max {
             return Err(SendError::TooLarge { len: body.len(), max });
         }
-        let total: usize = self.queues.iter().map(VecDeque::len).sum();
-        if total >= self.config.max_queued_messages || self.queued_bytes + body.len() > self.config.max_queued_bytes {
+        let items = self.queued_items + self.outbound.len();
+        let bytes = self.queued_bytes as u64 + self.outbound.bytes() + body.len() as u64;
+        if items >= self.config.max_queued_messages || bytes > self.config.max_queued_bytes as u64 {
             return Err(SendError::WouldBlock);
         }
+        self.enqueue_data(ty, body, options, kind, correlation)
+    }
+
+    /// Queues a data message (reliable ones are registered for
+    /// acknowledgement and get their order number).
+    fn enqueue_data(
+        &mut self,
+        ty: MessageType,
+        body: Bytes,
+        options: SendOptions,
+        kind: u8,
+        correlation: u64,
+    ) -> Result<MessageId, SendError> {
         let id = self.next_message_id;
         self.next_message_id += 1;
         let (q, mut flags) = match options.priority {
@@ -519,19 +620,34 @@ impl Session {
         if options.stream_data {
             flags |= Flags::STREAM_DATA;
         }
-        let head = Head::Data(DataHeader { kind, id, correlation });
-        self.queue(q, Outgoing { ty, flags, head, body });
+        let mut head = DataHeader { kind, id, correlation, order: 0 };
+        let mut item = Outgoing::new(ty, flags, Head::Data(head), body);
+        if options.reliable {
+            let deadline = self.now + options.deadline.unwrap_or(self.config.delivery_timeout);
+            let class = reliable::class_index(flags);
+            head.order = self.outbound.register(id, class, item.total, deadline, item.clone());
+            item.head = Head::Data(head);
+            item.flags |= Flags::REQUIRES_ACK;
+            if let Some(p) = self.outbound.get_mut(id) {
+                p.message.head = item.head;
+                p.message.flags = item.flags;
+            }
+        }
+        self.queue(q, item);
         Ok(MessageId(id))
     }
 
     pub(super) fn queue(&mut self, q: usize, out: Outgoing) {
-        self.queued_bytes += out.body.len();
+        if out.order() == 0 {
+            self.queued_bytes += out.body.len();
+            self.queued_items += 1;
+        }
         self.queues[q].push_back(out);
     }
 
     pub(super) fn queue_disconnect(&mut self, code: CloseCode, reason: &str) {
         let body = Bytes::from(codec::encode_code_reason(code.0, reason));
-        self.disconnect = Some(Outgoing { ty: MessageType::DISCONNECT, flags: Flags::empty(), head: Head::Raw, body });
+        self.disconnect = Some(Outgoing::new(MessageType::DISCONNECT, Flags::empty(), Head::Raw, body));
     }
 
     /// Closes the session gracefully: messages already queued are sent,
@@ -571,10 +687,8 @@ impl Session {
             return self.abandon_handshake();
         }
         if discard {
-            for q in &mut self.queues {
-                q.clear();
-            }
-            self.queued_bytes = 0;
+            self.clear_queues();
+            self.fail_all(FailReason::Closed);
         }
         self.queue_disconnect(code, reason);
         self.state = State::Closing;

@@ -18,12 +18,20 @@ impl Session {
             return false;
         }
         let hs = self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending;
+        let alive = self.paths[self.primary.0 as usize].alive;
+        let data = alive && (self.has_sendable() || self.ack_due());
         match self.state {
             State::Closed | State::Draining { .. } => false,
-            State::Established => hs || self.has_queued() || !self.path_queue.is_empty(),
-            State::Closing => true,
+            State::Established => hs || data || !self.path_queue.is_empty(),
+            State::Closing => hs || data || !self.path_queue.is_empty() || self.disconnect_ready(),
             _ => hs,
         }
+    }
+
+    /// Whether the Disconnect of a graceful close may go: everything queued
+    /// went out and every reliable message was acknowledged or failed.
+    pub(super) fn disconnect_ready(&self) -> bool {
+        self.disconnect.is_some() && !self.has_queued() && (self.outbound.len() == 0 || self.recv_keys.is_none())
     }
 
     /// Writes the next datagram (or stream chunk) into `buf` and says which
@@ -43,6 +51,7 @@ impl Session {
             return Ok(None);
         }
         let limit = self.transmit_limit(path, buf);
+        self.tx_path = path;
         let mut len = 0;
         let mut needed = 0;
         loop {
@@ -69,7 +78,6 @@ impl Session {
         self.stats.bytes_sent += len as u64;
         if let State::Closing = self.state
             && self.disconnect.is_none()
-            && !self.has_queued()
         {
             self.after_disconnect_sent();
         }
@@ -105,7 +113,8 @@ impl Session {
                 self.path_queue.push_front((p, item));
                 break;
             }
-            let needed = HEADER_LEN + item.payload_len();
+            // Path-bound frames are challenges and responses: the body is the payload.
+            let needed = HEADER_LEN + item.body.len();
             if len == 0 && needed > buf.len() {
                 self.path_queue.push_front((p, item));
                 return Err(BufferTooSmall { needed });
@@ -118,7 +127,8 @@ impl Session {
                 }
                 break;
             }
-            match self.write_sealed(&item, &mut buf[len..limit]) {
+            self.tx_path = path;
+            match self.write_sealed(&item, None, &mut buf[len..limit]) {
                 Ok(n) => len += n,
                 Err(_) => break,
             }
@@ -166,29 +176,79 @@ impl Session {
         {
             return Ok(None);
         }
-        let Some(q) = self.queues.iter().position(|q| !q.is_empty()) else {
-            if matches!(self.state, State::Closing) && self.disconnect.is_some() {
-                if self.recv_keys.is_none() {
-                    return self.write_cleartext_disconnect(out);
-                }
-                let d = self.disconnect.take().ok_or(0usize)?;
-                return match self.write_sealed(&d, out) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(needed) => {
-                        self.disconnect = Some(d);
-                        Err(needed)
+        // An ACK goes first when due, or along with anything else.
+        if self.acks.pending() && (self.ack_due() || self.has_sendable()) {
+            let ack = Outgoing::new(ACK, Flags::empty(), Head::Ack, Bytes::new());
+            return self.write_sealed(&ack, None, out).map(Some);
+        }
+        loop {
+            let data_ok = self.can_send_data();
+            let Some(q) = (0..self.queues.len()).find(|&q| !self.queues[q].is_empty() && (q == Q_CONTROL || data_ok))
+            else {
+                if matches!(self.state, State::Closing) && self.disconnect_ready() {
+                    if self.recv_keys.is_none() {
+                        return self.write_cleartext_disconnect(out);
                     }
-                };
+                    let d = self.disconnect.take().ok_or(0usize)?;
+                    return match self.write_sealed(&d, None, out) {
+                        Ok(n) => Ok(Some(n)),
+                        Err(needed) => {
+                            self.disconnect = Some(d);
+                            Err(needed)
+                        }
+                    };
+                }
+                return Ok(None);
+            };
+            let item = &self.queues[q][0];
+            // A reliable message acknowledged or given up on meanwhile: skip.
+            if let Head::Data(d) = item.head
+                && d.order != 0
+                && self.outbound.get(d.id).is_none()
+            {
+                self.queues[q].pop_front();
+                continue;
             }
-            return Ok(None);
-        };
+            return self.write_queued(q, out).map(Some);
+        }
+    }
+
+    /// Writes the front item of queue `q`: whole, or its next fragment.
+    fn write_queued(&mut self, q: usize, out: &mut [u8]) -> Result<usize, usize> {
+        let room = self.frame_room(self.tx_path);
         let item = self.queues[q].pop_front().ok_or(0usize)?;
-        match self.write_sealed(&item, out) {
-            Ok(n) => {
-                self.queued_bytes -= item.body.len();
-                Ok(Some(n))
+        let whole = item.offset == 0 && item.body.len() as u64 == item.total;
+        let fragment = match item.head {
+            Head::Data(_) if !(whole && codec::DATA_HEADER_LEN + item.body.len() <= room) => {
+                let max = room - codec::DATA_HEADER_LEN - codec::FRAGMENT_HEADER_LEN;
+                Some(item.body.len().min(max))
             }
-            Err(needed) => {
+            _ => None,
+        };
+        let result = self.write_sealed(&item, fragment, out);
+        let counted = item.order() == 0;
+        match (result, fragment) {
+            (Ok(n), Some(chunk)) if chunk < item.body.len() => {
+                if counted {
+                    self.queued_bytes -= chunk;
+                }
+                let mut rest = item;
+                rest.body = rest.body.slice(chunk..);
+                rest.offset += chunk as u64;
+                self.queues[q].push_front(rest);
+                Ok(n)
+            }
+            (Ok(n), _) => {
+                if counted {
+                    self.queued_bytes -= item.body.len();
+                    self.queued_items -= 1;
+                }
+                if let Head::Forward(class) = item.head {
+                    self.forward_queued[usize::from(class).min(2)] = false;
+                }
+                Ok(n)
+            }
+            (Err(needed), _) => {
                 self.queues[q].push_front(item);
                 Err(needed)
             }
@@ -207,8 +267,23 @@ impl Session {
         Ok(Some(n))
     }
 
-    pub(super) fn write_sealed(&mut self, item: &Outgoing, out: &mut [u8]) -> Result<usize, usize> {
-        let len = item.payload_len();
+    /// Seals one frame for `item` into `out`: the whole item, or for data
+    /// a fragment of `fragment` bytes from the item's start.
+    pub(super) fn write_sealed(
+        &mut self,
+        item: &Outgoing,
+        fragment: Option<usize>,
+        out: &mut [u8],
+    ) -> Result<usize, usize> {
+        let data_len = fragment.unwrap_or(item.body.len());
+        let len = match item.head {
+            Head::Data(_) if fragment.is_some() => codec::DATA_HEADER_LEN + codec::FRAGMENT_HEADER_LEN + data_len,
+            Head::Data(_) => codec::DATA_HEADER_LEN + data_len,
+            Head::Heartbeat(..) => codec::HEARTBEAT_LEN + data_len,
+            Head::Raw => data_len,
+            Head::Ack => self.acks.encoded_len(),
+            Head::Forward(_) => codec::FORWARD_LEN,
+        };
         let total = HEADER_LEN + len;
         if out.len() < total {
             return Err(total);
@@ -227,25 +302,59 @@ impl Session {
             self.finish(CloseReason::Internal("key usage limit reached while a re-key was open"));
             return Err(0);
         }
+        let mut flags = item.flags;
+        let datagram = self.paths[self.tx_path.0 as usize].kind == PathKind::Datagram;
         let payload = &mut out[HEADER_LEN..total];
+        let mut ack_largest = None;
         let body_at = match item.head {
             Head::Data(d) => {
                 d.write(payload);
-                codec::DATA_HEADER_LEN
+                // On a datagram path every data frame is acknowledged, so
+                // congestion control sees unreliable traffic too.
+                if datagram {
+                    flags |= Flags::REQUIRES_ACK;
+                }
+                if fragment.is_some() {
+                    flags |= Flags::FRAGMENTED;
+                    if item.offset + data_len as u64 == item.total {
+                        flags |= Flags::LAST_FRAGMENT;
+                    }
+                    let at = codec::DATA_HEADER_LEN;
+                    codec::write_fragment(item.offset as u32, item.total as u32, &mut payload[at..]);
+                    at + codec::FRAGMENT_HEADER_LEN
+                } else {
+                    codec::DATA_HEADER_LEN
+                }
             }
             Head::Heartbeat(kind, id) => {
                 codec::write_heartbeat(kind, id, payload);
                 codec::HEARTBEAT_LEN
             }
             Head::Raw => 0,
+            Head::Ack => {
+                ack_largest = self.acks.write(self.now, payload);
+                len
+            }
+            Head::Forward(class) => {
+                payload[0] = class;
+                payload[1..9].copy_from_slice(&self.outbound.floor(usize::from(class)).to_be_bytes());
+                len
+            }
         };
-        payload[body_at..].copy_from_slice(&item.body);
-        let mut header = Header::new(item.ty, peer, self.next_seq);
-        header.flags = item.flags;
+        if body_at < len {
+            payload[body_at..].copy_from_slice(&item.body[..data_len]);
+        }
+        let seq = self.next_seq;
+        let mut header = Header::new(item.ty, peer, seq);
+        header.flags = flags;
         let keys = self.send_keys.as_mut().ok_or(usize::MAX)?;
         let n = keys.seal(cipher, header, len, out).map_err(|_| usize::MAX)?;
         self.next_seq += 1;
         self.stats.frames_sent += 1;
+        if let Some(largest) = ack_largest {
+            self.on_ack_sent(seq, largest);
+        }
+        self.on_frame_sent(seq, n, flags, item, data_len);
         Ok(n)
     }
 

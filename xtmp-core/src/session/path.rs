@@ -127,6 +127,8 @@ impl Session {
             p.alive = false;
             p.challenge = None;
         }
+        // What it carried and nobody acknowledged goes again elsewhere.
+        self.lose_path_frames(path);
         if self.primary == path
             && let Some(next) = self.paths.iter().position(|p| p.alive && p.validated)
         {
@@ -138,7 +140,7 @@ impl Session {
     /// and validated. Returns whether it is now primary.
     pub fn set_primary_path(&mut self, path: PathId) -> bool {
         if self.is_path_validated(path) || (self.paths.len() == 1 && path == PathId(0)) {
-            self.primary = path;
+            self.switch_primary(path);
         }
         self.primary == path
     }
@@ -154,7 +156,7 @@ impl Session {
     }
 
     pub(super) fn queue_on_path(&mut self, path: PathId, ty: MessageType, body: Bytes) {
-        let out = Outgoing { ty, flags: Flags::empty(), head: Head::Raw, body };
+        let out = Outgoing::new(ty, Flags::empty(), Head::Raw, body);
         self.path_queue.push_back((path, out));
     }
 
@@ -175,9 +177,20 @@ impl Session {
         let old = &self.paths[self.primary.0 as usize];
         let primary = self.latest_path == path || !old.alive || !old.validated;
         if primary {
-            self.primary = path;
+            self.switch_primary(path);
         }
         self.events.push_back(Event::PathValidated { path, primary });
+    }
+
+    /// Moves application data to `path`. Datagrams in flight on the old
+    /// primary path are counted lost and repeated on the new one (the peer
+    /// drops duplicates): after a rebinding nothing would acknowledge them.
+    fn switch_primary(&mut self, path: PathId) {
+        let old = self.primary;
+        self.primary = path;
+        if old != path && self.paths[old.0 as usize].kind == PathKind::Datagram {
+            self.lose_path_frames(old);
+        }
     }
 
     /// The earliest challenge deadline.

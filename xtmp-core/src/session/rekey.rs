@@ -227,7 +227,7 @@ impl Session {
         };
         let max_payload = self.config.max_datagram - crate::wire::HEADER_LEN;
         for c in chunks(id, generation, body, max_payload) {
-            self.queue(Q_CONTROL, Outgoing { ty, flags: Flags::empty(), head: Head::Raw, body: c });
+            self.queue(Q_CONTROL, Outgoing::new(ty, Flags::empty(), Head::Raw, c));
         }
     }
 
@@ -345,7 +345,7 @@ impl Session {
             _ => return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
         }
         // Our first frame under the new generation tells the server to switch.
-        self.queue_ping();
+        self.queue_ping(Flags::empty());
     }
 
     /// Server: a frame under the client's generation `generation` opened;

@@ -34,6 +34,9 @@ impl Session {
                 if let Some(k) = self.send_keys.as_ref().filter(|_| !self.rekey.freezes_sending()) {
                     at(k.since + self.config.key_update_interval);
                 }
+                if let Some(d) = self.reliability_deadline() {
+                    at(d);
+                }
                 if self.is_established() {
                     if let Some(d) = self.rekey_deadline() {
                         at(d);
@@ -101,6 +104,7 @@ impl Session {
                 if let Some(k) = &mut self.recv_keys {
                     k.expire(now);
                 }
+                self.on_reliability_timer();
                 if self.is_established() {
                     self.on_rekey_timer();
                     self.on_path_timer();
@@ -113,7 +117,7 @@ impl Session {
                     && now >= self.last_send + hb
                     && self.is_established()
                 {
-                    self.queue_ping();
+                    self.queue_ping(Flags::empty());
                 }
             }
         }
@@ -131,23 +135,18 @@ impl Session {
     /// A probe timeout from the measured RTT (the handshake's initial RTO
     /// before any measurement): how long to wait for an answer.
     pub(super) fn probe_timeout(&self) -> Duration {
-        match self.stats.rtt {
-            Some(srtt) => {
-                (srtt + (self.stats.rtt_var * 4).max(Duration::from_millis(1))).max(Duration::from_millis(10))
-            }
-            None => self.config.handshake_rto,
+        if self.rtt.has_sample() {
+            self.rtt.pto(self.config.max_ack_delay).max(Duration::from_millis(10))
+        } else {
+            self.config.handshake_rto
         }
     }
 
-    pub(super) fn queue_ping(&mut self) {
+    /// Queues a ping; `flags` carries REQUIRES_ACK when it is a probe.
+    pub(super) fn queue_ping(&mut self, flags: Flags) {
         let id = self.rng.next_u64();
         self.ping = Some((id, self.now));
-        let ping = Outgoing {
-            ty: MessageType::HEARTBEAT,
-            flags: Flags::empty(),
-            head: Head::Heartbeat(codec::PING, id),
-            body: Bytes::new(),
-        };
+        let ping = Outgoing::new(MessageType::HEARTBEAT, flags, Head::Heartbeat(codec::PING, id), Bytes::new());
         self.queue(Q_CONTROL, ping);
     }
 

@@ -1,0 +1,358 @@
+//! Reliable delivery inside the session (SPEC.md section 4): what is
+//! tracked when a frame is sealed, ACKs in and out, losses and
+//! retransmission, deadlines and Forward, and the receive side's
+//! reassembly and in-order delivery. The state machines themselves live in
+//! [`crate::reliability`]; this file only connects them to the session.
+
+use alloc::vec::Vec;
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::reliability::ack::AckFrame;
+use crate::reliability::delivery::{Accepted, Limits, Refused, WithBody};
+use crate::reliability::recovery::Content;
+use crate::wire::Priority;
+
+/// The receive-side class index of a frame's priority.
+pub(super) fn class_index(flags: Flags) -> usize {
+    match flags.priority() {
+        Priority::Normal => 0,
+        Priority::High => 1,
+        Priority::Emergency => 2,
+    }
+}
+
+/// The send queue of a priority class.
+fn class_queue(class: usize) -> usize {
+    [Q_NORMAL, Q_HIGH, Q_EMERGENCY][class.min(2)]
+}
+
+impl WithBody for Message {
+    fn with_body(self, body: Bytes) -> Self {
+        Message { body, ..self }
+    }
+}
+
+impl Session {
+    fn limits(&self) -> Limits {
+        Limits { max_message: self.local_max_message, max_held: self.config.max_reassembly_bytes }
+    }
+
+    /// The largest frame payload on `path`.
+    pub(super) fn frame_room(&self, path: PathId) -> usize {
+        let peer = self.peer_max_frame as usize;
+        match self.paths[path.0 as usize].kind {
+            PathKind::Datagram => (self.config.max_datagram - HEADER_LEN).min(peer),
+            PathKind::Stream => peer,
+        }
+    }
+
+    /// Whether an ACK must go out now.
+    pub(super) fn ack_due(&self) -> bool {
+        self.acks.deadline().is_some_and(|d| d <= self.now)
+    }
+
+    /// Whether the congestion window lets data go out on the primary path.
+    pub(super) fn can_send_data(&self) -> bool {
+        self.paths[self.primary.0 as usize].kind == PathKind::Stream
+            || self.recovery.in_flight() < self.congestion.window()
+    }
+
+    /// Whether a queue holds something that may be sent now.
+    pub(super) fn has_sendable(&self) -> bool {
+        !self.queues[Q_CONTROL].is_empty()
+            || (self.can_send_data() && self.queues[Q_EMERGENCY..].iter().any(|q| !q.is_empty()))
+    }
+
+    /// Records a sealed frame for acknowledgement and loss detection.
+    pub(super) fn on_frame_sent(&mut self, seq: u64, size: usize, flags: Flags, item: &Outgoing, data_len: usize) {
+        if let Head::Ack = item.head {
+            self.stats.acks_sent += 1;
+            return;
+        }
+        if !flags.contains(Flags::REQUIRES_ACK) {
+            return;
+        }
+        let content = match item.head {
+            Head::Data(d) if d.order != 0 => {
+                Content::Data { id: d.id, start: item.offset, end: item.offset + data_len as u64 }
+            }
+            Head::Forward(class) => Content::Forward(class),
+            _ => Content::Nothing,
+        };
+        let path = self.tx_path;
+        let datagram = self.paths[path.0 as usize].kind == PathKind::Datagram;
+        let frame =
+            SentFrame { seq, path: path.0, time: self.now, size: size as u32, eliciting: true, datagram, content };
+        if frame.in_flight() {
+            self.congestion.on_sent(self.now, size as u64);
+        }
+        self.recovery.on_sent(frame);
+    }
+
+    /// Notes an ACK frame just sealed, to stop repeating its ranges once
+    /// the peer has seen it.
+    pub(super) fn on_ack_sent(&mut self, seq: u64, largest: u64) {
+        let slot = self.sent_acks.iter().position(Option::is_none).unwrap_or((seq % 8) as usize);
+        self.sent_acks[slot] = Some((seq, largest));
+    }
+
+    /// An ACK (`C0`) arrived.
+    pub(super) fn on_ack_frame(&mut self, plain: &[u8]) {
+        let Some(ack) = AckFrame::parse(plain) else { return self.protocol_violation("malformed ACK") };
+        if ack.largest >= self.next_seq {
+            return self.protocol_violation("ACK of a frame never sent");
+        }
+        let now = self.now;
+        let mut resolved = core::mem::take(&mut self.resolved);
+        resolved.clear();
+        let outcome = self.recovery.on_ack(&ack, now, |f| resolved.push(f));
+        if let Some(sample) = outcome.rtt_sample {
+            self.rtt.update(sample, ack.delay, self.config.max_ack_delay);
+        }
+        for f in resolved.drain(..) {
+            if f.in_flight() {
+                self.congestion.on_ack(now, f.time, u64::from(f.size), &self.rtt);
+            }
+            if let Content::Data { id, start, end } = f.content
+                && self.outbound.on_acked(id, start..end).is_some()
+            {
+                self.stats.messages_acked += 1;
+                self.events.push_back(Event::Acked(MessageId(id)));
+            }
+        }
+        for slot in &mut self.sent_acks {
+            if let Some((seq, largest)) = *slot
+                && ack.ranges().any(|r| r.contains(&seq))
+            {
+                self.acks.on_ack_acknowledged(largest);
+                *slot = None;
+            }
+        }
+        self.resolved = resolved;
+        self.detect_losses();
+    }
+
+    /// Runs loss detection and repeats what was lost.
+    fn detect_losses(&mut self) {
+        let mut lost = core::mem::take(&mut self.resolved);
+        lost.clear();
+        let persistent = self.recovery.detect_lost(self.now, &self.rtt, self.config.max_ack_delay, |f| lost.push(f));
+        let newest = lost.iter().filter(|f| f.in_flight()).map(|f| f.time).max();
+        if let Some(sent) = newest {
+            self.congestion.on_congestion_event(self.now, sent, persistent);
+        }
+        for f in lost.drain(..) {
+            self.on_lost(f);
+        }
+        self.resolved = lost;
+    }
+
+    fn on_lost(&mut self, f: SentFrame) {
+        self.stats.lost += 1;
+        match f.content {
+            Content::Data { id, start, end } => self.requeue(id, start, end),
+            Content::Forward(class) => self.queue_forward(class as usize),
+            Content::Nothing => {}
+        }
+    }
+
+    /// Queues the unacknowledged parts of bytes `start..end` of reliable
+    /// message `id` again, ahead of its class's new messages.
+    fn requeue(&mut self, id: u64, start: u64, end: u64) {
+        let Some(p) = self.outbound.get(id) else { return };
+        let gaps: Vec<_> = p.acked_gaps(start..end).collect();
+        let template = p.message.clone();
+        let q = class_queue(p.class);
+        for gap in gaps.into_iter().rev() {
+            let mut item = template.clone();
+            item.body = template.body.slice(gap.start as usize..gap.end as usize);
+            item.offset = gap.start;
+            self.stats.retransmissions += 1;
+            self.queues[q].push_front(item);
+        }
+    }
+
+    /// Every frame sent on `path` is lost with it: repeat their data elsewhere.
+    pub(super) fn lose_path_frames(&mut self, path: PathId) {
+        let mut lost = core::mem::take(&mut self.resolved);
+        lost.clear();
+        self.recovery.lose_path(path.0, |f| lost.push(f));
+        for f in lost.drain(..) {
+            self.on_lost(f);
+        }
+        self.resolved = lost;
+    }
+
+    pub(super) fn queue_forward(&mut self, class: usize) {
+        if !self.forward_queued[class] {
+            self.forward_queued[class] = true;
+            let item = Outgoing::new(FORWARD, Flags::REQUIRES_ACK, Head::Forward(class as u8), Bytes::new());
+            self.queue(Q_CONTROL, item);
+        }
+    }
+
+    /// A Forward (`C5`) arrived.
+    pub(super) fn on_forward_frame(&mut self, plain: &[u8]) {
+        let (Ok(b), true) = (<[u8; codec::FORWARD_LEN]>::try_from(plain), plain.first().is_some_and(|c| *c <= 2))
+        else {
+            return self.protocol_violation("malformed Forward");
+        };
+        let floor = u64::from_be_bytes(b[1..].try_into().unwrap_or_default());
+        let mut inbound = core::mem::replace(&mut self.inbound, Inbound::new());
+        inbound.on_forward(usize::from(b[0]), floor, |m| self.deliver(m));
+        self.inbound = inbound;
+    }
+
+    /// A data frame (application, extension or Error) opened. Returns
+    /// whether to acknowledge it.
+    pub(super) fn receive_data(&mut self, ty: MessageType, flags: Flags, plain: &mut BytesMut) -> bool {
+        let Some(head) = DataHeader::parse(plain) else {
+            self.protocol_violation("malformed data record header");
+            return false;
+        };
+        if head.order != 0 && !flags.contains(Flags::REQUIRES_ACK) {
+            self.protocol_violation("reliable message without REQUIRES_ACK");
+            return false;
+        }
+        let kind = match head.kind {
+            codec::KIND_REQUEST => MessageKind::Request,
+            codec::KIND_RESPONSE => MessageKind::Response(MessageId(head.correlation)),
+            _ => MessageKind::Message,
+        };
+        let template = Message {
+            id: MessageId(head.id),
+            message_type: ty,
+            kind,
+            priority: flags.priority(),
+            stream_data: flags.contains(Flags::STREAM_DATA),
+            body: Bytes::new(),
+        };
+        let class = class_index(flags);
+        let limits = self.limits();
+        let now = self.now;
+        let mut inbound = core::mem::replace(&mut self.inbound, Inbound::new());
+        let result = if flags.contains(Flags::FRAGMENTED) {
+            let rest = &plain[codec::DATA_HEADER_LEN..];
+            match codec::parse_fragment(rest) {
+                Some((offset, total)) => {
+                    let data = &rest[codec::FRAGMENT_HEADER_LEN..];
+                    let last = u64::from(offset) + data.len() as u64 == u64::from(total);
+                    if last != flags.contains(Flags::LAST_FRAGMENT) {
+                        Err(Refused::Violation("LAST_FRAGMENT does not match the fragment's position"))
+                    } else {
+                        let key = (class, head.order, head.id);
+                        inbound.on_fragment(key, template, (offset, total), data, now, &limits, |m| self.deliver(m))
+                    }
+                }
+                None => Err(Refused::Violation("truncated fragment header")),
+            }
+        } else {
+            let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
+            let size = body.len();
+            inbound.on_message(class, head.order, template.with_body(body), size, &limits, |m| self.deliver(m))
+        };
+        self.inbound = inbound;
+        match result {
+            Ok(Accepted::New | Accepted::Duplicate) => true,
+            Err(Refused::Busy) => {
+                self.stats.frames_dropped += 1;
+                false
+            }
+            Err(Refused::Violation(what)) => {
+                self.protocol_violation(what);
+                false
+            }
+        }
+    }
+
+    /// Hands a whole message to the application, in its turn.
+    fn deliver(&mut self, m: Message) {
+        if matches!(self.state, State::Closed | State::Draining { .. }) {
+            return;
+        }
+        let deliverable = match m.message_type.class() {
+            TypeClass::Application => m.message_type.name().is_some(),
+            TypeClass::Extension => true,
+            TypeClass::Error => m.message_type == MessageType::ERROR,
+            _ => false,
+        };
+        if !deliverable {
+            self.stats.frames_dropped += 1;
+            if m.kind == MessageKind::Request {
+                self.queue_error(m.id.0, ErrorCode::UNKNOWN_TYPE, "unknown message type");
+            }
+            return;
+        }
+        match m.kind {
+            MessageKind::Request => {
+                if self.requests_in.len() >= self.config.max_queued_messages {
+                    return self.queue_error(m.id.0, ErrorCode::REFUSED, "too many pending requests");
+                }
+                self.requests_in.insert(m.id.0);
+            }
+            MessageKind::Response(to) => {
+                if !self.requests_out.remove(&to.0) {
+                    // Not an answer to anything outstanding: drop it.
+                    self.stats.frames_dropped += 1;
+                    return;
+                }
+            }
+            MessageKind::Message => {}
+        }
+        self.events.push_back(Event::Message(m));
+    }
+
+    /// The earliest reliability deadline: an ACK to send, a loss to
+    /// declare, a probe, a message's deadline, a reassembly to expire.
+    pub(super) fn reliability_deadline(&self) -> Option<Instant> {
+        let alive = self.paths[self.primary.0 as usize].alive;
+        [
+            self.acks.deadline().filter(|_| alive),
+            self.recovery.loss_time(),
+            self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay),
+            self.outbound.next_deadline(),
+            self.inbound.next_expiry(self.config.reassembly_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub(super) fn on_reliability_timer(&mut self) {
+        let now = self.now;
+        if self.recovery.loss_time().is_some_and(|t| t <= now) {
+            self.detect_losses();
+        }
+        if self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay).is_some_and(|t| t <= now) {
+            self.recovery.pto_count += 1;
+            self.stats.probes += 1;
+            self.queue_ping(Flags::REQUIRES_ACK);
+        }
+        while let Some(p) = self.outbound.pop_expired(now) {
+            self.stats.messages_failed += 1;
+            self.events.push_back(Event::Failed(MessageId(p.id), FailReason::Timeout));
+            self.queue_forward(p.class);
+        }
+        self.stats.reassembly_expired += self.inbound.expire(now, self.config.reassembly_timeout) as u64;
+    }
+
+    /// Reports every reliable message still waiting as failed.
+    pub(super) fn fail_all(&mut self, reason: FailReason) {
+        let ids: Vec<u64> = self.outbound.drain().map(|p| p.id).collect();
+        for id in ids {
+            self.stats.messages_failed += 1;
+            self.events.push_back(Event::Failed(MessageId(id), reason));
+        }
+    }
+
+    pub(super) fn clear_queues(&mut self) {
+        for q in &mut self.queues {
+            q.clear();
+        }
+        self.queued_bytes = 0;
+        self.queued_items = 0;
+        self.forward_queued = [false; 3];
+    }
+}
