@@ -143,7 +143,9 @@ impl Session {
         if let Some(sent) = newest {
             self.congestion.on_congestion_event(self.now, sent, persistent);
         }
-        for f in lost.drain(..) {
+        // Newest first: each repeat goes to the front of its queue, so the
+        // oldest ends up first.
+        for f in lost.drain(..).rev() {
             self.on_lost(f);
         }
         self.resolved = lost;
@@ -179,7 +181,7 @@ impl Session {
         let mut lost = core::mem::take(&mut self.resolved);
         lost.clear();
         self.recovery.lose_path(path.0, |f| lost.push(f));
-        for f in lost.drain(..) {
+        for f in lost.drain(..).rev() {
             self.on_lost(f);
         }
         self.resolved = lost;

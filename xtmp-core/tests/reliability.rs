@@ -1,0 +1,292 @@
+//! Reliable delivery (SPEC.md section 4) end to end through the in-memory
+//! pair: fragmentation, loss and duplication, ordering per priority class,
+//! deadlines and Forward, priority, path failure, close, memory bounds.
+
+mod common;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use xtmp_core::session::{CloseCode, Event, FailReason, MessageId, PathId, PathKind, PriorityClass, SendOptions};
+use xtmp_core::wire::{MessageType, Priority};
+
+/// A small deterministic generator for the filters.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+fn body(seed: u64, len: usize) -> Bytes {
+    let mut g = Lcg(seed);
+    Bytes::from((0..len).map(|_| g.next() as u8).collect::<Vec<u8>>())
+}
+
+fn acked(events: &[Event]) -> Vec<MessageId> {
+    events.iter().filter_map(|e| if let Event::Acked(id) = e { Some(*id) } else { None }).collect()
+}
+
+#[test]
+fn large_messages_are_fragmented_and_reassembled() {
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let mut p = Setup::new(kind).start();
+        p.connect();
+        let biggest = Rc::new(Cell::new(0usize));
+        let b2 = biggest.clone();
+        p.filter = Some(Box::new(move |_, b| {
+            b2.set(b2.get().max(b.len()));
+            Verdict::Deliver
+        }));
+        let bodies = [body(1, 1 << 20), body(2, 70_000), body(3, 10), body(4, 0)];
+        let mut ids = Vec::new();
+        for b in &bodies {
+            ids.push(p.client.send(MessageType::BUNDLE_SUBMIT, b.clone(), SendOptions::default()).unwrap());
+        }
+        p.drive(100_000, |p| acked(&p.client_events).len() == bodies.len());
+        let got: Vec<Bytes> = p.server_messages().iter().map(|m| m.body.clone()).collect();
+        assert_eq!(got, bodies, "{kind:?}: every message whole, in order");
+        assert_eq!(acked(&p.client_events), ids);
+        if kind == PathKind::Datagram {
+            assert!(biggest.get() <= 1200, "datagrams stay within the path's size: {}", biggest.get());
+        }
+        let s = p.server_session().stats();
+        assert_eq!(s.reassembly_bytes, 0, "nothing left held");
+        assert_eq!(p.client.stats().unacked_messages, 0);
+    }
+}
+
+#[test]
+fn a_message_beyond_the_peers_maximum_is_refused_at_send() {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let max = p.client.max_message_len();
+    assert_eq!(max, 16 << 20);
+    let err = p.client.send(MessageType::BUNDLE_SUBMIT, body(1, max + 1), SendOptions::default()).unwrap_err();
+    assert_eq!(err, xtmp_core::session::SendError::TooLarge { len: max + 1, max });
+}
+
+/// Loss, duplication and reordering both ways: every reliable message
+/// arrives exactly once, in send order within its class, and is acknowledged.
+#[test]
+fn a_lossy_datagram_path_delivers_every_reliable_message_once_in_order() {
+    for seed in 1..=4u64 {
+        let mut p = Setup::new(PathKind::Datagram).start();
+        p.connect();
+        let mut g = Lcg(seed);
+        p.filter = Some(Box::new(move |_, _| match g.next() % 100 {
+            0..=14 => Verdict::Drop,
+            15..=19 => Verdict::Duplicate,
+            20..=24 => Verdict::Delay,
+            _ => Verdict::Deliver,
+        }));
+        let classes = [PriorityClass::Normal, PriorityClass::High, PriorityClass::Emergency];
+        let mut sent: HashMap<u64, (Priority, Bytes)> = HashMap::new();
+        let mut order: Vec<u64> = Vec::new();
+        for i in 0..150u64 {
+            let class = classes[(i % 3) as usize];
+            let len = if i % 10 == 0 { 5_000 } else { (i as usize * 37) % 900 };
+            let b = body(seed * 1000 + i, len);
+            let options = SendOptions { priority: class, ..Default::default() };
+            let id = p.client.send(MessageType::BUNDLE_SUBMIT, b.clone(), options).unwrap();
+            let prio = [Priority::Normal, Priority::High, Priority::Emergency][(i % 3) as usize];
+            sent.insert(id.0, (prio, b));
+            order.push(id.0);
+            if i % 20 == 0 {
+                p.step();
+            }
+        }
+        p.drive(100_000, |p| acked(&p.client_events).len() == 150);
+        p.filter = None;
+        p.settle();
+        let msgs = p.server_messages();
+        assert_eq!(msgs.len(), 150, "seed {seed}: each message exactly once");
+        for m in &msgs {
+            let (prio, b) = &sent[&m.id.0];
+            assert_eq!((&m.priority, &m.body), (prio, b), "seed {seed}: unmodified");
+        }
+        for prio in [Priority::Normal, Priority::High, Priority::Emergency] {
+            let got: Vec<u64> = msgs.iter().filter(|m| m.priority == prio).map(|m| m.id.0).collect();
+            let want: Vec<u64> = order.iter().copied().filter(|id| sent[id].0 == prio).collect();
+            assert_eq!(got, want, "seed {seed}: send order within {prio:?}");
+        }
+        let s = p.client.stats();
+        assert!(s.lost > 0 && s.retransmissions > 0, "seed {seed}: losses were repaired: {s:?}");
+        assert!(s.rtt.is_some());
+        assert!(p.client_events.iter().all(|e| !matches!(e, Event::Failed(..) | Event::Closed(_))));
+    }
+}
+
+#[test]
+fn unreliable_messages_are_never_repeated() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    let mut g = Lcg(9);
+    p.filter = Some(Box::new(
+        move |dir, _| {
+            if dir == Dir::ToServer && g.next() % 4 == 0 { Verdict::Drop } else { Verdict::Deliver }
+        },
+    ));
+    for i in 0..200u64 {
+        let b = body(i, 100);
+        p.client
+            .send(MessageType::LIVE_UPDATES, b, SendOptions { stream_data: true, ..SendOptions::unreliable() })
+            .unwrap();
+        p.step();
+    }
+    p.drive(10_000, |p| p.client.poll_timeout().is_none_or(|t| t > p.now + Duration::from_secs(1)));
+    let msgs = p.server_messages();
+    assert!(msgs.len() < 200 && msgs.len() > 100, "about a quarter lost: {}", msgs.len());
+    let mut ids: Vec<u64> = msgs.iter().map(|m| m.id.0).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), msgs.len(), "none twice");
+    assert_eq!(p.client.stats().retransmissions, 0);
+    assert!(acked(&p.client_events).is_empty(), "no Acked for unreliable messages");
+}
+
+#[test]
+fn a_missed_deadline_fails_the_message_and_forward_unblocks_the_next() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    let blackhole = Rc::new(Cell::new(true));
+    let b2 = blackhole.clone();
+    p.filter =
+        Some(Box::new(move |dir, _| if dir == Dir::ToServer && b2.get() { Verdict::Drop } else { Verdict::Deliver }));
+    let options = SendOptions { deadline: Some(Duration::from_secs(2)), ..Default::default() };
+    let lost = p.client.send(MessageType::BUNDLE_SUBMIT, body(1, 3000), options).unwrap();
+    p.drive(1000, |p| p.client_events.iter().any(|e| matches!(e, Event::Failed(..))));
+    assert!(p.client_events.contains(&Event::Failed(lost, FailReason::Timeout)));
+    blackhole.set(false);
+    let next = p.client.send(MessageType::BUNDLE_SUBMIT, body(2, 10), SendOptions::default()).unwrap();
+    p.drive(1000, |p| acked(&p.client_events).contains(&next) && !p.server_messages().is_empty());
+    let got: Vec<MessageId> = p.server_messages().iter().map(|m| m.id).collect();
+    assert_eq!(got, [next], "the failed message is skipped, not waited for");
+    assert_eq!(p.client.stats().messages_failed, 1);
+}
+
+#[test]
+fn an_emergency_message_overtakes_a_bulk_transfer() {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let bulk = p.client.send(MessageType::BUNDLE_SYNC, body(1, 4 << 20), SendOptions::default()).unwrap();
+    // One 64 KiB frame of the bulk message goes out...
+    let mut buf = vec![0u8; 70_000];
+    let t = p.client.poll_transmit(p.now, &mut buf).unwrap().unwrap();
+    p.server.handle_input(p.now, p.remote, &buf[..t.len]);
+    // ...then an emergency message is sent: it is next on the wire.
+    let options = SendOptions { priority: PriorityClass::Emergency, ..Default::default() };
+    let urgent = p.client.send(MessageType::WALLET_TRANSACTION, body(2, 100), options).unwrap();
+    let t = p.client.poll_transmit(p.now, &mut buf).unwrap().unwrap();
+    p.server.handle_input(p.now, p.remote, &buf[..t.len]);
+    p.collect();
+    let got: Vec<MessageId> = p.server_messages().iter().map(|m| m.id).collect();
+    assert_eq!(got, [urgent], "delivered after at most one frame of the bulk message");
+    p.drive(10_000, |p| p.server_messages().len() == 2);
+    assert_eq!(p.server_messages()[1].id, bulk);
+}
+
+#[test]
+fn a_broken_stream_loses_nothing_and_duplicates_nothing() {
+    // Messages are sent; some reach the server but their acknowledgements
+    // die with the connection, others die on the way. After a reconnection
+    // each is delivered exactly once.
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let cut = Rc::new(Cell::new(0u8));
+    let c2 = cut.clone();
+    p.filter = Some(Box::new(move |dir, _| match (c2.get(), dir) {
+        (1, Dir::ToClient) | (2, _) => Verdict::Drop,
+        _ => Verdict::Deliver,
+    }));
+    cut.set(1);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(p.client.send(MessageType::BUNDLE_SUBMIT, body(i, 500), SendOptions::default()).unwrap());
+    }
+    p.settle();
+    assert_eq!(p.server_messages().len(), 5, "the server has them");
+    cut.set(2);
+    for i in 5..10 {
+        ids.push(p.client.send(MessageType::BUNDLE_SUBMIT, body(i, 500), SendOptions::default()).unwrap());
+    }
+    p.settle();
+    assert!(acked(&p.client_events).is_empty());
+    // The connection breaks; the client reconnects.
+    p.client.path_closed(PathId(0));
+    p.server.remote_closed(p.remote);
+    cut.set(0);
+    p.add_client_path(PathKind::Stream, "192.0.2.7:40001");
+    p.drive(1000, |p| acked(&p.client_events).len() == 10);
+    let got: Vec<MessageId> = p.server_messages().iter().map(|m| m.id).collect();
+    assert_eq!(got, ids, "each once, in order");
+    assert_eq!(acked(&p.client_events), ids);
+}
+
+#[test]
+fn close_waits_for_acknowledgements() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    let mut g = Lcg(5);
+    p.filter = Some(Box::new(move |_, _| if g.next() % 3 == 0 { Verdict::Drop } else { Verdict::Deliver }));
+    for i in 0..20 {
+        p.client.send(MessageType::BUNDLE_SUBMIT, body(i, 800), SendOptions::default()).unwrap();
+    }
+    p.client.close(p.now, CloseCode::NO_ERROR, "done");
+    p.drive(10_000, |p| p.client.is_closed());
+    assert_eq!(acked(&p.client_events).len(), 20, "every message was acknowledged before Disconnect");
+    assert_eq!(p.server_messages().len(), 20);
+}
+
+#[test]
+fn abort_fails_what_was_not_acknowledged() {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let a = p.client.send(MessageType::BUNDLE_SUBMIT, body(1, 10), SendOptions::default()).unwrap();
+    p.client.abort(p.now, CloseCode::NO_ERROR, "bye");
+    p.collect();
+    assert_eq!(
+        p.client_events.iter().find(|e| matches!(e, Event::Failed(..))),
+        Some(&Event::Failed(a, FailReason::Closed))
+    );
+}
+
+#[test]
+fn a_small_reassembly_budget_slows_but_never_loses() {
+    // The server holds at most 64 KiB out of order; with reordering, many
+    // frames are refused unacknowledged and sent again, and all arrive.
+    let mut s = Setup::new(PathKind::Datagram);
+    let mut server = s.session.clone();
+    server.max_reassembly_bytes = 64 * 1024;
+    s.server_session = Some(server);
+    let mut p = s.start();
+    p.connect();
+    let mut g = Lcg(3);
+    p.filter = Some(Box::new(
+        move |dir, _| {
+            if dir == Dir::ToServer && g.next() % 5 == 0 { Verdict::Drop } else { Verdict::Deliver }
+        },
+    ));
+    let bodies: Vec<Bytes> = (0..8).map(|i| body(i, 100_000)).collect();
+    for b in &bodies {
+        p.client.send(MessageType::BUNDLE_SUBMIT, b.clone(), SendOptions::default()).unwrap();
+    }
+    let mut peak = 0;
+    for _ in 0..200_000 {
+        if acked(&p.client_events).len() == bodies.len() || !p.step() {
+            break;
+        }
+        peak = peak.max(p.server_session().stats().reassembly_bytes);
+    }
+    let refused = p.server_session().stats().frames_dropped;
+    assert!(refused > 0, "the budget was reached");
+    // The budget, plus the message next in line (with its buffer's growth).
+    assert!(peak <= 64 * 1024 + 2 * 100_000, "held at most {peak} bytes");
+    let got: Vec<Bytes> = p.server_messages().iter().map(|m| m.body.clone()).collect();
+    assert_eq!(got, bodies);
+}
