@@ -130,7 +130,7 @@ fn unreliable_messages_are_never_repeated() {
     let mut g = Lcg(9);
     p.filter = Some(Box::new(
         move |dir, _| {
-            if dir == Dir::ToServer && g.next() % 4 == 0 { Verdict::Drop } else { Verdict::Deliver }
+            if dir == Dir::ToServer && g.next().is_multiple_of(4) { Verdict::Drop } else { Verdict::Deliver }
         },
     ));
     for i in 0..200u64 {
@@ -233,7 +233,7 @@ fn close_waits_for_acknowledgements() {
     let mut p = Setup::new(PathKind::Datagram).start();
     p.connect();
     let mut g = Lcg(5);
-    p.filter = Some(Box::new(move |_, _| if g.next() % 3 == 0 { Verdict::Drop } else { Verdict::Deliver }));
+    p.filter = Some(Box::new(move |_, _| if g.next().is_multiple_of(3) { Verdict::Drop } else { Verdict::Deliver }));
     for i in 0..20 {
         p.client.send(MessageType::BUNDLE_SUBMIT, body(i, 800), SendOptions::default()).unwrap();
     }
@@ -269,7 +269,7 @@ fn a_small_reassembly_budget_slows_but_never_loses() {
     let mut g = Lcg(3);
     p.filter = Some(Box::new(
         move |dir, _| {
-            if dir == Dir::ToServer && g.next() % 5 == 0 { Verdict::Drop } else { Verdict::Deliver }
+            if dir == Dir::ToServer && g.next().is_multiple_of(5) { Verdict::Drop } else { Verdict::Deliver }
         },
     ));
     let bodies: Vec<Bytes> = (0..8).map(|i| body(i, 100_000)).collect();
