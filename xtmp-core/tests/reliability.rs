@@ -128,11 +128,9 @@ fn unreliable_messages_are_never_repeated() {
     let mut p = Setup::new(PathKind::Datagram).start();
     p.connect();
     let mut g = Lcg(9);
-    p.filter = Some(Box::new(
-        move |dir, _| {
-            if dir == Dir::ToServer && g.next().is_multiple_of(4) { Verdict::Drop } else { Verdict::Deliver }
-        },
-    ));
+    p.filter = Some(Box::new(move |dir, _| {
+        if dir == Dir::ToServer && g.next().is_multiple_of(4) { Verdict::Drop } else { Verdict::Deliver }
+    }));
     for i in 0..200u64 {
         let b = body(i, 100);
         p.client
@@ -267,11 +265,9 @@ fn a_small_reassembly_budget_slows_but_never_loses() {
     let mut p = s.start();
     p.connect();
     let mut g = Lcg(3);
-    p.filter = Some(Box::new(
-        move |dir, _| {
-            if dir == Dir::ToServer && g.next().is_multiple_of(5) { Verdict::Drop } else { Verdict::Deliver }
-        },
-    ));
+    p.filter = Some(Box::new(move |dir, _| {
+        if dir == Dir::ToServer && g.next().is_multiple_of(5) { Verdict::Drop } else { Verdict::Deliver }
+    }));
     let bodies: Vec<Bytes> = (0..8).map(|i| body(i, 100_000)).collect();
     for b in &bodies {
         p.client.send(MessageType::BUNDLE_SUBMIT, b.clone(), SendOptions::default()).unwrap();
