@@ -53,6 +53,11 @@ impl<M> Outbound<M> {
         self.bytes
     }
 
+    /// The order number the next message registered in `class` gets.
+    pub(crate) fn next_order(&self, class: usize) -> u64 {
+        self.next_order[class]
+    }
+
     /// Registers message `id` (ids increase) and returns its order number in `class`.
     pub(crate) fn register(&mut self, id: u64, class: usize, total: u64, deadline: Instant, message: M) -> u64 {
         let order = self.next_order[class];
@@ -72,11 +77,6 @@ impl<M> Outbound<M> {
 
     pub(crate) fn get(&self, id: u64) -> Option<&Pending<M>> {
         self.pending[self.index(id)?].1.as_ref()
-    }
-
-    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Pending<M>> {
-        let i = self.index(id)?;
-        self.pending[i].1.as_mut()
     }
 
     fn take(&mut self, i: usize) -> Option<Pending<M>> {

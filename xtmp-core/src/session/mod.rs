@@ -570,7 +570,7 @@ impl Session {
     /// too many pending): reliable, like any response.
     pub(super) fn queue_error(&mut self, to: u64, code: ErrorCode, reason: &str) {
         let body = Bytes::from(codec::encode_code_reason(code.0, reason));
-        let _ = self.enqueue_data(MessageType::ERROR, body, SendOptions::default(), codec::KIND_RESPONSE, to);
+        self.enqueue_data(MessageType::ERROR, body, SendOptions::default(), codec::KIND_RESPONSE, to);
     }
 
     fn send_data(
@@ -597,7 +597,7 @@ impl Session {
         if items >= self.config.max_queued_messages || bytes > self.config.max_queued_bytes as u64 {
             return Err(SendError::WouldBlock);
         }
-        self.enqueue_data(ty, body, options, kind, correlation)
+        Ok(self.enqueue_data(ty, body, options, kind, correlation))
     }
 
     /// Queues a data message (reliable ones are registered for
@@ -609,7 +609,7 @@ impl Session {
         options: SendOptions,
         kind: u8,
         correlation: u64,
-    ) -> Result<MessageId, SendError> {
+    ) -> MessageId {
         let id = self.next_message_id;
         self.next_message_id += 1;
         let (q, mut flags) = match options.priority {
@@ -620,21 +620,18 @@ impl Session {
         if options.stream_data {
             flags |= Flags::STREAM_DATA;
         }
-        let mut head = DataHeader { kind, id, correlation, order: 0 };
-        let mut item = Outgoing::new(ty, flags, Head::Data(head), body);
+        let class = reliable::class_index(flags);
+        let order = if options.reliable { self.outbound.next_order(class) } else { 0 };
+        if options.reliable {
+            flags |= Flags::REQUIRES_ACK;
+        }
+        let item = Outgoing::new(ty, flags, Head::Data(DataHeader { kind, id, correlation, order }), body);
         if options.reliable {
             let deadline = self.now + options.deadline.unwrap_or(self.config.delivery_timeout);
-            let class = reliable::class_index(flags);
-            head.order = self.outbound.register(id, class, item.total, deadline, item.clone());
-            item.head = Head::Data(head);
-            item.flags |= Flags::REQUIRES_ACK;
-            if let Some(p) = self.outbound.get_mut(id) {
-                p.message.head = item.head;
-                p.message.flags = item.flags;
-            }
+            self.outbound.register(id, class, item.total, deadline, item.clone());
         }
         self.queue(q, item);
-        Ok(MessageId(id))
+        MessageId(id)
     }
 
     pub(super) fn queue(&mut self, q: usize, out: Outgoing) {
