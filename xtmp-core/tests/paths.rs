@@ -155,3 +155,32 @@ fn the_path_limit_is_enforced() {
     assert!(p.client.add_path(PathKind::Datagram, false).is_some());
     assert!(p.client.add_path(PathKind::Datagram, false).is_none());
 }
+
+#[test]
+fn a_closing_session_that_lost_its_path_waits_without_spinning_and_closes_on_a_new_one() {
+    // Found by xtmp-sim (stream_severed, seed 1): the Disconnect of a
+    // graceful close waited for an acknowledgement while the only stream
+    // had broken; `poll_timeout` answered "now" for output that could not
+    // go, and a path added while closing was never challenged.
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    p.filter = Some(Box::new(|_, _| Verdict::Drop));
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"late"), SendOptions::default()).unwrap();
+    p.settle();
+    p.client.close(p.now, xtmp_core::session::CloseCode::NO_ERROR, "bye");
+    p.client.path_closed(PathId(0));
+    p.server.remote_closed(p.remote);
+    p.filter = None;
+    p.settle();
+    assert!(p.client.poll_transmit(p.now, &mut [0u8; 2048]).unwrap().is_none());
+    assert!(p.client.poll_timeout().is_some_and(|t| t > p.now), "no output can go: the deadline is a real one");
+    p.add_client_path(PathKind::Stream, "192.0.2.7:40001");
+    p.drive(1000, |p| p.client_events.iter().any(|e| matches!(e, Event::Closed(_))));
+    assert!(p.client_events.contains(&Event::Acked(id)), "the message went on the new path first");
+    assert_eq!(p.server_messages().len(), 1);
+    assert!(
+        p.client_events.iter().any(|e| matches!(e, Event::Closed(xtmp_core::session::CloseReason::Local { .. }))),
+        "{:?}",
+        p.client_events
+    );
+}

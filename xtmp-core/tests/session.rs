@@ -435,3 +435,46 @@ fn rand_chacha_rng(seed: u8) -> rand_chacha::ChaCha20Rng {
     use rand_core::SeedableRng;
     rand_chacha::ChaCha20Rng::from_seed([seed; 32])
 }
+
+#[test]
+fn data_held_for_the_handshake_acknowledgement_is_not_waiting_output() {
+    // Found by xtmp-sim (clean, seed 1): on a datagram path the client
+    // holds its first data until the server has its flight, and
+    // `poll_timeout` used to answer "now" meanwhile: a caller spun.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    while !p.client.is_established() {
+        p.flush();
+        p.deliver();
+    }
+    p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"early"), SendOptions::default()).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut sent = 0;
+    while p.client.poll_transmit(p.now, &mut buf).unwrap().is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent, 1, "the client's flight only; the data waits");
+    let deadline = p.client.poll_timeout().expect("a deadline");
+    assert!(deadline > p.now, "held data must not make the deadline 'now'");
+}
+
+#[test]
+fn the_previous_receive_key_is_erased_on_time_while_draining() {
+    // Found by xtmp-sim (key_rotation, seed 1).
+    let mut s = Setup::new(PathKind::Datagram);
+    s.session.key_grace = std::time::Duration::from_millis(300);
+    let mut p = s.start();
+    p.connect();
+    let now = p.now;
+    assert!(p.server_session().update_key_now(now));
+    p.server_session().send(MessageType::BUNDLE_STATUS, Bytes::from_static(b"k"), SendOptions::default()).unwrap();
+    p.settle();
+    assert!(p.client.stats().previous_recv_key, "the peer's old key is kept for the grace period");
+    p.client.close(p.now, xtmp_core::session::CloseCode::NO_ERROR, "bye");
+    p.settle();
+    let grace_end = p.now + std::time::Duration::from_millis(300);
+    assert!(p.client.poll_timeout().is_some_and(|t| t <= grace_end), "draining still wakes for the key");
+    p.now = grace_end;
+    p.client.handle_timeout(p.now);
+    assert!(!p.client.is_closed(), "still draining");
+    assert!(!p.client.stats().previous_recv_key, "erased at the end of its grace period");
+}

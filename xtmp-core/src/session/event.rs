@@ -335,4 +335,8 @@ pub struct Stats {
     pub send_generation: u32,
     /// The current receiving key generation.
     pub recv_generation: u32,
+    /// Whether the previous receiving key generation is still held: only
+    /// during its grace period ([`crate::session::SessionConfig::key_grace`])
+    /// after the peer's key changed; it is erased when the period ends.
+    pub previous_recv_key: bool,
 }

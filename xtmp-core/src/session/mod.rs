@@ -460,6 +460,11 @@ impl Session {
         matches!(self.state, State::Established)
     }
 
+    /// Established or closing gracefully: keys exist and frames flow.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, State::Established | State::Closing)
+    }
+
     /// Whether the session has ended (the `Closed` event was queued).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -478,6 +483,7 @@ impl Session {
         s.reassembly_bytes = self.inbound.held() as u64;
         s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
+        s.previous_recv_key = self.recv_keys.as_ref().is_some_and(|k| k.previous.is_some());
         s
     }
 

@@ -17,15 +17,28 @@ impl Session {
         if self.amplification_budget(self.primary).is_some_and(|b| b < min) {
             return false;
         }
-        let hs = self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending;
+        // Nothing goes out while the primary path is down (path-bound
+        // frames aside): waiting output would make `poll_timeout` answer
+        // "now" until a new path appears.
         let alive = self.paths[self.primary.0 as usize].alive;
-        let data = alive && (self.has_sendable() || self.ack_due());
+        let hs = alive && (self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending);
+        let data = alive && !self.data_held() && (self.has_sendable() || self.ack_due());
         match self.state {
             State::Closed | State::Draining { .. } => false,
             State::Established => hs || data || !self.path_queue.is_empty(),
-            State::Closing => hs || data || !self.path_queue.is_empty() || self.disconnect_ready(),
+            State::Closing => hs || data || !self.path_queue.is_empty() || (alive && self.disconnect_ready()),
             _ => hs,
         }
+    }
+
+    /// On a datagram path the client holds encrypted frames until the server
+    /// has its flight, so nothing is sent that the server cannot decrypt
+    /// yet. (Held output is not "waiting output": `poll_timeout` must not
+    /// answer "now" for it, or a caller spins until the flight's ack.)
+    fn data_held(&self) -> bool {
+        self.role == Role::Client
+            && self.path_kind() == PathKind::Datagram
+            && self.hs_send.as_ref().is_some_and(|s| !s.done)
     }
 
     /// Whether the Disconnect of a graceful close may go: everything queued
@@ -168,12 +181,7 @@ impl Session {
             }
             return Ok(None);
         }
-        // On a datagram path the client holds data until the server has its
-        // flight, so nothing is sent that the server cannot decrypt yet.
-        if self.role == Role::Client
-            && self.path_kind() == PathKind::Datagram
-            && self.hs_send.as_ref().is_some_and(|s| !s.done)
-        {
+        if self.data_held() {
             return Ok(None);
         }
         // An ACK goes first when due, or along with anything else.

@@ -40,7 +40,8 @@ pub(super) type PathQueue = VecDeque<(PathId, Outgoing)>;
 
 impl Session {
     /// Adds a path (the datagram half of a hybrid session, or a
-    /// reconnection) and returns its id. Once the session is established, a
+    /// reconnection) and returns its id. Once the session is established
+    /// (or while it closes gracefully), a
     /// path added with `validated == false` is challenged at once and
     /// carries application data only after the peer answers
     /// ([`Event::PathValidated`]); `validated == true` asserts the caller
@@ -51,7 +52,7 @@ impl Session {
             return None;
         }
         let id = self.push_path(kind, validated);
-        if !validated && self.is_established() {
+        if !validated && self.is_open() {
             self.start_challenge(id);
         }
         Some(id)
@@ -82,7 +83,7 @@ impl Session {
     /// this; a client never needs to.
     pub fn handle_new_path_input(&mut self, now: Instant, kind: PathKind, data: &[u8]) -> Option<PathId> {
         let live = self.paths.iter().filter(|p| p.alive).count();
-        if !self.is_established() || live >= self.config.max_paths {
+        if !self.is_open() || live >= self.config.max_paths {
             self.stats.frames_dropped += 1;
             return None;
         }

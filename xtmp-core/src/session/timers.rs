@@ -23,7 +23,11 @@ impl Session {
         let mut t: Option<Instant> = None;
         let mut at = |d: Instant| t = Some(t.map_or(d, |t| t.min(d)));
         match self.state {
-            State::Draining { until } => return Some(until),
+            State::Draining { until } => {
+                // The previous receive key is still erased on time.
+                let grace = self.recv_keys.as_ref().and_then(|k| k.previous.as_ref()).map(|(_, g)| *g);
+                return Some(grace.map_or(until, |g| g.min(until)));
+            }
             State::Established | State::Closing => {
                 if let Some(idle) = self.idle_timeout {
                     at(self.last_recv + idle);
@@ -37,13 +41,15 @@ impl Session {
                 if let Some(d) = self.reliability_deadline() {
                     at(d);
                 }
-                if self.is_established() {
-                    if let Some(d) = self.rekey_deadline() {
-                        at(d);
-                    }
-                    if let Some(d) = self.path_deadline() {
-                        at(d);
-                    }
+                // A closing session may still need a new path (its
+                // Disconnect waits for acknowledgements), so challenges run.
+                if let Some(d) = self.path_deadline() {
+                    at(d);
+                }
+                if self.is_established()
+                    && let Some(d) = self.rekey_deadline()
+                {
+                    at(d);
                 }
                 if let Some(k) = &self.recv_keys {
                     if let Some((_, until)) = &k.previous {
@@ -78,6 +84,9 @@ impl Session {
         match self.state {
             State::Closed => return,
             State::Draining { until } => {
+                if let Some(k) = &mut self.recv_keys {
+                    k.expire(now);
+                }
                 if now >= until {
                     self.finish(CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::new() });
                 }
@@ -105,9 +114,9 @@ impl Session {
                     k.expire(now);
                 }
                 self.on_reliability_timer();
+                self.on_path_timer();
                 if self.is_established() {
                     self.on_rekey_timer();
-                    self.on_path_timer();
                 }
                 let due = self.send_keys.as_ref().is_some_and(|k| now >= k.since + self.config.key_update_interval);
                 if due && !self.rekey.freezes_sending() {

@@ -1,0 +1,372 @@
+//! The invariant checker: what each side sent, what the other side's
+//! application got, and the promises between them (SPEC.md section 4):
+//! reliable messages exactly once, unmodified and in send order within
+//! their priority class; unreliable ones at most once and unmodified;
+//! responses answer the request they name; nothing after a close.
+//!
+//! Sessions are keyed by the server's session id, which the client learns
+//! in the handshake ([`xtmp_core::session::Session::peer_session_id`]) and
+//! the endpoint uses as the handle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use xtmp_core::session::{Message, MessageKind};
+use xtmp_core::wire::Priority;
+
+use crate::trace::digest;
+
+/// A broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Simulator time, ns.
+    pub at: u64,
+    /// What was wrong.
+    pub what: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    hash: u64,
+    len: usize,
+    class: u8,
+    /// 1-based position among the reliable messages of its class; 0 for unreliable.
+    index: u64,
+    request: bool,
+    response_to: Option<u64>,
+}
+
+/// One direction of one session.
+#[derive(Debug, Default)]
+struct Flow {
+    sent: BTreeMap<u64, Sent>,
+    next_index: [u64; 3],
+    acked: BTreeSet<u64>,
+    failed: BTreeSet<u64>,
+    delivered: BTreeSet<u64>,
+    last_index: [u64; 3],
+}
+
+/// The priority class index of a delivered message (0 normal, 1 high, 2 emergency).
+pub fn class_of(p: Priority) -> u8 {
+    match p {
+        Priority::Normal => 0,
+        Priority::High => 1,
+        Priority::Emergency => 2,
+    }
+}
+
+impl Flow {
+    fn on_send(&mut self, id: u64, body: &[u8], class: u8, reliable: bool, request: bool, response_to: Option<u64>) {
+        let index = if reliable {
+            self.next_index[class as usize] += 1;
+            self.next_index[class as usize]
+        } else {
+            0
+        };
+        let sent = Sent { hash: digest(body), len: body.len(), class, index, request, response_to };
+        self.sent.insert(id, sent);
+    }
+
+    fn on_deliver(&mut self, m: &Message) -> Result<Sent, String> {
+        let id = m.id.0;
+        let Some(sent) = self.sent.get(&id).copied() else {
+            return Err(format!("message {id} delivered but never sent (forged or misrouted)"));
+        };
+        if sent.len != m.body.len() || sent.hash != digest(&m.body) {
+            return Err(format!(
+                "message {id} delivered modified ({} bytes sent, {} delivered)",
+                sent.len,
+                m.body.len()
+            ));
+        }
+        if !self.delivered.insert(id) {
+            return Err(format!("message {id} delivered twice"));
+        }
+        let class = class_of(m.priority);
+        if class != sent.class {
+            return Err(format!("message {id} sent in class {} but delivered in class {class}", sent.class));
+        }
+        if sent.index > 0 {
+            let last = &mut self.last_index[class as usize];
+            if sent.index <= *last {
+                return Err(format!(
+                    "reliable message {id} (number {} of class {class}) delivered after number {last}",
+                    sent.index
+                ));
+            }
+            *last = sent.index;
+        }
+        Ok(sent)
+    }
+
+    fn on_acked(&mut self, id: u64) -> Result<(), String> {
+        match self.sent.get(&id) {
+            None => return Err(format!("Acked({id}) for a message never sent")),
+            Some(s) if s.index == 0 => return Err(format!("Acked({id}) for an unreliable message")),
+            Some(_) => {}
+        }
+        if self.failed.contains(&id) || !self.acked.insert(id) {
+            return Err(format!("message {id} reported twice (Acked after Acked or Failed)"));
+        }
+        Ok(())
+    }
+
+    fn on_failed(&mut self, id: u64) -> Result<(), String> {
+        match self.sent.get(&id) {
+            None => return Err(format!("Failed({id}) for a message never sent")),
+            Some(s) if s.index == 0 => return Err(format!("Failed({id}) for an unreliable message")),
+            Some(_) => {}
+        }
+        if self.acked.contains(&id) || !self.failed.insert(id) {
+            return Err(format!("message {id} reported twice (Failed after Acked or Failed)"));
+        }
+        Ok(())
+    }
+
+    /// Reliable messages neither acknowledged nor failed.
+    fn unresolved(&self) -> usize {
+        self.sent.iter().filter(|(id, s)| s.index > 0 && !self.acked.contains(id) && !self.failed.contains(id)).count()
+    }
+
+    /// Acknowledged messages the receiver never delivered.
+    fn acked_undelivered(&self) -> Vec<u64> {
+        self.acked.iter().filter(|id| !self.delivered.contains(id)).copied().collect()
+    }
+}
+
+/// One session as both sides saw it.
+#[derive(Debug, Default)]
+struct Log {
+    client: Option<usize>,
+    up: Flow,
+    down: Flow,
+    client_closed: bool,
+    server_closed: bool,
+    /// The server's incarnation (a restart loses its sessions).
+    server_lost: bool,
+    /// Requests the server got, and responses the client got.
+    requests_delivered: u64,
+    responses_delivered: u64,
+}
+
+/// Run totals, for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages the clients sent.
+    pub sent: u64,
+    /// Client messages the server's application got.
+    pub delivered: u64,
+    /// Reliable client messages acknowledged.
+    pub acked: u64,
+    /// Reliable messages (either side) failed.
+    pub failed: u64,
+    /// Messages (responses, pushes) the server sent.
+    pub server_sent: u64,
+    /// Server messages the clients got.
+    pub server_delivered: u64,
+}
+
+/// The checker.
+#[derive(Debug, Default)]
+pub struct Checker {
+    sessions: BTreeMap<u64, Log>,
+    /// Every broken promise so far.
+    pub violations: Vec<Violation>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// Which side of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The server.
+    Server,
+}
+
+impl Checker {
+    fn fail(&mut self, at: u64, what: String) {
+        self.violations.push(Violation { at, what });
+    }
+
+    fn log(&mut self, sid: u64) -> &mut Log {
+        self.sessions.entry(sid).or_default()
+    }
+
+    /// The client learnt that its session is the server's `sid`.
+    pub fn bind(&mut self, sid: u64, client: usize) {
+        self.log(sid).client = Some(client);
+    }
+
+    /// A side sent a message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sent(
+        &mut self,
+        side: Side,
+        sid: u64,
+        id: u64,
+        body: &[u8],
+        class: u8,
+        reliable: bool,
+        request: bool,
+        response_to: Option<u64>,
+    ) {
+        let log = self.log(sid);
+        let flow = if side == Side::Client { &mut log.up } else { &mut log.down };
+        flow.on_send(id, body, class, reliable, request, response_to);
+        match side {
+            Side::Client => self.totals.sent += 1,
+            Side::Server => self.totals.server_sent += 1,
+        }
+    }
+
+    /// A side's application got a message. Returns whether it is a request
+    /// (so the application answers it).
+    pub fn delivered(&mut self, at: u64, side: Side, sid: u64, m: &Message) -> bool {
+        let log = self.log(sid);
+        let closed = if side == Side::Client { log.client_closed } else { log.server_closed };
+        let (flow, back) = match side {
+            Side::Server => (&mut log.up, &log.down),
+            Side::Client => (&mut log.down, &log.up),
+        };
+        let result = flow.on_deliver(m);
+        let mut problems = Vec::new();
+        if closed {
+            problems.push(format!("{side:?} of session {sid:016x} got message {} after its close", m.id.0));
+        }
+        let mut request = false;
+        match result {
+            Err(e) => problems.push(format!("{side:?} of session {sid:016x}: {e}")),
+            Ok(sent) => {
+                request = sent.request;
+                match side {
+                    Side::Server => log.requests_delivered += u64::from(sent.request),
+                    Side::Client => log.responses_delivered += u64::from(sent.response_to.is_some()),
+                }
+                let kind_ok = match (m.kind, sent.response_to) {
+                    (MessageKind::Response(to), Some(r)) => to.0 == r && back.sent.get(&r).is_some_and(|s| s.request),
+                    (MessageKind::Request, None) => sent.request,
+                    (MessageKind::Message, None) => !sent.request,
+                    _ => false,
+                };
+                if !kind_ok {
+                    problems.push(format!("{side:?} of session {sid:016x}: message {} has kind {:?}", m.id.0, m.kind));
+                }
+            }
+        }
+        match side {
+            Side::Server => self.totals.delivered += 1,
+            Side::Client => self.totals.server_delivered += 1,
+        }
+        for p in problems {
+            self.fail(at, p);
+        }
+        request
+    }
+
+    /// A side's reliable message was acknowledged.
+    pub fn acked(&mut self, at: u64, side: Side, sid: u64, id: u64) {
+        let log = self.log(sid);
+        let flow = if side == Side::Client { &mut log.up } else { &mut log.down };
+        match flow.on_acked(id) {
+            Ok(()) => self.totals.acked += u64::from(side == Side::Client),
+            Err(e) => self.fail(at, format!("{side:?} of session {sid:016x}: {e}")),
+        }
+    }
+
+    /// A side's reliable message failed.
+    pub fn failed(&mut self, at: u64, side: Side, sid: u64, id: u64) {
+        let log = self.log(sid);
+        let flow = if side == Side::Client { &mut log.up } else { &mut log.down };
+        match flow.on_failed(id) {
+            Ok(()) => self.totals.failed += 1,
+            Err(e) => self.fail(at, format!("{side:?} of session {sid:016x}: {e}")),
+        }
+    }
+
+    /// A side's session ended.
+    pub fn closed(&mut self, at: u64, side: Side, sid: u64) {
+        let log = self.log(sid);
+        let was = match side {
+            Side::Client => core::mem::replace(&mut log.client_closed, true),
+            Side::Server => core::mem::replace(&mut log.server_closed, true),
+        };
+        if was {
+            self.fail(at, format!("{side:?} of session {sid:016x} closed twice"));
+        }
+    }
+
+    /// Any event of a side's session: none may follow its close.
+    pub fn event(&mut self, at: u64, side: Side, sid: u64, what: &str) {
+        let log = self.log(sid);
+        let closed = if side == Side::Client { log.client_closed } else { log.server_closed };
+        if closed {
+            self.fail(at, format!("{side:?} of session {sid:016x} reported {what} after its close"));
+        }
+    }
+
+    /// The server crashed: its side of every open session is gone.
+    pub fn server_lost(&mut self) {
+        for log in self.sessions.values_mut() {
+            if !log.server_closed {
+                log.server_closed = true;
+                log.server_lost = true;
+            }
+        }
+    }
+
+    /// The final checks, once every session has been closed.
+    pub fn finish(&mut self, at: u64, lossless: bool) {
+        let mut problems = Vec::new();
+        for (sid, log) in &self.sessions {
+            for (side, flow) in [(Side::Client, &log.up), (Side::Server, &log.down)] {
+                if log.client.is_none() {
+                    // The client never learnt this session (a half-open
+                    // handshake, or one an attacker started).
+                    continue;
+                }
+                let n = flow.unresolved();
+                if n > 0 && !(side == Side::Server && log.server_lost) {
+                    problems.push(format!(
+                        "{side:?} of session {sid:016x}: {n} reliable messages neither Acked nor Failed"
+                    ));
+                }
+                let undelivered = flow.acked_undelivered();
+                if !undelivered.is_empty() && (lossless || !log.server_lost) {
+                    problems.push(format!(
+                        "{side:?} of session {sid:016x}: {} messages Acked but never delivered (first {})",
+                        undelivered.len(),
+                        undelivered[0]
+                    ));
+                }
+                if lossless && !flow.failed.is_empty() {
+                    problems.push(format!(
+                        "{side:?} of session {sid:016x}: {} reliable messages failed in a lossless scenario",
+                        flow.failed.len()
+                    ));
+                }
+            }
+            if log.client.is_some() && !(log.client_closed && log.server_closed) {
+                problems.push(format!(
+                    "session {sid:016x} still open at the end (client closed: {}, server closed: {})",
+                    log.client_closed, log.server_closed
+                ));
+            }
+        }
+        for p in problems {
+            self.fail(at, p);
+        }
+    }
+
+    /// Requests of session `sid` the server got and whose response the
+    /// client has not got yet.
+    pub fn awaiting_responses(&self, sid: u64) -> u64 {
+        self.sessions.get(&sid).map_or(0, |l| l.requests_delivered.saturating_sub(l.responses_delivered))
+    }
+
+    /// Number of sessions seen.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}

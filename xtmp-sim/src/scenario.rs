@@ -1,0 +1,291 @@
+//! What a run simulates: the nodes, the links and their faults, the
+//! workload, scheduled actions (partitions, crashes, clock steps) and what
+//! the run must reach.
+
+use std::time::Duration;
+
+use xtmp_core::endpoint::RetryPolicy;
+use xtmp_core::session::SessionConfig;
+
+use crate::choices::Choices;
+use crate::link::{LinkConfig, Loss};
+
+/// How clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP-like datagrams.
+    Datagram,
+    /// A TCP-like stream (ordered, reliable until severed).
+    Stream,
+    /// A stream path and a datagram path in one session.
+    Hybrid,
+}
+
+/// A direction of a client's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+/// Which clients an action applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// Every client.
+    All,
+    /// One client, by index.
+    Client(usize),
+}
+
+/// Something that happens at a scheduled time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Replaces a direction's faults (on the datagram and stream links).
+    SetLink(Who, Dir, LinkConfig),
+    /// Cuts a direction (`None`: both).
+    Partition(Who, Option<Dir>),
+    /// Ends every partition of these clients.
+    Heal(Who),
+    /// Changes the datagram MTU in both directions.
+    SetMtu(Who, usize),
+    /// Severs the clients' stream connections (a TCP reset).
+    Sever(Who),
+    /// The clients' datagram address changes, as behind a NAT.
+    Rebind(Who),
+    /// The server loses all its state; it is down until `RestartServer`.
+    CrashServer,
+    /// The server comes back, empty.
+    RestartServer,
+    /// A client's clock (or the server's, with `None`) steps forward.
+    ClockStep(Option<usize>, Duration),
+    /// A client rotates its sending key now.
+    UpdateKey(Who),
+    /// A client starts a hybrid re-key now.
+    Rekey(Who),
+}
+
+/// What the clients and the server send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Messages each client sends.
+    pub messages: u64,
+    /// Mean gap between a client's sends (exponential); zero sends all at once.
+    pub interval: Duration,
+    /// Most messages are up to this many bytes.
+    pub small: usize,
+    /// Chance that a message is large: up to `large` bytes.
+    pub large_chance: f64,
+    /// The largest message.
+    pub large: usize,
+    /// Chance that a message is unreliable.
+    pub unreliable: f64,
+    /// Chance that a message is a request (the server answers it).
+    pub request: f64,
+    /// Chance of `PRIORITY_HIGH` and of `EMERGENCY`.
+    pub high: f64,
+    /// Chance of `EMERGENCY`.
+    pub emergency: f64,
+    /// The server pushes an unreliable stream item to every client this often.
+    pub push_interval: Option<Duration>,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            messages: 200,
+            interval: Duration::from_millis(5),
+            small: 256,
+            large_chance: 0.0,
+            large: 64 * 1024,
+            unreliable: 0.1,
+            request: 0.2,
+            high: 0.1,
+            emergency: 0.02,
+            push_interval: Some(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A rare path a run should reach (a "coverage mark"): a sweep fails if a
+/// scenario that expects one never reaches it, which catches a fault model
+/// that silently stopped biting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mark {
+    /// A frame's data was sent again after a loss.
+    Retransmission,
+    /// A probe timeout fired.
+    Probe,
+    /// An unreliable message expired incomplete.
+    ReassemblyExpired,
+    /// A sending key was ratcheted.
+    KeyUpdate,
+    /// A hybrid re-key completed.
+    Rekey,
+    /// A replayed or too old frame was refused.
+    ReplayRejected,
+    /// A frame failed authentication (or its CRC).
+    Rejected,
+    /// The server answered a hello with a Retry cookie.
+    CookieIssued,
+    /// A session moved to a new address or connection.
+    Migration,
+    /// Handshake bytes were sent again.
+    HandshakeRetransmit,
+    /// A reliable message failed (deadline or close).
+    MessageFailed,
+    /// A session ended on its idle timeout.
+    IdleTimeout,
+    /// A client started a new session after losing one.
+    Reconnect,
+    /// A message was fragmented (larger than a frame).
+    Fragmented,
+}
+
+/// Clock faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClockFaults {
+    /// Each node's clock starts up to this far ahead.
+    pub max_offset: Duration,
+    /// Each node's clock drifts by up to this many ppm either way.
+    pub max_drift_ppm: u32,
+}
+
+/// The attacker node: it sees every datagram to and from the server and
+/// injects replays, reflections, forgeries and garbage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Attacker {
+    /// Mean gap between injections.
+    pub interval: Duration,
+}
+
+/// A simulation scenario. Build one with the named constructors in
+/// [`crate::scenarios`] or by hand; [`crate::run`] runs it from a seed.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Its name (the failure message's replay command uses it).
+    pub name: String,
+    /// Number of clients.
+    pub clients: usize,
+    /// How they reach the server.
+    pub transport: Transport,
+    /// The clients' session configuration.
+    pub session: SessionConfig,
+    /// The server's session configuration (`None`: the clients').
+    pub server_session: Option<SessionConfig>,
+    /// The server's cookie policy.
+    pub retry: RetryPolicy,
+    /// The idle timeout both sides announce. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Faults from the client to the server.
+    pub up: LinkConfig,
+    /// Faults from the server to the client.
+    pub down: LinkConfig,
+    /// Split stream writes into arbitrary chunks.
+    pub split_stream_writes: bool,
+    /// Clock faults.
+    pub clocks: ClockFaults,
+    /// An attacker, if any.
+    pub attacker: Option<Attacker>,
+    /// What is sent.
+    pub workload: Workload,
+    /// Actions at their times (from the start of the run).
+    pub schedule: Vec<(Duration, Action)>,
+    /// Draw the link faults from the seed ("swarm" testing) instead of
+    /// `up` and `down`.
+    pub swarm: bool,
+    /// Marks each run should reach (checked over a sweep: at least one run
+    /// of the sweep must reach each).
+    pub marks: Vec<Mark>,
+    /// Whether every reliable message must be acknowledged (no session may
+    /// be lost to a fault: partitions shorter than the idle timeout, no
+    /// crash). Otherwise messages may fail with their session, but never
+    /// be duplicated, reordered or corrupted.
+    pub lossless: bool,
+    /// Whether every client must be connected at the end of the fault phase
+    /// (reconnections included).
+    pub reconnect: bool,
+    /// How long (simulated) the run may take before it is a liveness failure.
+    pub time_limit: Duration,
+    /// How long the liveness phase (faults calmed) may take to settle.
+    pub settle_limit: Duration,
+}
+
+impl Scenario {
+    /// A clean scenario: one datagram client, 200 messages, no faults.
+    pub fn new(name: &str) -> Scenario {
+        let mut session = SessionConfig::default();
+        session.heartbeat_interval = Some(Duration::from_secs(5));
+        Scenario {
+            name: name.to_string(),
+            clients: 1,
+            transport: Transport::Datagram,
+            session,
+            server_session: None,
+            retry: RetryPolicy::UnderLoad(64),
+            idle_timeout: Duration::from_secs(30),
+            up: LinkConfig::default(),
+            down: LinkConfig::default(),
+            split_stream_writes: true,
+            clocks: ClockFaults::default(),
+            attacker: None,
+            workload: Workload::default(),
+            schedule: Vec::new(),
+            swarm: false,
+            marks: Vec::new(),
+            lossless: true,
+            reconnect: true,
+            time_limit: Duration::from_secs(600),
+            settle_limit: Duration::from_secs(120),
+        }
+    }
+
+    /// Both directions' faults.
+    pub fn links(mut self, config: LinkConfig) -> Scenario {
+        self.up = config.clone();
+        self.down = config;
+        self
+    }
+
+    /// Adds an action at `at`.
+    pub fn at(mut self, at: Duration, action: Action) -> Scenario {
+        self.schedule.push((at, action));
+        self.schedule.sort_by_key(|(t, _)| *t);
+        self
+    }
+
+    /// Expects these marks.
+    pub fn expect(mut self, marks: &[Mark]) -> Scenario {
+        self.marks.extend_from_slice(marks);
+        self
+    }
+
+    /// The seed-drawn variant of this scenario's faults: links drawn per
+    /// direction, and the fault schedule's times jittered.
+    pub(crate) fn sample(&mut self, c: &mut Choices) {
+        if self.swarm {
+            self.up = LinkConfig::swarm(c);
+            self.down = LinkConfig::swarm(c);
+        }
+    }
+
+    /// The sampled configuration, as it would be written in a test.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "scenario = {:?}\nclients = {}\ntransport = {:?}\nlossless = {}\n",
+            self.name, self.clients, self.transport, self.lossless
+        );
+        s += &format!("up = {:?}\ndown = {:?}\n", self.up, self.down);
+        s += &format!("clocks = {:?}\nattacker = {:?}\nworkload = {:?}\n", self.clocks, self.attacker, self.workload);
+        for (t, a) in &self.schedule {
+            s += &format!("at {:?}: {:?}\n", t, a);
+        }
+        s
+    }
+
+    /// Whether the links can lose anything (random loss, partitions).
+    pub fn lossy(&self) -> bool {
+        [&self.up, &self.down].iter().any(|l| l.loss != Loss::None || l.down)
+    }
+}

@@ -1,0 +1,246 @@
+//! The scenarios the simulator ships, by name. Each is a plain
+//! [`Scenario`]; tests and the `xtmp-sim` command run them over seeds.
+
+use std::time::Duration;
+
+use xtmp_core::endpoint::RetryPolicy;
+
+use crate::link::{Latency, LinkConfig, Loss};
+use crate::scenario::{Action, Attacker, ClockFaults, Dir, Mark, Scenario, Transport, Who, Workload};
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+/// Every named scenario, for sweeps.
+pub const NAMES: &[&str] = &[
+    "clean",
+    "lossy",
+    "corruption",
+    "partition_heals",
+    "partition_idle",
+    "server_restart",
+    "key_rotation",
+    "many_clients",
+    "large_messages",
+    "attacker",
+    "stream_severed",
+    "hybrid",
+    "nat_rebinding",
+    "clock_faults",
+    "mtu_change",
+    "cookies",
+    "swarm",
+];
+
+/// The scenario called `name`.
+pub fn by_name(name: &str) -> Option<Scenario> {
+    Some(match name {
+        "clean" => clean(),
+        "lossy" => lossy(),
+        "corruption" => corruption(),
+        "partition_heals" => partition_heals(),
+        "partition_idle" => partition_idle(),
+        "server_restart" => server_restart(),
+        "key_rotation" => key_rotation(),
+        "many_clients" => many_clients(),
+        "large_messages" => large_messages(),
+        "attacker" => attacker(),
+        "stream_severed" => stream_severed(),
+        "hybrid" => hybrid(),
+        "nat_rebinding" => nat_rebinding(),
+        "clock_faults" => clock_faults(),
+        "mtu_change" => mtu_change(),
+        "cookies" => cookies(),
+        "swarm" => swarm(),
+        _ => return None,
+    })
+}
+
+/// A clean handshake and 10,000 messages.
+pub fn clean() -> Scenario {
+    let mut s = Scenario::new("clean");
+    s.workload = Workload { messages: 10_000, interval: Duration::from_micros(500), ..Workload::default() };
+    s
+}
+
+/// 20 % loss both ways, with reordering and duplication.
+pub fn lossy() -> Scenario {
+    let link = LinkConfig {
+        latency: Latency::Uniform(ms(5), ms(30)),
+        loss: Loss::Bernoulli(0.2),
+        duplicate: 0.05,
+        reorder: 0.1,
+        hold_back: ms(80),
+        ..LinkConfig::default()
+    };
+    let mut s = Scenario::new("lossy").links(link).expect(&[Mark::Retransmission, Mark::ReplayRejected]);
+    s.workload.messages = 300;
+    s
+}
+
+/// Bit flips and truncations on 5 % of datagrams: refused, never delivered.
+pub fn corruption() -> Scenario {
+    let link = LinkConfig { corrupt: 0.05, ..LinkConfig::default() };
+    Scenario::new("corruption").links(link).expect(&[Mark::Rejected, Mark::Retransmission])
+}
+
+/// A partition longer than the retransmission timeout, which heals.
+pub fn partition_heals() -> Scenario {
+    Scenario::new("partition_heals")
+        .at(ms(400), Action::Partition(Who::All, None))
+        .at(secs(4), Action::Heal(Who::All))
+        .expect(&[Mark::Probe, Mark::Retransmission])
+}
+
+/// A partition longer than the idle timeout: both sides end the session
+/// cleanly; the client reconnects after the heal.
+pub fn partition_idle() -> Scenario {
+    let mut s = Scenario::new("partition_idle")
+        .at(ms(400), Action::Partition(Who::All, None))
+        .at(secs(12), Action::Heal(Who::All))
+        .expect(&[Mark::IdleTimeout, Mark::Reconnect]);
+    s.idle_timeout = secs(5);
+    s.session.heartbeat_interval = Some(secs(1));
+    s.lossless = false;
+    s
+}
+
+/// The server crashes (all state lost) and restarts: the client notices
+/// (idle timeout) and starts a new session.
+pub fn server_restart() -> Scenario {
+    let mut s = Scenario::new("server_restart")
+        .at(ms(500), Action::CrashServer)
+        .at(secs(2), Action::RestartServer)
+        .expect(&[Mark::Reconnect, Mark::IdleTimeout]);
+    s.idle_timeout = secs(5);
+    s.session.heartbeat_interval = Some(secs(1));
+    s.workload.messages = 400;
+    s.lossless = false;
+    s
+}
+
+/// Key rotation under load: the sending key ratchets every second, and a
+/// hybrid re-key is forced twice.
+pub fn key_rotation() -> Scenario {
+    let mut s = Scenario::new("key_rotation")
+        .at(secs(3), Action::Rekey(Who::All))
+        .at(secs(7), Action::Rekey(Who::All))
+        .at(ms(5500), Action::UpdateKey(Who::All))
+        .links(LinkConfig { loss: Loss::Bernoulli(0.02), reorder: 0.05, ..LinkConfig::default() })
+        .expect(&[Mark::KeyUpdate, Mark::Rekey]);
+    s.session.key_update_interval = secs(1);
+    s.session.key_grace = ms(500);
+    s.workload = Workload { messages: 2_000, interval: ms(5), ..Workload::default() };
+    s
+}
+
+/// Twenty clients on one server.
+pub fn many_clients() -> Scenario {
+    let mut s =
+        Scenario::new("many_clients").links(LinkConfig { loss: Loss::Bernoulli(0.01), ..LinkConfig::default() });
+    s.clients = 20;
+    s.workload.messages = 100;
+    s
+}
+
+/// Messages up to 1 MiB over a 1,200-byte MTU with 5 % loss.
+pub fn large_messages() -> Scenario {
+    let link = LinkConfig { mtu: 1200, loss: Loss::Bernoulli(0.05), ..LinkConfig::default() };
+    let mut s = Scenario::new("large_messages").links(link).expect(&[Mark::Fragmented, Mark::Retransmission]);
+    s.workload = Workload {
+        messages: 60,
+        interval: ms(20),
+        large_chance: 0.3,
+        large: 1 << 20,
+        unreliable: 0.0,
+        ..Workload::default()
+    };
+    s.session.max_reassembly_bytes = 2 << 20;
+    s
+}
+
+/// An attacker on the path replays, reflects, forges and sprays frames.
+pub fn attacker() -> Scenario {
+    let mut s = Scenario::new("attacker").expect(&[Mark::ReplayRejected, Mark::Rejected]);
+    s.attacker = Some(Attacker { interval: ms(10) });
+    s.clients = 2;
+    s
+}
+
+/// A stream transport whose connection is reset three times.
+pub fn stream_severed() -> Scenario {
+    let mut s = Scenario::new("stream_severed")
+        .at(ms(300), Action::Sever(Who::All))
+        .at(ms(900), Action::Sever(Who::All))
+        .at(ms(1500), Action::Sever(Who::All))
+        .expect(&[Mark::Migration]);
+    s.transport = Transport::Stream;
+    s.workload.interval = ms(4);
+    s
+}
+
+/// A stream path and a datagram path in one session; the stream is reset.
+pub fn hybrid() -> Scenario {
+    let mut s = Scenario::new("hybrid")
+        .links(LinkConfig { loss: Loss::Bernoulli(0.05), ..LinkConfig::default() })
+        .at(ms(600), Action::Sever(Who::All));
+    s.transport = Transport::Hybrid;
+    s
+}
+
+/// The client's address changes (a NAT rebinding) three times.
+pub fn nat_rebinding() -> Scenario {
+    Scenario::new("nat_rebinding")
+        .at(ms(300), Action::Rebind(Who::All))
+        .at(ms(700), Action::Rebind(Who::All))
+        .at(ms(1200), Action::Rebind(Who::All))
+        .expect(&[Mark::Migration])
+}
+
+/// Clocks offset by up to an hour, drifting by up to 500 ppm, and stepping.
+pub fn clock_faults() -> Scenario {
+    let mut s = Scenario::new("clock_faults")
+        .at(ms(500), Action::ClockStep(Some(0), secs(2)))
+        .at(secs(1), Action::ClockStep(None, ms(700)))
+        .links(LinkConfig { loss: Loss::Bernoulli(0.03), ..LinkConfig::default() });
+    s.clocks = ClockFaults { max_offset: secs(3600), max_drift_ppm: 500 };
+    s.clients = 2;
+    s
+}
+
+/// The path MTU drops below the datagram size for a while, then recovers.
+pub fn mtu_change() -> Scenario {
+    let mut s = Scenario::new("mtu_change")
+        .at(ms(300), Action::SetMtu(Who::All, 600))
+        .at(secs(3), Action::SetMtu(Who::All, 1500))
+        .expect(&[Mark::Retransmission]);
+    s.workload.small = 1000;
+    s
+}
+
+/// The server answers every datagram hello with a Retry cookie.
+pub fn cookies() -> Scenario {
+    let mut s = Scenario::new("cookies").expect(&[Mark::CookieIssued]);
+    s.retry = RetryPolicy::Always;
+    s.clients = 3;
+    s.workload.messages = 50;
+    s
+}
+
+/// Faults drawn from the seed for each direction ("swarm" testing), one
+/// direction possibly cut for a while.
+pub fn swarm() -> Scenario {
+    let mut s = Scenario::new("swarm")
+        .at(ms(800), Action::Partition(Who::Client(0), Some(Dir::Down)))
+        .at(secs(2), Action::Heal(Who::Client(0)));
+    s.swarm = true;
+    s.clients = 2;
+    s.workload.messages = 150;
+    s.workload.large_chance = 0.05;
+    s
+}
