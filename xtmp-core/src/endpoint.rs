@@ -143,11 +143,17 @@ pub struct SessionHandle(pub u64);
 
 /// What the endpoint tells its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EndpointEvent {
     /// A session was created from a ClientHello (its handshake is running).
     NewSession(SessionHandle, Remote),
     /// An event of one session. After its `Closed` event the session is gone.
     Session(SessionHandle, Event),
+    /// Close this connection: its stream delivered a malformed frame (the
+    /// session reported [`Event::PathFailed`] for it and carries on over
+    /// its other paths). Nothing more is sent to it and bytes from it are
+    /// dropped; the peer sees the reset and reconnects.
+    CloseRemote(Remote),
 }
 
 /// An endpoint's counters.
@@ -174,7 +180,8 @@ pub struct EndpointStats {
 struct Entry {
     session: Session,
     paths: Vec<Remote>,
-    hello_key: (Remote, u64),
+    /// The client's session id from its hello.
+    hello_key: u64,
 }
 
 struct PartialHello {
@@ -197,7 +204,11 @@ pub struct Endpoint {
     now: Instant,
     sessions: BTreeMap<u64, Entry>,
     routes: BTreeMap<Remote, u64>,
-    by_hello: BTreeMap<(Remote, u64), u64>,
+    /// Sessions by the client's session id: a hello repeated from another
+    /// address (a NAT rebinding during the handshake) reaches the session
+    /// it created rather than starting a second one, whose flight would mix
+    /// with the first in the client's reassembly.
+    by_hello: BTreeMap<u64, u64>,
     hellos: BTreeMap<(Remote, u64), PartialHello>,
     deframers: BTreeMap<Remote, Deframer>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
@@ -274,7 +285,7 @@ impl Endpoint {
         self.now = self.now.max(now);
         if let Some(&sid) = self.routes.get(&remote) {
             if let Some(e) = self.sessions.get_mut(&sid) {
-                let path = e.paths.iter().position(|r| *r == remote).map_or(PathId(0), |i| PathId(i as u32));
+                let path = e.paths.iter().rposition(|r| *r == remote).map_or(PathId(0), |i| PathId(i as u32));
                 e.session.handle_input(self.now, path, data);
                 self.collect(sid);
             }
@@ -345,7 +356,7 @@ impl Endpoint {
         self.hellos.retain(|(r, _), _| *r != remote);
         if let Some(sid) = self.routes.remove(&remote)
             && let Some(e) = self.sessions.get_mut(&sid)
-            && let Some(i) = e.paths.iter().position(|r| *r == remote)
+            && let Some(i) = e.paths.iter().rposition(|r| *r == remote)
         {
             e.session.path_closed(PathId(i as u32));
             self.collect(sid);
@@ -394,7 +405,7 @@ impl Endpoint {
             return;
         };
         let key = (remote, h.session_id);
-        if let Some(&sid) = self.by_hello.get(&key) {
+        if let Some(&sid) = self.by_hello.get(&h.session_id) {
             // A retransmitted hello for a session we created: it has lost
             // our flight (its route moved on, e.g. a new stream).
             if let Some(e) = self.sessions.get_mut(&sid) {
@@ -492,8 +503,8 @@ impl Endpoint {
         }
         self.stats.sessions_created += 1;
         self.routes.insert(remote, sid);
-        self.by_hello.insert((remote, client_sid), sid);
-        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: (remote, client_sid) });
+        self.by_hello.insert(client_sid, sid);
+        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: client_sid });
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
         self.collect(sid);
     }
@@ -560,6 +571,21 @@ impl Endpoint {
         let mut closed = false;
         while let Some(ev) = e.session.poll_event() {
             closed |= matches!(ev, Event::Closed(_));
+            if let Event::PathFailed { path, .. } = &ev
+                && let Some(&remote) = e.paths.get(path.0 as usize)
+                && self.routes.get(&remote) == Some(&sid)
+            {
+                // The path is gone from the session. A datagram remote that
+                // keeps sending authenticated frames is offered to the
+                // session again as a new path (and challenged again: the
+                // last challenge may just have been lost); a stream remote
+                // is reset.
+                self.routes.remove(&remote);
+                self.deframers.remove(&remote);
+                if remote.kind == RemoteKind::Stream {
+                    self.events.push_back(EndpointEvent::CloseRemote(remote));
+                }
+            }
             self.events.push_back(EndpointEvent::Session(SessionHandle(sid), ev));
         }
         if closed && let Some(e) = self.sessions.remove(&sid) {

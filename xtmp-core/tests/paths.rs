@@ -184,3 +184,21 @@ fn a_closing_session_that_lost_its_path_waits_without_spinning_and_closes_on_a_n
         p.client_events
     );
 }
+
+#[test]
+fn a_rebinding_whose_validation_failed_is_validated_again_once_the_path_works() {
+    // Found by xtmp-sim (swarm, seed 83): the client's NAT rebinding fell
+    // into a partition, the server's challenges went unanswered and the
+    // new path failed; later frames from the same address were routed to
+    // the dead path and ignored until both sides timed out.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    p.connect();
+    p.rebind(PathId(0), "198.51.100.9:51000");
+    p.filter = Some(Box::new(|dir, _| if dir == Dir::ToClient { Verdict::Drop } else { Verdict::Deliver }));
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"after"), SendOptions::default()).unwrap();
+    p.drive(10_000, |p| p.server_events.iter().any(|e| matches!(e, Event::PathFailed { .. })));
+    p.filter = None;
+    p.drive(10_000, |p| p.client_events.contains(&Event::Acked(id)));
+    assert!(p.server_events.iter().any(|e| matches!(e, Event::PathValidated { primary: true, .. })));
+    assert_eq!(p.server_messages().len(), 1);
+}

@@ -478,3 +478,26 @@ fn the_previous_receive_key_is_erased_on_time_while_draining() {
     assert!(!p.client.is_closed(), "still draining");
     assert!(!p.client.stats().previous_recv_key, "erased at the end of its grace period");
 }
+
+#[test]
+fn a_session_without_a_live_path_does_not_pile_up_heartbeats() {
+    // Found by xtmp-sim (swarm, seed 1): with every path down, each
+    // timeout queued another heartbeat (100,000 of them) and the deadline
+    // stayed "now".
+    let mut s = Setup::new(PathKind::Stream);
+    s.session.heartbeat_interval = Some(std::time::Duration::from_secs(1));
+    let mut p = s.start();
+    p.connect();
+    p.client.path_closed(xtmp_core::session::PathId(0));
+    let mut now = p.now;
+    for _ in 0..20 {
+        let t = p.client.poll_timeout().expect("the idle timeout at least");
+        assert!(t > now, "a deadline that is not 'now'");
+        now = t;
+        p.client.handle_timeout(now);
+        if p.client.is_closed() {
+            break;
+        }
+    }
+    assert!(now >= p.now + std::time::Duration::from_secs(19) || p.client.is_closed());
+}

@@ -24,7 +24,8 @@ fn scenario(name: &str, loss: f64) -> Scenario {
         push_interval: None,
         ..Workload::default()
     };
-    let link = LinkConfig { loss: if loss > 0.0 { Loss::Bernoulli(loss) } else { Loss::None }, ..LinkConfig::default() };
+    let link =
+        LinkConfig { loss: if loss > 0.0 { Loss::Bernoulli(loss) } else { Loss::None }, ..LinkConfig::default() };
     s.links(link)
 }
 

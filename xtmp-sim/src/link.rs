@@ -275,9 +275,14 @@ impl Link {
             bytes.truncate(keep);
             return;
         }
+        let before = bytes.clone();
         for _ in 0..=c.below(4) {
             let i = c.below(bytes.len() as u64) as usize;
             bytes[i] ^= 1 << c.below(8);
+        }
+        if *bytes == before {
+            // Two flips of one bit cancelled out: corrupt means changed.
+            bytes[0] ^= 1;
         }
     }
 

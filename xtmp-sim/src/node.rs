@@ -71,6 +71,7 @@ pub(crate) struct ClientNode {
     pub(crate) backoff: u32,
     /// A new stream connection is due (the last one was severed).
     pub(crate) redial_at: Option<u64>,
+    pub(crate) redial_kind: PathKind,
     pub(crate) up_dgram: Link,
     pub(crate) down_dgram: Link,
     pub(crate) up_stream: Link,
@@ -107,6 +108,7 @@ impl ClientNode {
             reconnect_at: None,
             backoff: 0,
             redial_at: None,
+            redial_kind: PathKind::Stream,
             up_dgram: Link::new(up.clone()),
             down_dgram: Link::new(down.clone()),
             up_stream: Link::new(up),

@@ -195,6 +195,10 @@ pub struct Scenario {
     /// Draw the link faults from the seed ("swarm" testing) instead of
     /// `up` and `down`.
     pub swarm: bool,
+    /// With `swarm`: also draw the transport and up to four recoverable
+    /// events (partitions, flapping, rebinding, stream resets, MTU dips,
+    /// clock steps).
+    pub swarm_events: bool,
     /// Marks each run should reach (checked over a sweep: at least one run
     /// of the sweep must reach each).
     pub marks: Vec<Mark>,
@@ -233,6 +237,7 @@ impl Scenario {
             workload: Workload::default(),
             schedule: Vec::new(),
             swarm: false,
+            swarm_events: false,
             marks: Vec::new(),
             lossless: true,
             reconnect: true,
@@ -264,10 +269,53 @@ impl Scenario {
     /// The seed-drawn variant of this scenario's faults: links drawn per
     /// direction, and the fault schedule's times jittered.
     pub(crate) fn sample(&mut self, c: &mut Choices) {
-        if self.swarm {
-            self.up = LinkConfig::swarm(c);
-            self.down = LinkConfig::swarm(c);
+        if !self.swarm {
+            return;
         }
+        self.up = LinkConfig::swarm(c);
+        self.down = LinkConfig::swarm(c);
+        if !self.swarm_events {
+            return;
+        }
+        self.transport = c.weighted(&[(2, Transport::Datagram), (1, Transport::Stream), (1, Transport::Hybrid)]);
+        // A few recoverable events at random times in the first seconds:
+        // each shorter than the idle and delivery timeouts, so the run
+        // still promises that nothing is lost.
+        for _ in 0..c.below(5) {
+            let at = Duration::from_millis(c.between(100, 3000));
+            let who = Who::Client(c.below(self.clients as u64) as usize);
+            let dir = match c.below(3) {
+                0 => None,
+                1 => Some(Dir::Up),
+                _ => Some(Dir::Down),
+            };
+            let lasting = Duration::from_millis(c.between(50, 4000));
+            match c.below(6) {
+                0 => {
+                    self.schedule.push((at, Action::Partition(who, dir)));
+                    self.schedule.push((at + lasting, Action::Heal(who)));
+                }
+                1 => {
+                    // Flapping: down and up every `period`, four times.
+                    let period = Duration::from_millis(c.between(20, 400));
+                    for k in 0..4u32 {
+                        self.schedule.push((at + period * (2 * k), Action::Partition(who, dir)));
+                        self.schedule.push((at + period * (2 * k + 1), Action::Heal(who)));
+                    }
+                }
+                2 => self.schedule.push((at, Action::Rebind(who))),
+                3 => self.schedule.push((at, Action::Sever(who))),
+                4 => {
+                    self.schedule.push((at, Action::SetMtu(who, c.between(400, 1199) as usize)));
+                    self.schedule.push((at + lasting, Action::SetMtu(who, 1500)));
+                }
+                _ => {
+                    let node = if c.chance(0.5) { None } else { Some(c.below(self.clients as u64) as usize) };
+                    self.schedule.push((at, Action::ClockStep(node, Duration::from_millis(c.between(1, 5000)))));
+                }
+            }
+        }
+        self.schedule.sort_by_key(|(t, _)| *t);
     }
 
     /// The sampled configuration, as it would be written in a test.

@@ -35,6 +35,7 @@ pub const NAMES: &[&str] = &[
     "mtu_change",
     "cookies",
     "swarm",
+    "swarm_events",
 ];
 
 /// The scenario called `name`.
@@ -57,6 +58,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "mtu_change" => mtu_change(),
         "cookies" => cookies(),
         "swarm" => swarm(),
+        "swarm_events" => swarm_events(),
         _ => return None,
     })
 }
@@ -232,8 +234,8 @@ pub fn cookies() -> Scenario {
     s
 }
 
-/// Faults drawn from the seed for each direction ("swarm" testing), one
-/// direction possibly cut for a while.
+/// Datagram link faults drawn from the seed for each direction ("swarm"
+/// testing), one direction cut for a while.
 pub fn swarm() -> Scenario {
     let mut s = Scenario::new("swarm")
         .at(ms(800), Action::Partition(Who::Client(0), Some(Dir::Down)))
@@ -242,5 +244,18 @@ pub fn swarm() -> Scenario {
     s.clients = 2;
     s.workload.messages = 150;
     s.workload.large_chance = 0.05;
+    s
+}
+
+/// [`swarm`] plus a drawn transport (datagram, stream, hybrid) and up to
+/// four random recoverable events per run (partitions, flapping, NAT
+/// rebinding, stream resets, MTU dips, clock steps). Not in the default
+/// test suite yet: about 2 % of seeds still fail (sessions stuck after a
+/// rebinding or a stream path failure under loss; listed in
+/// `regressions/open.txt`); run it with `xtmp-sim sweep swarm_events`.
+pub fn swarm_events() -> Scenario {
+    let mut s = swarm();
+    s.name = "swarm_events".into();
+    s.swarm_events = true;
     s
 }

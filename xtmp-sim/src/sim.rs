@@ -285,6 +285,9 @@ impl World {
                 c.generated,
                 st.map(|s| s.unacked_messages)
             );
+            if let Some(session) = &c.session {
+                s += &format!("\n    {session:?}");
+            }
         }
         s
     }
@@ -515,6 +518,13 @@ impl World {
                     self.note(&[5, h.0], || "server".into(), "accept", || format!("{:016x} from {}", h.0, remote.addr));
                 }
                 EndpointEvent::Session(h, ev) => self.server_event(h, ev, now),
+                EndpointEvent::CloseRemote(remote) => {
+                    // The server resets a connection whose stream broke.
+                    if let Some(&id) = self.conn_by_addr.get(&remote.addr) {
+                        self.sever_conn(id, false);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -659,12 +669,14 @@ impl World {
         }
     }
 
-    /// A client whose stream connection broke dials a new one.
+    /// A client whose stream connection broke dials a new one (or, after
+    /// a datagram path failed, opens a new socket).
     fn redial(&mut self, i: usize) {
         if self.clients[i].session.is_none() {
             return;
         }
-        let Some(path) = self.open_path(i, PathKind::Stream) else {
+        let kind = self.clients[i].redial_kind;
+        let Some(path) = self.open_path(i, kind) else {
             let c = &mut self.clients[i];
             c.redial_at = Some(self.now + backoff(c.backoff));
             c.backoff += 1;
@@ -672,7 +684,7 @@ impl World {
         };
         let c = &mut self.clients[i];
         let Some(s) = &mut c.session else { return };
-        match s.add_path(PathKind::Stream, false) {
+        match s.add_path(kind, false) {
             Some(id) => {
                 let idx = id.0 as usize;
                 if c.paths.len() <= idx {
@@ -798,6 +810,7 @@ impl World {
                     }
                 }
                 Event::KeyUpdated { sending: false, .. } => self.clients[i].attempt.recv_key_changed = Some(local),
+                Event::PathFailed { path, .. } => self.path_failed(i, path),
                 Event::Closed(reason) => {
                     self.client_closed(i, sid, reason);
                     return;
@@ -841,7 +854,10 @@ impl World {
         }
         if !connected {
             match reason {
-                CloseReason::HandshakeTimeout | CloseReason::HandshakeFailed(_) | CloseReason::Peer { .. } => {}
+                CloseReason::HandshakeTimeout
+                | CloseReason::HandshakeFailed(_)
+                | CloseReason::Peer { .. }
+                | CloseReason::PathsLost => {}
                 ref other => self.violation(format!("client{i}: handshake ended with an unexpected reason: {other}")),
             }
             self.check_handshake_time(i, false);
@@ -850,7 +866,9 @@ impl World {
             self.marks.insert(Mark::IdleTimeout);
         }
         if !closing {
-            if self.scenario.lossless {
+            // A handshake that fails loses nothing (the application has
+            // not handed the session a message yet) and is retried.
+            if self.scenario.lossless && connected {
                 self.violation(format!("client{i}: session ended in a lossless scenario: {reason}"));
             }
             let c = &mut self.clients[i];
@@ -863,6 +881,21 @@ impl World {
             c.backoff += 1;
             c.reconnect_at = Some(now + wait);
         }
+    }
+
+    /// The client's session gave up on a path: the application closes its
+    /// socket and opens a new one of the same kind a little later.
+    fn path_failed(&mut self, i: usize, path: PathId) {
+        let Some(p) = self.clients[i].paths.get(path.0 as usize).copied() else { return };
+        if let Some(id) = p.conn {
+            self.sever_conn(id, true);
+        }
+        let c = &mut self.clients[i];
+        c.paths[path.0 as usize].alive = false;
+        let wait = self.choices.between(SECOND / 100, SECOND / 2);
+        let c = &mut self.clients[i];
+        c.redial_at = Some(self.now + wait);
+        c.redial_kind = p.kind;
     }
 
     fn add_datagram_path(&mut self, i: usize) {
@@ -1070,6 +1103,7 @@ impl World {
                 // Dial again shortly (a closing session needs a path too,
                 // to deliver its Disconnect).
                 c.redial_at = Some(now + wait);
+                c.redial_kind = PathKind::Stream;
             }
         }
         let name = format!("client{}", conn.client);

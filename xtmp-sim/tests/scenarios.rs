@@ -202,3 +202,9 @@ fn marks_reflect_what_happened() {
     assert_eq!(clean.totals.delivered, 10_000);
     assert_eq!(clean.counters.dropped, 0);
 }
+
+#[test]
+#[ignore = "about 2 % of seeds still fail: see regressions/open.txt"]
+fn swarm_events() {
+    sweep("swarm_events", 300);
+}

@@ -289,6 +289,9 @@ pub struct Session {
     idle_timeout: Option<Duration>,
     last_recv: Instant,
     last_send: Instant,
+    /// When the last heartbeat was queued: a heartbeat that cannot leave
+    /// (no live path) is not queued again on every timeout.
+    last_heartbeat: Instant,
     ping: Option<(u64, Instant)>,
     scratch: Vec<u8>,
     /// Where frames are decrypted. Message bodies are split off it, so a
@@ -303,6 +306,15 @@ impl core::fmt::Debug for Session {
             .field("role", &self.role)
             .field("local_sid", &format_args!("{:016x}", self.local_sid))
             .field("established", &self.is_established())
+            .field("primary", &self.primary.0)
+            .field("paths", &self.paths.iter().map(|p| (p.kind, p.alive, p.validated)).collect::<alloc::vec::Vec<_>>())
+            .field("queued", &self.queues.iter().map(|q| q.len()).collect::<alloc::vec::Vec<_>>())
+            .field("path_queue", &self.path_queue.len())
+            .field("acks_pending", &self.acks.pending())
+            .field("ack_due", &self.ack_due())
+            .field("can_send_data", &self.can_send_data())
+            .field("in_flight", &self.recovery.in_flight())
+            .field("unacked", &self.outbound.len())
             .finish_non_exhaustive()
     }
 }
@@ -375,6 +387,7 @@ impl Session {
             idle_timeout: None,
             last_recv: now,
             last_send: now,
+            last_heartbeat: now,
             ping: None,
             scratch: Vec::new(),
             rx_buf: BytesMut::new(),

@@ -33,7 +33,7 @@ impl Session {
                     at(self.last_recv + idle);
                 }
                 if let Some(hb) = self.heartbeat_interval() {
-                    at(self.last_send + hb);
+                    at(self.last_send.max(self.last_heartbeat) + hb);
                 }
                 if let Some(k) = self.send_keys.as_ref().filter(|_| !self.rekey.freezes_sending()) {
                     at(k.since + self.config.key_update_interval);
@@ -123,9 +123,10 @@ impl Session {
                     self.update_send_key();
                 }
                 if let Some(hb) = self.heartbeat_interval()
-                    && now >= self.last_send + hb
+                    && now >= self.last_send.max(self.last_heartbeat) + hb
                     && self.is_established()
                 {
+                    self.last_heartbeat = now;
                     self.queue_ping(Flags::empty());
                 }
             }

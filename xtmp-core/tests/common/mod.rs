@@ -211,6 +211,14 @@ impl Pair {
             match e {
                 EndpointEvent::NewSession(h, _) => self.handle = Some(h),
                 EndpointEvent::Session(_, e) => self.server_events.push(e),
+                EndpointEvent::CloseRemote(r) => {
+                    // The connection is reset: the client's path breaks.
+                    if let Some(i) = self.client_paths.iter().position(|p| *p == r) {
+                        self.client.path_closed(PathId(i as u32));
+                    }
+                    self.server.remote_closed(r);
+                }
+                _ => {}
             }
         }
     }
