@@ -52,6 +52,20 @@ pub(crate) struct Attempt {
     pub(crate) closing: bool,
 }
 
+impl Attempt {
+    /// A session attempt started at simulator time `started`.
+    pub(crate) fn new(started: u64) -> Attempt {
+        Attempt {
+            started,
+            connected: false,
+            sid: None,
+            recv_key_changed: None,
+            established_local: None,
+            closing: false,
+        }
+    }
+}
+
 /// A client node.
 pub(crate) struct ClientNode {
     pub(crate) index: usize,
@@ -92,14 +106,7 @@ impl ClientNode {
             next_port: 40_000,
             clock,
             session: None,
-            attempt: Attempt {
-                started: 0,
-                connected: false,
-                sid: None,
-                recv_key_changed: None,
-                established_local: None,
-                closing: false,
-            },
+            attempt: Attempt::new(0),
             sessions_started: 0,
             paths: Vec::new(),
             pending: VecDeque::new(),

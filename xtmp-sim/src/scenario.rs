@@ -8,7 +8,7 @@ use xtmp_core::endpoint::RetryPolicy;
 use xtmp_core::session::SessionConfig;
 
 use crate::choices::Choices;
-use crate::link::{LinkConfig, Loss};
+use crate::link::LinkConfig;
 
 /// How clients reach the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,10 +330,5 @@ impl Scenario {
             s += &format!("at {:?}: {:?}\n", t, a);
         }
         s
-    }
-
-    /// Whether the links can lose anything (random loss, partitions).
-    pub fn lossy(&self) -> bool {
-        [&self.up, &self.down].iter().any(|l| l.loss != Loss::None || l.down)
     }
 }

@@ -629,14 +629,7 @@ impl World {
             Ok(s) => {
                 c.session = Some(s);
                 c.sessions_started += 1;
-                c.attempt = crate::node::Attempt {
-                    started: now,
-                    connected: false,
-                    sid: None,
-                    recv_key_changed: None,
-                    established_local: None,
-                    closing: false,
-                };
+                c.attempt = crate::node::Attempt::new(now);
                 self.counters.sessions += 1;
                 if n > 0 {
                     self.marks.insert(Mark::Reconnect);
