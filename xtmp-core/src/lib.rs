@@ -16,6 +16,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`wire`] | the 96-byte frame header, message types, flags, CRC32, frame boundaries on byte streams and in datagrams |
+//! | [`compression`] | LZ4 message bodies with a declared length, refused before allocating when too large |
 //! | [`crypto`] | the [`crypto::CryptoProvider`] trait, the pure-Rust provider (and an aws-lc-rs one behind the `aws-lc` feature), suites, secrets, the key schedule |
 //! | [`handshake`] | identities, trust, the hybrid post-quantum handshake state machines |
 //! | [`session`] | one session: handshake carriage, record protection, replay window, key updates, heartbeats, close |
@@ -54,6 +55,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod compression;
 pub mod crypto;
 pub mod endpoint;
 pub mod handshake;
@@ -62,6 +64,6 @@ pub mod session;
 pub mod time;
 pub mod wire;
 
-#[cfg(any(test, feature = "__fuzzing"))]
+#[cfg(all(feature = "std", any(test, feature = "__fuzzing")))]
 #[doc(hidden)]
 pub mod fuzzing;

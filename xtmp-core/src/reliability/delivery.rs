@@ -244,6 +244,20 @@ impl<T: PartialEq + WithBody> Inbound<T> {
         self.drain(class, deliver);
     }
 
+    /// The session ends: every complete message still waiting for an
+    /// earlier one is delivered, in order within its class (the earlier
+    /// ones will never come; their senders learn that they failed), and
+    /// partial messages are dropped. What was acknowledged is never lost.
+    pub(crate) fn release(&mut self, mut deliver: impl FnMut(T)) {
+        for c in &mut self.classes {
+            while let Some((_, (item, _))) = c.waiting.pop_first() {
+                deliver(item);
+            }
+        }
+        self.partial.clear();
+        self.held = 0;
+    }
+
     /// Drops unordered messages that made no progress for `timeout`.
     /// Returns how many.
     pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) -> usize {

@@ -468,6 +468,7 @@ impl Session {
     }
 
     pub(super) fn on_peer_disconnect(&mut self, code: CloseCode, reason: String) {
+        self.release_inbound();
         self.clear_queues();
         self.fail_all(FailReason::Closed);
         self.close_reason = Some(CloseReason::Peer { code, reason });
@@ -491,17 +492,27 @@ impl Session {
         self.state = State::Closing;
     }
 
+    /// Delivers the acknowledged messages that wait for earlier ones that
+    /// will never come (SPEC.md section 4.7), before the session stops
+    /// delivering.
+    pub(super) fn release_inbound(&mut self) {
+        let mut inbound = core::mem::replace(&mut self.inbound, Inbound::new());
+        if !matches!(self.state, State::Draining { .. }) {
+            inbound.release(|m| self.deliver(m));
+        }
+    }
+
     /// Ends the session now and reports `reason`.
     pub(super) fn finish(&mut self, reason: CloseReason) {
         if matches!(self.state, State::Closed) {
             return;
         }
+        self.release_inbound();
         self.state = State::Closed;
         self.hs_send = None;
         self.clear_queues();
         self.fail_all(FailReason::Closed);
         self.recovery.clear();
-        self.inbound = Inbound::new();
         self.send_keys = None;
         self.recv_keys = None;
         let reason = self.close_reason.take().unwrap_or(reason);

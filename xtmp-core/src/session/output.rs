@@ -161,6 +161,7 @@ impl Session {
 
     pub(super) fn after_disconnect_sent(&mut self) {
         if self.recv_keys.is_some() {
+            self.release_inbound();
             self.state = State::Draining { until: self.now + self.config.drain_period };
         } else {
             let reason = self.close_reason.clone().unwrap_or(CloseReason::HandshakeTimeout);

@@ -234,9 +234,6 @@ impl Session {
     /// A `Rekey` or `RekeyAck` chunk, opened under the peer's `generation`.
     pub(super) fn on_rekey_chunk(&mut self, ty: MessageType, generation: u32, plain: &[u8]) {
         let Some(chunk) = Chunk::parse(plain) else { return self.protocol_violation("malformed re-key message") };
-        if chunk.generation != generation {
-            return self.protocol_violation("re-key message names another key generation");
-        }
         let expected = match self.role {
             Role::Server => REKEY,
             Role::Client => REKEY_ACK,
@@ -244,12 +241,15 @@ impl Session {
         if ty != expected {
             return self.protocol_violation("re-key message from the wrong role");
         }
+        // Late copies of a completed exchange are dropped before the
+        // generation check: a chunk queued before its sender switched
+        // generations may be sealed under the new one.
         match self.role {
             Role::Server => {
                 if let Some(Pending::Server { id, .. }) = &self.rekey.pending {
                     if chunk.id == *id {
                         // The client lacks our answer: repeat it once per request.
-                        if chunk.offset == 0 {
+                        if chunk.offset == 0 && chunk.generation == generation {
                             self.queue_rekey_message();
                         }
                         return;
@@ -264,6 +264,9 @@ impl Session {
                 Some(Pending::Client { id, .. }) if *id == chunk.id => {}
                 _ => return, // A late copy of a completed exchange.
             },
+        }
+        if chunk.generation != generation {
+            return self.protocol_violation("re-key message names another key generation");
         }
         let fresh = self.rekey.incoming.as_ref().is_none_or(|a| a.id != chunk.id);
         if fresh {

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use bytes::BytesMut;
 
 use super::*;
+use crate::compression;
 use crate::reliability::ack::AckFrame;
 use crate::reliability::delivery::{Accepted, Limits, Refused, WithBody};
 use crate::reliability::recovery::Content;
@@ -28,9 +29,28 @@ fn class_queue(class: usize) -> usize {
     [Q_NORMAL, Q_HIGH, Q_EMERGENCY][class.min(2)]
 }
 
-impl WithBody for Message {
+/// A received message on its way to the application: its body is still
+/// compressed if `compressed` (every fragment must agree).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Incoming {
+    message: Message,
+    compressed: bool,
+}
+
+impl WithBody for Incoming {
     fn with_body(self, body: Bytes) -> Self {
-        Message { body, ..self }
+        Incoming { message: Message { body, ..self.message }, ..self }
+    }
+}
+
+/// The protocol violation a refused compressed body is.
+fn decompress_violation(e: compression::DecompressError) -> &'static str {
+    match e {
+        compression::DecompressError::Truncated => "compressed body shorter than its length prefix",
+        compression::DecompressError::DeclaredLength { .. } => {
+            "compressed body declares a length of zero or beyond the announced maximum"
+        }
+        _ => "compressed body is not a valid LZ4 block of its declared length",
     }
 }
 
@@ -223,7 +243,7 @@ impl Session {
             codec::KIND_RESPONSE => MessageKind::Response(MessageId(head.correlation)),
             _ => MessageKind::Message,
         };
-        let template = Message {
+        let message = Message {
             id: MessageId(head.id),
             message_type: ty,
             kind,
@@ -231,6 +251,7 @@ impl Session {
             stream_data: flags.contains(Flags::STREAM_DATA),
             body: Bytes::new(),
         };
+        let template = Incoming { message, compressed: flags.contains(Flags::COMPRESSED) };
         let class = class_index(flags);
         let limits = self.limits();
         let now = self.now;
@@ -243,6 +264,14 @@ impl Session {
                     let last = u64::from(offset) + data.len() as u64 == u64::from(total);
                     if last != flags.contains(Flags::LAST_FRAGMENT) {
                         Err(Refused::Violation("LAST_FRAGMENT does not match the fragment's position"))
+                    } else if let (true, 0, Some(Err(e))) = (
+                        template.compressed,
+                        offset,
+                        data.get(..compression::PREFIX_LEN)
+                            .map(|p| compression::declared_len(p, limits.max_message as usize)),
+                    ) {
+                        // The first fragment declares the size: a bomb is refused there.
+                        Err(Refused::Violation(decompress_violation(e)))
                     } else {
                         let key = (class, head.order, head.id);
                         inbound.on_fragment(key, template, (offset, total), data, now, &limits, |m| self.deliver(m))
@@ -250,6 +279,11 @@ impl Session {
                 }
                 None => Err(Refused::Violation("truncated fragment header")),
             }
+        } else if template.compressed
+            && let Err(e) = compression::declared_len(&plain[codec::DATA_HEADER_LEN..], limits.max_message as usize)
+        {
+            // Refused before it is stored or acknowledged.
+            Err(Refused::Violation(decompress_violation(e)))
         } else {
             let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
             let size = body.len();
@@ -269,11 +303,19 @@ impl Session {
         }
     }
 
-    /// Hands a whole message to the application, in its turn.
-    fn deliver(&mut self, m: Message) {
+    /// Hands a whole message to the application, in its turn, decompressed.
+    pub(super) fn deliver(&mut self, incoming: Incoming) {
         if matches!(self.state, State::Closed | State::Draining { .. }) {
             return;
         }
+        let Incoming { mut message, compressed } = incoming;
+        if compressed {
+            match compression::decompress(&message.body, self.local_max_message as usize) {
+                Ok(body) => message.body = body,
+                Err(e) => return self.protocol_violation(decompress_violation(e)),
+            }
+        }
+        let m = message;
         let deliverable = match m.message_type.class() {
             TypeClass::Application => m.message_type.name().is_some(),
             TypeClass::Extension => true,

@@ -15,10 +15,13 @@ pub(crate) enum Replay {
     Duplicate,
     /// Older than the window.
     TooOld,
+    /// `2^64 - 1`: never sent (SPEC.md section 3.3), so the window's top
+    /// (one past the highest accepted) always fits in a `u64`.
+    OutOfRange,
 }
 
 /// Remembers which of the last `width` sequence numbers were accepted.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ReplayWindow {
     blocks: Vec<u64>,
     /// One past the highest accepted sequence number (0: nothing yet).
@@ -39,6 +42,9 @@ impl ReplayWindow {
 
     /// Whether `seq` may be accepted. Changes nothing.
     pub(crate) fn check(&self, seq: u64) -> Result<(), Replay> {
+        if seq == u64::MAX {
+            return Err(Replay::OutOfRange);
+        }
         if seq >= self.top {
             return Ok(());
         }
@@ -75,6 +81,12 @@ impl ReplayWindow {
         self.blocks[i] |= bit;
     }
 
+    /// How many sequence numbers below the highest the window remembers.
+    #[cfg(any(test, feature = "__fuzzing"))]
+    pub(crate) fn width(&self) -> u64 {
+        self.width
+    }
+
     /// The highest accepted sequence number, if any.
     #[cfg(test)]
     pub(crate) fn highest(&self) -> Option<u64> {
@@ -102,7 +114,8 @@ mod tests {
         assert_eq!(w.highest(), Some(1000));
         w.accept(u64::MAX - 1);
         assert_eq!(w.check(u64::MAX - 1), Err(Replay::Duplicate));
-        assert_eq!(w.check(u64::MAX), Ok(()));
+        // 2^64 - 1 is never valid, so the top (one past the highest) never overflows.
+        assert_eq!(w.check(u64::MAX), Err(Replay::OutOfRange));
     }
 
     proptest! {

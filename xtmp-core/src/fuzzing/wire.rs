@@ -1,10 +1,4 @@
-//! Fuzz target bodies, as plain functions.
-//!
-//! Each cargo-fuzz target in `fuzz/fuzz_targets/` is a one-line call into
-//! this module, and the stable test suite replays every file under
-//! `fuzz/regressions/<target>/` (and the seed corpora) through the same
-//! functions, so a crash found once stays fixed without nightly. Compiled
-//! only for tests and with the `__fuzzing` feature; not a public API.
+//! Targets over the wire layer: frame decoding and the stream deframer.
 
 use alloc::vec::Vec;
 
@@ -78,35 +72,4 @@ pub fn deframer(data: &[u8]) {
     }
     assert_eq!(got, expected, "deframer disagrees with one-shot decoding");
     assert_eq!(errored, expect_error);
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use std::path::PathBuf;
-
-    /// Replays `fuzz/regressions/<target>` and `fuzz/seeds/<target>`.
-    fn replay(target: &str, f: fn(&[u8])) -> usize {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut n = 0;
-        for dir in ["regressions", "seeds"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else { continue };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                f(&std::fs::read(&path).unwrap());
-                n += 1;
-            }
-        }
-        n
-    }
-
-    #[test]
-    fn replay_frame_decode() {
-        assert!(replay("frame_decode", super::frame_decode) > 0);
-    }
-
-    #[test]
-    fn replay_deframer() {
-        assert!(replay("deframer", super::deframer) > 0);
-    }
 }
