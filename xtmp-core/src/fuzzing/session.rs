@@ -244,3 +244,54 @@ pub fn session_tamper(data: &[u8]) {
     assert_eq!(got.len(), received.len(), "a message arrived twice");
     assert!(got == bodies, "messages lost or changed: got {:?}, sent {:?}", summary(&got), summary(&bodies));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::CloseReason;
+
+    /// A data record: kind 0, message id 1, no correlation, order 1.
+    fn record(fragment: Option<(u32, u32)>, body: &[u8]) -> Vec<u8> {
+        let mut p = alloc::vec![0u8];
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(&0u64.to_be_bytes());
+        p.extend_from_slice(&1u64.to_be_bytes());
+        if let Some((offset, total)) = fragment {
+            p.extend_from_slice(&offset.to_be_bytes());
+            p.extend_from_slice(&total.to_be_bytes());
+        }
+        p.extend_from_slice(body);
+        p
+    }
+
+    /// SPEC.md section 4.8: a compressed body that declares more than the
+    /// receiver's maximum message is refused from its prefix (whole, or in
+    /// the first fragment), before anything is allocated for it.
+    #[test]
+    fn a_compression_bomb_closes_the_session_before_allocating() {
+        let mut bomb = (u32::MAX).to_be_bytes().to_vec();
+        bomb.extend_from_slice(&[0x1f, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff]);
+        let flags = Flags::COMPRESSED | Flags::REQUIRES_ACK;
+        let cases = [(flags, record(None, &bomb)), (flags | Flags::FRAGMENTED, record(Some((0, 1_000_000)), &bomb))];
+        for (flags, plain) in cases {
+            let mut server = established(Role::Server, PathKind::Datagram, AeadAlgorithm::Aes256Gcm, Arc::default());
+            let frame = Sealer::with_generation(AeadAlgorithm::Aes256Gcm, 0)
+                .seal(MessageType::BUNDLE_SUBMIT, flags, 0, &plain)
+                .unwrap();
+            server.handle_input(fixture::start(), PathId(0), &frame);
+            assert_eq!(server.stats().reassembly_bytes, 0, "{flags:?}: nothing held");
+            // The Disconnect goes out, then the session drains and closes.
+            let mut buf = alloc::vec![0u8; 2048];
+            while let Ok(Some(_)) = server.poll_transmit(fixture::start(), &mut buf) {}
+            server.handle_timeout(fixture::start().saturating_add(Duration::from_secs(60)));
+            let closed = core::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+                Event::Closed(r) => Some(r),
+                _ => None,
+            });
+            assert!(
+                matches!(&closed, Some(CloseReason::ProtocolViolation(w)) if w.contains("compressed body declares")),
+                "{flags:?}: {closed:?}"
+            );
+        }
+    }
+}

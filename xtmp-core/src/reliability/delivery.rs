@@ -383,4 +383,22 @@ mod tests {
         let r = inb.on_message(0, 4, Item(4, Bytes::new()), 5, &LIMITS, |i: Item| out.push(i.0));
         assert_eq!(r, Ok(Accepted::Duplicate), "a skipped message arriving late is not delivered");
     }
+
+    /// SPEC.md section 4.7: what was acknowledged is delivered when the
+    /// session ends, in order per class; partial messages are dropped.
+    #[test]
+    fn release_delivers_acknowledged_messages_waiting_for_lost_ones() {
+        let mut inb = Inbound::new();
+        let mut out: Vec<u64> = vec![];
+        let d = [0u8; 10];
+        for (class, order, id) in [(0, 3, 3), (0, 2, 2), (2, 5, 15)] {
+            inb.on_message(class, order, Item(id, Bytes::new()), 5, &LIMITS, |i: Item| out.push(i.0)).unwrap();
+        }
+        inb.on_fragment((1, 2, 20), Item(20, Bytes::new()), (0, 20), &d, t(0), &LIMITS, |i: Item| out.push(i.0))
+            .unwrap();
+        assert!(out.is_empty(), "every class waits for its first message");
+        inb.release(|i: Item| out.push(i.0));
+        assert_eq!(out, vec![2, 3, 15], "in order within each class; the partial message is dropped");
+        assert_eq!((inb.held(), inb.partial_count()), (0, 0));
+    }
 }
