@@ -12,7 +12,7 @@ use core::time::Duration;
 use arbitrary::Unstructured;
 
 use super::fixture::{self, forged_frame, mutate, transcript};
-use crate::endpoint::{EndpointEvent, Remote, RemoteKind};
+use crate::endpoint::{Remote, RemoteKind};
 use crate::session::{Event, PathId};
 
 /// A client fed server bytes.
@@ -104,11 +104,7 @@ pub fn handshake_server(data: &[u8]) {
             let i = remotes.iter().position(|x| *x == to).expect("sent to an address nobody used");
             traffic.entry(i).or_default().1 += len as u64;
         }
-        while let Some(e) = server.poll_event() {
-            if let EndpointEvent::Session(_, Event::Connected { .. }) = e {
-                assert!(server.session_count() >= 1);
-            }
-        }
+        while server.poll_event().is_some() {}
         for (&i, (got, out, real)) in &traffic {
             let limited = !real && remotes[i].kind == RemoteKind::Datagram;
             assert!(!limited || *out <= 3 * *got, "remote {i}: sent {out} bytes after receiving {got}");

@@ -191,7 +191,7 @@ pub fn session_ops(data: &[u8]) {
                 }
             }
             Op::Deliver { to_server, count } => {
-                let (to, _) = if to_server { (&mut s, &mut c) } else { (&mut c, &mut s) };
+                let to = if to_server { &mut s } else { &mut c };
                 for _ in 0..=count % 8 {
                     if let Some(d) = to.inbox.pop_front() {
                         to.session.handle_input(now, PathId(0), &d);
