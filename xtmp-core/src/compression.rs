@@ -38,16 +38,26 @@ pub enum DecompressError {
     Malformed,
 }
 
+impl DecompressError {
+    /// What was wrong, without the figures (for a close reason).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            DecompressError::Truncated => "compressed body shorter than its length prefix",
+            DecompressError::DeclaredLength { .. } => {
+                "compressed body declares a length of zero or beyond the announced maximum"
+            }
+            DecompressError::Malformed => "compressed body is not a valid LZ4 block of its declared length",
+        }
+    }
+}
+
 impl fmt::Display for DecompressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecompressError::Truncated => f.write_str("compressed body shorter than its 4-byte length prefix"),
             DecompressError::DeclaredLength { declared, max } => {
                 write!(f, "compressed body declares {declared} bytes uncompressed (allowed: 1 to {max})")
             }
-            DecompressError::Malformed => {
-                f.write_str("compressed body is not a valid LZ4 block of the length it declares")
-            }
+            other => f.write_str(other.reason()),
         }
     }
 }

@@ -43,17 +43,6 @@ impl WithBody for Incoming {
     }
 }
 
-/// The protocol violation a refused compressed body is.
-fn decompress_violation(e: compression::DecompressError) -> &'static str {
-    match e {
-        compression::DecompressError::Truncated => "compressed body shorter than its length prefix",
-        compression::DecompressError::DeclaredLength { .. } => {
-            "compressed body declares a length of zero or beyond the announced maximum"
-        }
-        _ => "compressed body is not a valid LZ4 block of its declared length",
-    }
-}
-
 impl Session {
     fn limits(&self) -> Limits {
         Limits { max_message: self.local_max_message, max_held: self.config.max_reassembly_bytes }
@@ -271,7 +260,7 @@ impl Session {
                             .map(|p| compression::declared_len(p, limits.max_message as usize)),
                     ) {
                         // The first fragment declares the size: a bomb is refused there.
-                        Err(Refused::Violation(decompress_violation(e)))
+                        Err(Refused::Violation(e.reason()))
                     } else {
                         let key = (class, head.order, head.id);
                         inbound.on_fragment(key, template, (offset, total), data, now, &limits, |m| self.deliver(m))
@@ -283,7 +272,7 @@ impl Session {
             && let Err(e) = compression::declared_len(&plain[codec::DATA_HEADER_LEN..], limits.max_message as usize)
         {
             // Refused before it is stored or acknowledged.
-            Err(Refused::Violation(decompress_violation(e)))
+            Err(Refused::Violation(e.reason()))
         } else {
             let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
             let size = body.len();
@@ -312,7 +301,7 @@ impl Session {
         if compressed {
             match compression::decompress(&message.body, self.local_max_message as usize) {
                 Ok(body) => message.body = body,
-                Err(e) => return self.protocol_violation(decompress_violation(e)),
+                Err(e) => return self.protocol_violation(e.reason()),
             }
         }
         let m = message;
