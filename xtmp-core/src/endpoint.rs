@@ -293,9 +293,12 @@ impl Endpoint {
         }
         match remote.kind {
             RemoteKind::Datagram => {
-                if let Some(Ok(first)) = DatagramFrames::new(data, self.config.session.max_datagram as u32).next()
-                    && let Some(sid) = self.migration_target(&first)
-                {
+                // Any sealed frame of the datagram may name the session (a
+                // client's resent flight comes first, then a Heartbeat).
+                let target = DatagramFrames::new(data, self.config.session.max_datagram as u32)
+                    .map_while(Result::ok)
+                    .find_map(|f| self.migration_target(&f));
+                if let Some(sid) = target {
                     return self.migrate(remote, sid, data);
                 }
                 for f in DatagramFrames::new(data, self.config.session.max_datagram as u32) {
@@ -306,6 +309,14 @@ impl Endpoint {
                             break;
                         }
                     }
+                }
+                // A relayed client flight may just have completed the
+                // handshake: the sealed Heartbeat after it opens the path.
+                let target = DatagramFrames::new(data, self.config.session.max_datagram as u32)
+                    .map_while(Result::ok)
+                    .find_map(|f| self.migration_target(&f));
+                if let Some(sid) = target {
+                    self.migrate(remote, sid, data);
                 }
             }
             RemoteKind::Stream => {
@@ -398,9 +409,22 @@ impl Endpoint {
         let h = frame.header();
         let chunk = (h.message_type == MessageType::HANDSHAKE && !h.flags.contains(Flags::ENCRYPTED))
             .then(|| HandshakeChunk::parse(frame.payload()))
-            .flatten()
-            .filter(|c| c.stage == codec::STAGE_CLIENT_HELLO);
-        let Some(chunk) = chunk else {
+            .flatten();
+        if chunk.is_some_and(|c| c.stage == codec::STAGE_CLIENT_FLIGHT) {
+            // The client's final flight from a new address: it was rebound
+            // after it read our flight. The flight authenticates itself;
+            // the new address becomes a path only once a sealed frame from
+            // it opens (SPEC.md 3.2).
+            match self.sessions.get_mut(&h.session_id) {
+                Some(e) if !e.session.is_established() => {
+                    e.session.handle_relayed_handshake(self.now, frame);
+                    self.collect(h.session_id);
+                }
+                _ => self.stats.dropped += 1,
+            }
+            return;
+        }
+        let Some(chunk) = chunk.filter(|c| c.stage == codec::STAGE_CLIENT_HELLO) else {
             self.stats.dropped += 1;
             return;
         };

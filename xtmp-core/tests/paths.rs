@@ -202,3 +202,32 @@ fn a_rebinding_whose_validation_failed_is_validated_again_once_the_path_works() 
     assert!(p.server_events.iter().any(|e| matches!(e, Event::PathValidated { primary: true, .. })));
     assert_eq!(p.server_messages().len(), 1);
 }
+
+#[test]
+fn a_rebinding_before_the_client_flight_is_acknowledged_loses_nothing() {
+    // Found by xtmp-sim (swarm_events, seeds 139 and 76): the client's NAT
+    // rebinding came after it had read the server's flight but before it
+    // learnt that the server had its own. Its resent flight, cleartext,
+    // came from an unknown address and was dropped, and the client, holding
+    // its data until the flight was acknowledged, idled out.
+    for server_has_flight in [false, true] {
+        let mut p = Setup::new(PathKind::Datagram).start();
+        p.drive(1000, |p| p.client.is_established());
+        let id =
+            p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"held"), SendOptions::default()).unwrap();
+        // The flight goes out (and arrives, or not); nothing comes back.
+        p.filter =
+            Some(Box::new(
+                move |dir, _| {
+                    if dir == Dir::ToServer && server_has_flight { Verdict::Deliver } else { Verdict::Drop }
+                },
+            ));
+        p.settle();
+        p.filter = None;
+        p.rebind(PathId(0), "198.51.100.9:51000");
+        p.drive(10_000, |p| p.client_events.contains(&Event::Acked(id)));
+        assert_eq!(p.server_messages().len(), 1, "server had the flight: {server_has_flight}");
+        assert!(p.server_events.iter().any(|e| matches!(e, Event::PathValidated { primary: true, .. })));
+        assert!(!p.client.is_closed());
+    }
+}

@@ -1,6 +1,7 @@
 //! Acknowledgements (SPEC.md section 4.3): the ACK frame's encoding and the
 //! receiver's record of what to acknowledge and when.
 
+use alloc::vec::Vec;
 use core::ops::Range;
 use core::time::Duration;
 
@@ -102,11 +103,26 @@ pub(crate) struct AckState {
     eliciting: u32,
     /// When an ACK must go out at the latest.
     deadline: Option<Instant>,
+    /// ACKs sent and not yet known to be seen (slots are reused, so
+    /// steady traffic allocates nothing).
+    sent: Vec<SentAck>,
 }
+
+/// An ACK we sent: the frame's sequence number (`None`: a free slot) and
+/// the ranges it carried.
+#[derive(Debug)]
+struct SentAck {
+    seq: Option<u64>,
+    ranges: RangeSet,
+}
+
+/// Sent ACKs remembered for [`AckState::on_peer_ack`]; an older one is
+/// forgotten (its ranges are then repeated until a newer ACK is seen).
+const MAX_SENT_ACKS: usize = 8;
 
 impl AckState {
     pub(crate) fn new(now: Instant) -> AckState {
-        AckState { ranges: RangeSet::new(), largest_at: now, eliciting: 0, deadline: None }
+        AckState { ranges: RangeSet::new(), largest_at: now, eliciting: 0, deadline: None, sent: Vec::new() }
     }
 
     /// Records an authenticated frame. An ack-eliciting frame asks for an
@@ -150,11 +166,38 @@ impl AckState {
         Some(largest)
     }
 
-    /// The peer has seen an ACK up to `largest`: stop repeating those ranges.
-    pub(crate) fn on_ack_acknowledged(&mut self, largest: u64) {
-        // Keep the largest itself, so an out-of-order frame below it is
-        // still recognised as out of order.
-        self.ranges.remove_below(largest);
+    /// Notes that the ACK just written went out in the frame with sequence
+    /// number `seq`: what it covered, to stop repeating exactly that once
+    /// the peer has seen it.
+    pub(crate) fn on_sent(&mut self, seq: u64) {
+        if self.sent.len() < MAX_SENT_ACKS {
+            self.sent.push(SentAck { seq: None, ranges: RangeSet::new() });
+        }
+        // A free slot, or else the oldest (lowest sequence number).
+        let slot = self.sent.iter_mut().min_by_key(|a| a.seq.map_or((0, 0), |s| (1, s)));
+        if let Some(a) = slot {
+            a.seq = Some(seq);
+            a.ranges.copy_from(&self.ranges);
+        }
+    }
+
+    /// The peer acknowledged frames `acked`: ranges our ACKs among them
+    /// covered need not be repeated. Only what such an ACK carried is
+    /// forgotten: a frame that arrived after it was written, even below its
+    /// largest (a stream frame overtaken by a datagram), is still
+    /// acknowledged. The largest stays, so an out-of-order frame below it
+    /// is still recognised as out of order.
+    pub(crate) fn on_peer_ack(&mut self, acked: &[Range<u64>]) {
+        for a in &mut self.sent {
+            if !a.seq.is_some_and(|seq| acked.iter().any(|r| r.contains(&seq))) {
+                continue;
+            }
+            a.seq = None;
+            let Some(largest) = a.ranges.max() else { continue };
+            for r in a.ranges.iter() {
+                self.ranges.remove(r.start..r.end.min(largest));
+            }
+        }
     }
 }
 
@@ -227,13 +270,38 @@ mod tests {
         assert_eq!(a.deadline(), Some(t0), "the second eliciting frame is acknowledged at once");
         let mut out = vec![0u8; a.encoded_len()];
         assert_eq!(a.write(t0, &mut out), Some(2));
+        a.on_sent(10);
         assert!(!a.pending());
         a.on_frame(5, true, t0, d);
         assert_eq!(a.deadline(), Some(t0), "a gap is reported at once");
-        a.on_ack_acknowledged(2);
+        a.on_peer_ack(&[10..11]);
         let mut out = vec![0u8; a.encoded_len()];
         a.write(t0, &mut out);
         let f = AckFrame::parse(&out).unwrap();
         assert_eq!(f.ranges().collect::<Vec<_>>(), vec![5..6, 2..3]);
+    }
+
+    #[test]
+    fn a_frame_that_arrives_after_an_ack_was_written_is_still_acknowledged() {
+        let t0 = Instant::from_nanos(1_000);
+        let d = Duration::from_millis(25);
+        let mut a = AckState::new(t0);
+        for seq in [0, 1, 3] {
+            a.on_frame(seq, true, t0, d);
+        }
+        let mut out = vec![0u8; a.encoded_len()];
+        assert_eq!(a.write(t0, &mut out), Some(3));
+        a.on_sent(7);
+        // Frame 2 (on a stream path, overtaken by 3 on a datagram path)
+        // arrives before the peer acknowledges our ACK in frame 7.
+        a.on_frame(2, true, t0, d);
+        a.on_peer_ack(&[6..8]);
+        let mut out = vec![0u8; a.encoded_len()];
+        a.write(t0, &mut out);
+        let f = AckFrame::parse(&out).unwrap();
+        assert_eq!(f.ranges().collect::<Vec<_>>(), vec![2..4], "2 was never acknowledged; 3 is the largest");
+        a.on_sent(9);
+        a.on_peer_ack(&[8..9]);
+        assert_eq!(a.sent.iter().filter(|s| s.seq.is_some()).count(), 1, "an unacknowledged ACK is remembered");
     }
 }

@@ -69,13 +69,25 @@ impl RangeSet {
         true
     }
 
-    /// Forgets everything below `x`.
-    pub(crate) fn remove_below(&mut self, x: u64) {
-        let i = self.ranges.partition_point(|r| r.end <= x);
-        self.ranges.drain(..i);
-        if let Some(first) = self.ranges.first_mut() {
-            first.start = first.start.max(x);
+    /// Makes this set a copy of `other`, reusing its allocation.
+    pub(crate) fn copy_from(&mut self, other: &RangeSet) {
+        self.ranges.clone_from(&other.ranges);
+    }
+
+    /// Removes `r` from the set, splitting a range it falls inside.
+    pub(crate) fn remove(&mut self, r: Range<u64>) {
+        if r.is_empty() {
+            return;
         }
+        let lo = self.ranges.partition_point(|x| x.end <= r.start);
+        let hi = self.ranges.partition_point(|x| x.start < r.end);
+        if lo >= hi {
+            return;
+        }
+        let left = self.ranges[lo].start..r.start;
+        let right = r.end..self.ranges[hi - 1].end;
+        let keep = [left, right].into_iter().filter(|x| !x.is_empty());
+        self.ranges.splice(lo..hi, keep);
     }
 
     /// The parts of `r` not in the set, lowest first.
@@ -140,16 +152,21 @@ mod tests {
     }
 
     #[test]
-    fn gaps_and_remove_below() {
+    fn gaps_and_remove() {
         let mut s = set(&[2..4, 6..8]);
         let g: Vec<_> = s.gaps(0..10).collect();
         assert_eq!(g, vec![0..2, 4..6, 8..10]);
         assert_eq!(s.gaps(2..4).count(), 0);
         assert_eq!(s.gaps(3..7).collect::<Vec<_>>(), vec![4..6]);
-        s.remove_below(3);
+        s.remove(0..3);
         assert_eq!(s.ranges, vec![3..4, 6..8]);
-        s.remove_below(7);
-        assert_eq!(s.ranges, vec![7..8]);
+        s.remove(6..7);
+        assert_eq!(s.ranges, vec![3..4, 7..8]);
+        s.insert(4..7, 8);
+        s.remove(5..6);
+        assert_eq!(s.ranges, vec![3..5, 6..8], "a range is split");
+        s.remove(0..100);
+        assert!(s.ranges.is_empty());
     }
 
     #[test]
@@ -165,10 +182,16 @@ mod tests {
         for _ in 0..500 {
             let a = next() % 200;
             let b = (a + next() % 10).min(200);
-            let new = s.insert(a..b, usize::MAX);
-            let model_new = model[a as usize..b as usize].iter().any(|v| !v);
-            assert_eq!(new, model_new);
-            model[a as usize..b as usize].iter_mut().for_each(|v| *v = true);
+            if next() % 4 == 0 {
+                s.remove(a..b);
+                model[a as usize..b as usize].iter_mut().for_each(|v| *v = false);
+            } else {
+                let new = s.insert(a..b, usize::MAX);
+                let model_new = model[a as usize..b as usize].iter().any(|v| !v);
+                assert_eq!(new, model_new);
+                model[a as usize..b as usize].iter_mut().for_each(|v| *v = true);
+            }
+            assert!(s.ranges.windows(2).all(|w| w[0].end < w[1].start), "sorted, disjoint, not touching");
             for (i, m) in model.iter().enumerate() {
                 assert_eq!(s.contains(i as u64), *m);
             }

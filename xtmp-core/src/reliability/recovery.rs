@@ -14,8 +14,22 @@ use super::rtt::RttEstimator;
 use crate::time::Instant;
 
 /// A frame is lost once a frame sent this many sequence numbers later on
-/// its path is acknowledged.
+/// its path is acknowledged (until reordering is seen: see
+/// [`MAX_PACKET_THRESHOLD`]).
 pub const PACKET_THRESHOLD: u64 = 3;
+
+/// The packet threshold grows, after a frame declared lost turns out to
+/// have arrived (reordering, not loss), to the distance by which that frame
+/// was outrun, up to this.
+pub const MAX_PACKET_THRESHOLD: u64 = 64;
+
+/// Each spurious loss also widens the time threshold by a quarter of the
+/// smoothed RTT, up to this many quarters (RACK's adaptive reordering
+/// window, RFC 8985 section 6.2).
+const MAX_REORDER_QUARTERS: u32 = 4;
+
+/// Frames declared lost that are remembered, to recognise spurious losses.
+const LOST_MEMORY: usize = 64;
 
 /// What a tracked frame carried, to act on when it is acknowledged or lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,10 +72,12 @@ pub(crate) struct AckOutcome {
     /// An RTT sample, if the largest acknowledged was newly acknowledged
     /// and ack-eliciting.
     pub(crate) rtt_sample: Option<Duration>,
+    /// Frames we had declared lost that the peer did receive.
+    pub(crate) spurious: u32,
 }
 
 /// The sender's record of tracked frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Recovery {
     /// In sequence order; the frame is `None` once acknowledged or lost.
     sent: VecDeque<(u64, Option<SentFrame>)>,
@@ -74,11 +90,54 @@ pub(crate) struct Recovery {
     last_eliciting_sent: Option<Instant>,
     loss_time: Option<Instant>,
     pub(crate) pto_count: u32,
+    /// Recently declared lost: (sequence number, how far it was outrun).
+    lost: VecDeque<(u64, u64)>,
+    /// Current packet threshold, and extra time threshold in quarter RTTs.
+    packet_threshold: u64,
+    reorder_quarters: u32,
 }
 
 impl Recovery {
     pub(crate) fn new() -> Recovery {
-        Recovery::default()
+        Recovery {
+            sent: VecDeque::new(),
+            live: 0,
+            in_flight: 0,
+            eliciting_in_flight: 0,
+            largest_acked: Vec::new(),
+            last_eliciting_sent: None,
+            loss_time: None,
+            pto_count: 0,
+            lost: VecDeque::new(),
+            packet_threshold: PACKET_THRESHOLD,
+            reorder_quarters: 0,
+        }
+    }
+
+    /// The packet threshold in force (it adapts to observed reordering).
+    #[cfg(test)]
+    pub(crate) fn packet_threshold(&self) -> u64 {
+        self.packet_threshold
+    }
+
+    /// An acknowledged range covers frames we declared lost: they were
+    /// reordered, not lost. Widen both thresholds so the same reordering
+    /// is not taken for loss again.
+    fn note_spurious(&mut self, range: &core::ops::Range<u64>) -> u32 {
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.lost.len() {
+            let (seq, outrun) = self.lost[i];
+            if range.contains(&seq) {
+                self.packet_threshold = self.packet_threshold.max((outrun + 1).min(MAX_PACKET_THRESHOLD));
+                self.reorder_quarters = (self.reorder_quarters + 1).min(MAX_REORDER_QUARTERS);
+                self.lost.remove(i);
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        n
     }
 
     /// Bytes of ack-eliciting frames in flight on datagram paths.
@@ -124,6 +183,9 @@ impl Recovery {
         let mut any_eliciting = false;
         let mut largest_time = None;
         for range in ack.ranges() {
+            if !self.lost.is_empty() {
+                out.spurious += self.note_spurious(&range);
+            }
             let mut i = self.sent.partition_point(|e| e.0 < range.start);
             while i < self.sent.len() && self.sent[i].0 < range.end {
                 if let Some(f) = self.resolve(i) {
@@ -172,7 +234,7 @@ impl Recovery {
         mut lost: impl FnMut(SentFrame),
     ) -> bool {
         self.loss_time = None;
-        let delay = rtt.loss_delay();
+        let delay = rtt.loss_delay() + rtt.get() * self.reorder_quarters / 4;
         let mut span: Option<(Instant, Instant)> = None;
         for i in 0..self.sent.len() {
             let Some(f) = self.sent[i].1 else { continue };
@@ -181,8 +243,12 @@ impl Recovery {
             }
             let Some(largest) = self.largest_on(f.path).filter(|l| f.seq < *l) else { continue };
             let late = f.time.saturating_add(delay);
-            if largest >= f.seq + PACKET_THRESHOLD || late <= now {
+            if largest >= f.seq + self.packet_threshold || late <= now {
                 if let Some(f) = self.resolve(i) {
+                    if self.lost.len() >= LOST_MEMORY {
+                        self.lost.pop_front();
+                    }
+                    self.lost.push_back((f.seq, largest - f.seq));
                     if f.in_flight() {
                         span = Some(span.map_or((f.time, f.time), |(a, b)| (a.min(f.time), b.max(f.time))));
                     }
@@ -290,6 +356,39 @@ mod tests {
         r.on_ack(&AckFrame::parse(&bytes).unwrap(), ms(41), |_| {});
         assert_eq!((r.in_flight(), r.live()), (0, 0));
         assert!(r.pto_deadline(&rtt, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn reordering_taken_for_loss_widens_the_thresholds() {
+        let mut r = Recovery::new();
+        let rtt = RttEstimator::new(Duration::from_millis(100));
+        for s in 0..10 {
+            r.on_sent(frame(s, s, true));
+        }
+        // 9 arrives first: 0..=6 are outrun by three or more.
+        let bytes = ack(&[9]);
+        r.on_ack(&AckFrame::parse(&bytes).unwrap(), ms(20), |_| {});
+        let mut lost = vec![];
+        r.detect_lost(ms(20), &rtt, Duration::ZERO, |f| lost.push(f.seq));
+        assert_eq!(lost, (0..7).collect::<Vec<_>>());
+        // ... but 0 and 1 had arrived: they were reordered by 9 and 8.
+        let bytes = ack(&[0, 1, 7, 8, 9]);
+        let out = r.on_ack(&AckFrame::parse(&bytes).unwrap(), ms(30), |_| {});
+        assert_eq!(out.spurious, 2);
+        assert_eq!(r.packet_threshold(), 10);
+        let again = r.on_ack(&AckFrame::parse(&bytes).unwrap(), ms(31), |_| {});
+        assert_eq!(again.spurious, 0, "each spurious loss counts once");
+        // Now a frame outrun by 9 is not lost by count, only by time,
+        // whose threshold grew by two quarters of the RTT (9/8 + 1/2).
+        for s in 10..20 {
+            r.on_sent(frame(s, 100, true));
+        }
+        let bytes = ack(&[19]);
+        r.on_ack(&AckFrame::parse(&bytes).unwrap(), ms(101), |_| {});
+        lost.clear();
+        r.detect_lost(ms(101), &rtt, Duration::ZERO, |f| lost.push(f.seq));
+        assert!(lost.is_empty(), "{lost:?}");
+        assert_eq!(r.loss_time(), Some(ms(100) + Duration::from_micros(162_500)));
     }
 
     #[test]

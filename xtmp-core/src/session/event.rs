@@ -311,6 +311,9 @@ pub struct Stats {
     pub rekeys: u64,
     /// Frames declared lost (section 4).
     pub lost: u64,
+    /// Frames declared lost that the peer had received after all
+    /// (reordering); each widens the loss thresholds (SPEC.md 4.4).
+    pub spurious_losses: u64,
     /// Frames that carried data again after a loss.
     pub retransmissions: u64,
     /// ACK frames sent.

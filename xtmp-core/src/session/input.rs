@@ -113,11 +113,33 @@ impl Session {
         }
         let Some(chunk) = HandshakeChunk::parse(frame.payload()) else { return self.drop_frame() };
         self.note_received(frame);
-        if h.session_id == self.local_sid && self.role == Role::Server {
+        if h.session_id == self.local_sid && self.role == Role::Server && !self.is_open() {
             // Only the client, having read our ServerHello, knows this id.
+            // (After the handshake a new path needs a challenge: 3.8.)
             self.paths[path.0 as usize].validated = true;
         }
         self.on_handshake_chunk(chunk);
+    }
+
+    /// A server's handshake frame that arrived from an address that is not
+    /// one of the session's paths (the endpoint relays a client flight
+    /// after a NAT rebinding). It counts toward the handshake only: it
+    /// validates no path and extends no amplification budget.
+    pub(crate) fn handle_relayed_handshake(&mut self, now: Instant, frame: &Frame<'_>) {
+        self.now = self.now.max(now);
+        let h = frame.header();
+        let relayable = self.role == Role::Server
+            && matches!(self.state, State::ServerFlight(_))
+            && h.session_id == self.local_sid
+            && h.message_type == MessageType::HANDSHAKE
+            && !h.flags.contains(Flags::ENCRYPTED);
+        match HandshakeChunk::parse(frame.payload()).filter(|c| relayable && c.stage == codec::STAGE_CLIENT_FLIGHT) {
+            Some(chunk) => {
+                self.note_received(frame);
+                self.on_handshake_chunk(chunk);
+            }
+            None => self.drop_frame(),
+        }
     }
 
     pub(super) fn note_received(&mut self, frame: &Frame<'_>) {
@@ -353,7 +375,8 @@ impl Session {
         // Authenticated: now, and only now, change state.
         // The peer's newest non-probing frame says where it is now.
         let probing = h.message_type == PATH_CHALLENGE || h.message_type == PATH_RESPONSE;
-        if self.replay.is_newest(seq) && !probing {
+        let newest = self.replay.is_newest(seq) && !probing;
+        if newest {
             self.latest_path = path;
         }
         self.replay.accept(seq);
@@ -391,6 +414,10 @@ impl Session {
                     CloseReason::ProtocolViolation("peer exceeded the key's usage limit"),
                 );
             }
+        }
+        if newest && self.role == Role::Server && path != self.primary && self.is_path_validated(path) {
+            // The client moved to another validated path (SPEC.md 3.8).
+            self.switch_primary(path);
         }
         self.rx_path = path;
         self.rx_generation = generation;

@@ -246,6 +246,10 @@ pub struct Session {
     hs_send: Option<FlightSend>,
     hs_recv: FlightRecv,
     hs_ack_pending: bool,
+    /// Client: a sealed Heartbeat goes along with the next resend of its
+    /// final flight (SPEC.md 3.2), so a server that already has the flight
+    /// learns the client's new address after a NAT rebinding.
+    hs_probe: bool,
     hs_frames: u64,
     retried: bool,
     local_max_frame: u32,
@@ -270,7 +274,8 @@ pub struct Session {
     /// What to acknowledge, and when.
     acks: AckState,
     /// Recent ACK frames sent: `(sequence number, largest acknowledged)`.
-    sent_acks: [Option<(u64, u64)>; 8],
+    /// Scratch for the ranges of an ACK being processed.
+    acked_ranges: Vec<core::ops::Range<u64>>,
     recovery: Recovery,
     rtt: RttEstimator,
     congestion: alloc::boxed::Box<dyn Controller>,
@@ -356,6 +361,7 @@ impl Session {
             hs_send: None,
             hs_recv: FlightRecv::new(),
             hs_ack_pending: false,
+            hs_probe: false,
             hs_frames: 0,
             retried: false,
             local_max_frame: params.max_frame_payload,
@@ -374,7 +380,7 @@ impl Session {
             queued_items: 0,
             tx_path: PathId(0),
             acks: AckState::new(now),
-            sent_acks: [None; 8],
+            acked_ranges: Vec::new(),
             recovery: Recovery::new(),
             rtt: RttEstimator::new(config.initial_rtt),
             congestion: config.congestion.build(now, config.max_datagram as u64),

@@ -1,5 +1,7 @@
 //! Sending: handshake chunks, sealed frames, batching and amplification.
 
+use rand_core::Rng as _;
+
 use super::*;
 
 impl Session {
@@ -21,7 +23,8 @@ impl Session {
         // frames aside): waiting output would make `poll_timeout` answer
         // "now" until a new path appears.
         let alive = self.paths[self.primary.0 as usize].alive;
-        let hs = alive && (self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending);
+        let hs = alive
+            && (self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending || self.hs_probe);
         let data = alive && !self.data_held() && (self.has_sendable() || self.ack_due());
         match self.state {
             State::Closed | State::Draining { .. } => false,
@@ -182,6 +185,16 @@ impl Session {
             }
             return Ok(None);
         }
+        if self.hs_probe {
+            // Sealed, so it opens a path at a server that has our flight;
+            // cleartext frames from a new address never do (SPEC.md 3.8).
+            let id = self.rng.next_u64();
+            let ping =
+                Outgoing::new(MessageType::HEARTBEAT, Flags::empty(), Head::Heartbeat(codec::PING, id), Bytes::new());
+            let n = self.write_sealed(&ping, None, out)?;
+            self.hs_probe = false;
+            return Ok(Some(n));
+        }
         if self.data_held() {
             return Ok(None);
         }
@@ -314,7 +327,7 @@ impl Session {
         let mut flags = item.flags;
         let datagram = self.paths[self.tx_path.0 as usize].kind == PathKind::Datagram;
         let payload = &mut out[HEADER_LEN..total];
-        let mut ack_largest = None;
+        let mut ack_written = false;
         let body_at = match item.head {
             Head::Data(d) => {
                 d.write(payload);
@@ -341,7 +354,7 @@ impl Session {
             }
             Head::Raw => 0,
             Head::Ack => {
-                ack_largest = self.acks.write(self.now, payload);
+                ack_written = self.acks.write(self.now, payload).is_some();
                 len
             }
             Head::Forward(class) => {
@@ -360,8 +373,8 @@ impl Session {
         let n = keys.seal(cipher, header, len, out).map_err(|_| usize::MAX)?;
         self.next_seq += 1;
         self.stats.frames_sent += 1;
-        if let Some(largest) = ack_largest {
-            self.on_ack_sent(seq, largest);
+        if ack_written {
+            self.on_ack_sent(seq);
         }
         self.on_frame_sent(seq, n, flags, item, data_len);
         Ok(n)

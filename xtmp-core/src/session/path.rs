@@ -186,7 +186,7 @@ impl Session {
     /// Moves application data to `path`. Datagrams in flight on the old
     /// primary path are counted lost and repeated on the new one (the peer
     /// drops duplicates): after a rebinding nothing would acknowledge them.
-    fn switch_primary(&mut self, path: PathId) {
+    pub(super) fn switch_primary(&mut self, path: PathId) {
         let old = self.primary;
         self.primary = path;
         if old != path && self.paths[old.0 as usize].kind == PathKind::Datagram {

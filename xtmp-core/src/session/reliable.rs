@@ -102,9 +102,8 @@ impl Session {
 
     /// Notes an ACK frame just sealed, to stop repeating its ranges once
     /// the peer has seen it.
-    pub(super) fn on_ack_sent(&mut self, seq: u64, largest: u64) {
-        let slot = self.sent_acks.iter().position(Option::is_none).unwrap_or((seq % 8) as usize);
-        self.sent_acks[slot] = Some((seq, largest));
+    pub(super) fn on_ack_sent(&mut self, seq: u64) {
+        self.acks.on_sent(seq);
     }
 
     /// An ACK (`C0`) arrived.
@@ -117,6 +116,7 @@ impl Session {
         let mut resolved = core::mem::take(&mut self.resolved);
         resolved.clear();
         let outcome = self.recovery.on_ack(&ack, now, |f| resolved.push(f));
+        self.stats.spurious_losses += u64::from(outcome.spurious);
         if let Some(sample) = outcome.rtt_sample {
             self.rtt.update(sample, ack.delay, self.config.max_ack_delay);
         }
@@ -131,14 +131,11 @@ impl Session {
                 self.events.push_back(Event::Acked(MessageId(id)));
             }
         }
-        for slot in &mut self.sent_acks {
-            if let Some((seq, largest)) = *slot
-                && ack.ranges().any(|r| r.contains(&seq))
-            {
-                self.acks.on_ack_acknowledged(largest);
-                *slot = None;
-            }
-        }
+        let mut acked = core::mem::take(&mut self.acked_ranges);
+        acked.clear();
+        acked.extend(ack.ranges());
+        self.acks.on_peer_ack(&acked);
+        self.acked_ranges = acked;
         self.resolved = resolved;
         self.detect_losses();
     }

@@ -137,6 +137,7 @@ impl Session {
                 let before = s.next;
                 if s.on_timeout(now, max_rto) {
                     self.stats.handshake_retransmits += (before - s.next) as u64;
+                    self.hs_probe = s.stage == codec::STAGE_CLIENT_FLIGHT && self.send_keys.is_some();
                 }
             }
         }
