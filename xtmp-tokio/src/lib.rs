@@ -1,12 +1,51 @@
 //! # xtmp-tokio
 //!
-//! The tokio adapter of XTMP. It will hold the client (`Client`, one
-//! multiplexed session per endpoint, request/response, acknowledged sends,
-//! subscriptions, reconnection) and the server (`Server::builder()`, router,
-//! publishers, limits, graceful shutdown) over TCP, UDP, WebSocket and the
-//! hybrid of a stream and a datagram path, plus the `xtmp` command.
+//! The tokio adapter of XTMP: a [`Client`] and a [`Server`] over TCP and
+//! UDP. It moves bytes and time between tokio sockets and [`xtmp_core`]
+//! and holds no protocol logic of its own: the session (handshake,
+//! encryption, replay protection, acknowledgements, retransmission, key
+//! rotation, paths) is the core's [`Session`](xtmp_core::session::Session)
+//! on the client and the core's [`Endpoint`](xtmp_core::endpoint::Endpoint)
+//! on the server; a task per side feeds them input, timeouts and time, and
+//! writes out what they produce.
 //!
-//! It moves bytes and time between tokio sockets and [`xtmp_core`] and holds
-//! no protocol logic of its own. Not yet implemented: see issue 7.
+//! ```no_run
+//! # async fn demo(identity: std::sync::Arc<xtmp_core::handshake::IdentityKeypair>) -> Result<(), xtmp_tokio::Error> {
+//! use bytes::Bytes;
+//! use xtmp_core::wire::MessageType;
+//! use xtmp_tokio::{Client, ClientSetup, Reply, Router, Server, ServerSetup, Transport};
+//!
+//! let router = Router::new().route(MessageType::REGISTRY_QUERY, |req| async move {
+//!     Ok(Reply::new(MessageType::REGISTRY_QUERY, req.message.body))
+//! });
+//! let setup = ServerSetup::new(identity.clone());
+//! let server = Server::bind(setup, Transport::Tcp, "127.0.0.1:0".parse().unwrap(), router).await?;
+//! let client =
+//!     Client::connect(server.local_addr(), Transport::Tcp, ClientSetup::pinned(identity.public().clone())).await?;
+//! let answer = client.request(MessageType::REGISTRY_QUERY, Bytes::from_static(b"wallet 7")).await?;
+//! assert_eq!(&answer.body[..], b"wallet 7");
+//! # Ok(()) }
+//! ```
+//!
+//! Still to come (issue 7): WebSocket and hybrid transports, endpoint
+//! strings and resolvers, reconnection, subscriptions and publishers,
+//! server limits beyond the core's, stats, and the `xtmp` command.
 
+mod client;
+mod clock;
+mod error;
+mod server;
+
+pub use client::{Client, ClientSetup};
+pub use error::Error;
+pub use server::{Peer, Rejection, Reply, Request, Router, Server, ServerSetup};
 pub use xtmp_core;
+
+/// Which transport a client or a listener uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP: one stream path (`xtmp://`).
+    Tcp,
+    /// UDP: one datagram path (`xtmp+udp://`).
+    Udp,
+}
