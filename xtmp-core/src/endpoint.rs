@@ -293,12 +293,7 @@ impl Endpoint {
         }
         match remote.kind {
             RemoteKind::Datagram => {
-                // Any sealed frame of the datagram may name the session (a
-                // client's resent flight comes first, then a Heartbeat).
-                let target = DatagramFrames::new(data, self.config.session.max_datagram as u32)
-                    .map_while(Result::ok)
-                    .find_map(|f| self.migration_target(&f));
-                if let Some(sid) = target {
+                if let Some(sid) = self.datagram_migration_target(data) {
                     return self.migrate(remote, sid, data);
                 }
                 for f in DatagramFrames::new(data, self.config.session.max_datagram as u32) {
@@ -312,10 +307,7 @@ impl Endpoint {
                 }
                 // A relayed client flight may just have completed the
                 // handshake: the sealed Heartbeat after it opens the path.
-                let target = DatagramFrames::new(data, self.config.session.max_datagram as u32)
-                    .map_while(Result::ok)
-                    .find_map(|f| self.migration_target(&f));
-                if let Some(sid) = target {
+                if let Some(sid) = self.datagram_migration_target(data) {
                     self.migrate(remote, sid, data);
                 }
             }
@@ -381,6 +373,15 @@ impl Endpoint {
         let sid = h.session_id;
         (h.flags.contains(Flags::ENCRYPTED) && self.sessions.get(&sid).is_some_and(|e| e.session.is_established()))
             .then_some(sid)
+    }
+
+    /// The established session any sealed frame of a datagram from an
+    /// unknown remote names (a client's resent flight comes first, then a
+    /// Heartbeat: SPEC.md 3.2).
+    fn datagram_migration_target(&self, data: &[u8]) -> Option<u64> {
+        DatagramFrames::new(data, self.config.session.max_datagram as u32)
+            .map_while(Result::ok)
+            .find_map(|f| self.migration_target(&f))
     }
 
     /// Offers `data` from a new remote to session `sid` as a new path; the

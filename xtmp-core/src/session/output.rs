@@ -188,9 +188,7 @@ impl Session {
         if self.hs_probe {
             // Sealed, so it opens a path at a server that has our flight;
             // cleartext frames from a new address never do (SPEC.md 3.8).
-            let id = self.rng.next_u64();
-            let ping =
-                Outgoing::new(MessageType::HEARTBEAT, Flags::empty(), Head::Heartbeat(codec::PING, id), Bytes::new());
+            let ping = super::timers::ping(self.rng.next_u64(), Flags::empty());
             let n = self.write_sealed(&ping, None, out)?;
             self.hs_probe = false;
             return Ok(Some(n));

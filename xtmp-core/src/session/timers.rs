@@ -157,8 +157,7 @@ impl Session {
     pub(super) fn queue_ping(&mut self, flags: Flags) {
         let id = self.rng.next_u64();
         self.ping = Some((id, self.now));
-        let ping = Outgoing::new(MessageType::HEARTBEAT, flags, Head::Heartbeat(codec::PING, id), Bytes::new());
-        self.queue(Q_CONTROL, ping);
+        self.queue(Q_CONTROL, ping(id, flags));
     }
 
     pub(super) fn update_send_key(&mut self) {
@@ -172,4 +171,9 @@ impl Session {
             Err(_) => self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
         }
     }
+}
+
+/// A Heartbeat ping with id `id`.
+pub(super) fn ping(id: u64, flags: Flags) -> Outgoing {
+    Outgoing::new(MessageType::HEARTBEAT, flags, Head::Heartbeat(codec::PING, id), Bytes::new())
 }
