@@ -231,3 +231,86 @@ fn a_rebinding_before_the_client_flight_is_acknowledged_loses_nothing() {
         assert!(!p.client.is_closed());
     }
 }
+
+#[test]
+fn a_stream_that_breaks_under_the_client_flight_is_resumed_on_the_next_one() {
+    // Found by xtmp-sim (swarm_events, seeds 203, 239, 732 and more): the
+    // TCP connection broke while it carried the client's final flight. The
+    // server, still in its handshake, gave the session up; the client had
+    // already reported `Connected` and reconnected to a session that was
+    // gone. Now the server waits (until its handshake timeout), the client
+    // reports `Connected` only once the server has proven it has the
+    // flight, and it sends the flight again, first, on its next connection.
+    for server_has_flight in [false, true] {
+        let mut p = Setup::new(PathKind::Stream).start();
+        p.drive(1000, |p| p.client.is_established());
+        p.filter = Some(Box::new(move |dir, _| match dir {
+            Dir::ToServer if server_has_flight => Verdict::Deliver,
+            _ => Verdict::Drop,
+        }));
+        p.settle();
+        assert!(!p.client_events.iter().any(|e| matches!(e, Event::Connected { .. })), "nothing confirmed yet");
+        // The connection breaks.
+        p.filter = None;
+        p.client.path_closed(PathId(0));
+        let old = p.remote;
+        p.server.remote_closed(old);
+        p.collect();
+        assert!(!p.server_events.iter().any(|e| matches!(e, Event::Closed(_))), "the server waits");
+        let path = p.add_client_path(PathKind::Stream, "192.0.2.7:40001");
+        p.drive(1000, |p| p.client_events.iter().any(|e| matches!(e, Event::Connected { .. })));
+        let id = p.client.send(MessageType::WALLET_REGISTER, Bytes::from_static(b"w"), SendOptions::request()).unwrap();
+        p.drive(1000, |p| !p.server_messages().is_empty());
+        let m = p.server_messages()[0].clone();
+        p.server_session()
+            .respond(m.id, MessageType::WALLET_REGISTER, Bytes::from_static(b"ok"), SendOptions::default())
+            .unwrap();
+        p.drive(1000, |p| !p.client_messages().is_empty());
+        assert_eq!(p.client_messages()[0].kind, xtmp_core::session::MessageKind::Response(id));
+        assert_eq!(p.client.primary_path(), path);
+        let connected = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Connected { .. })).count();
+        assert_eq!((connected(&p.client_events), connected(&p.server_events)), (1, 1), "{server_has_flight}");
+    }
+}
+
+#[test]
+fn a_client_whose_flight_is_never_confirmed_times_out_without_connecting() {
+    // Found by xtmp-sim (swarm_events, seed 920): the server's handshake
+    // timed out (its clock stepped forward) just before the client's final
+    // flight arrived. The client had reported `Connected`, sent into a
+    // session that no longer existed and idled out 30 s later.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    let start = p.now;
+    p.drive(1000, |p| p.client.is_established());
+    // From now on nothing reaches the client.
+    p.filter = Some(Box::new(|dir, _| if dir == Dir::ToClient { Verdict::Drop } else { Verdict::Deliver }));
+    p.drive(100_000, |p| p.client.is_closed());
+    assert!(!p.client_events.iter().any(|e| matches!(e, Event::Connected { .. })));
+    assert_eq!(p.client_events.last(), Some(&Event::Closed(xtmp_core::session::CloseReason::HandshakeTimeout)));
+    assert_eq!(p.now.saturating_duration_since(start), xtmp_core::session::SessionConfig::default().handshake_timeout);
+}
+
+#[test]
+fn a_stalled_stream_fails_and_its_messages_go_again_on_the_next_one() {
+    // Found by xtmp-sim (swarm_events, seeds 1850 and 1891): a corrupted
+    // length left the server's deframer waiting for bytes that never came.
+    // Frames on a stream are never declared lost, so the client's messages
+    // failed at their deadline while the server's pushes still arrived.
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    p.filter = Some(Box::new(|dir, _| if dir == Dir::ToServer { Verdict::Drop } else { Verdict::Deliver }));
+    let sent_at = p.now;
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"b"), SendOptions::default()).unwrap();
+    p.drive(100_000, |p| p.client_events.iter().any(|e| matches!(e, Event::PathFailed { path: PathId(0), .. })));
+    let stalled = p.now.saturating_duration_since(sent_at);
+    assert!(stalled >= xtmp_core::reliability::MIN_STALL, "failed after {stalled:?}");
+    assert!(stalled < core::time::Duration::from_secs(10), "failed after {stalled:?}");
+    assert!(!p.client.is_closed());
+    // The application reconnects; the message goes again.
+    p.filter = None;
+    let old = p.remote;
+    p.server.remote_closed(old);
+    p.add_client_path(PathKind::Stream, "192.0.2.7:40001");
+    p.drive(10_000, |p| p.client_events.contains(&Event::Acked(id)));
+    assert_eq!(p.server_messages().len(), 1);
+}

@@ -727,7 +727,9 @@ impl World {
     fn feed(&mut self, i: usize) {
         let c = &mut self.clients[i];
         let Some(s) = &mut c.session else { return };
-        if !s.is_established() || c.attempt.closing {
+        // The application waits for `Connected` (the handshake confirmed),
+        // as the adapters do.
+        if !s.is_established() || !c.attempt.connected || c.attempt.closing {
             return;
         }
         let Some(sid) = c.attempt.sid else { return };

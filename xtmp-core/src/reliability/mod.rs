@@ -24,5 +24,5 @@ pub mod rtt;
 pub use ack::MAX_ACK_RANGES;
 pub use congestion::{Controller, ControllerFactory, NewReno, NewRenoFactory};
 pub use reassembly::MAX_RUNS;
-pub use recovery::{MAX_PACKET_THRESHOLD, PACKET_THRESHOLD};
+pub use recovery::{MAX_PACKET_THRESHOLD, MIN_STALL, PACKET_THRESHOLD, STALL_PTOS};
 pub use rtt::RttEstimator;

@@ -23,6 +23,15 @@ pub const PACKET_THRESHOLD: u64 = 3;
 /// was outrun, up to this.
 pub const MAX_PACKET_THRESHOLD: u64 = 64;
 
+/// Probe timeouts without an acknowledgement, while frames are outstanding
+/// on a stream path, after which the stream counts as stalled and fails
+/// (the time a datagram path takes to send four backed-off probes).
+pub const STALL_PTOS: u32 = 15;
+
+/// The shortest stall: a peer busy for less than this is not taken for a
+/// dead stream.
+pub const MIN_STALL: Duration = Duration::from_secs(1);
+
 /// Each spurious loss also widens the time threshold by a quarter of the
 /// smoothed RTT, up to this many quarters (RACK's adaptive reordering
 /// window, RFC 8985 section 6.2).
@@ -90,6 +99,10 @@ pub(crate) struct Recovery {
     last_eliciting_sent: Option<Instant>,
     loss_time: Option<Instant>,
     pub(crate) pto_count: u32,
+    /// Ack-eliciting frames outstanding on stream paths, and since when
+    /// nothing was acknowledged while some were.
+    stream_outstanding: usize,
+    stream_silent_since: Option<Instant>,
     /// Recently declared lost: (sequence number, how far it was outrun).
     lost: VecDeque<(u64, u64)>,
     /// Current packet threshold, and extra time threshold in quarter RTTs.
@@ -108,6 +121,8 @@ impl Recovery {
             last_eliciting_sent: None,
             loss_time: None,
             pto_count: 0,
+            stream_outstanding: 0,
+            stream_silent_since: None,
             lost: VecDeque::new(),
             packet_threshold: PACKET_THRESHOLD,
             reorder_quarters: 0,
@@ -157,6 +172,12 @@ impl Recovery {
             self.eliciting_in_flight += 1;
             self.last_eliciting_sent = Some(f.time);
         }
+        if f.eliciting && !f.datagram {
+            if self.stream_outstanding == 0 {
+                self.stream_silent_since = Some(f.time);
+            }
+            self.stream_outstanding += 1;
+        }
         self.live += 1;
         self.sent.push_back((f.seq, Some(f)));
     }
@@ -167,6 +188,12 @@ impl Recovery {
         if f.in_flight() {
             self.in_flight -= u64::from(f.size);
             self.eliciting_in_flight -= 1;
+        }
+        if f.eliciting && !f.datagram {
+            self.stream_outstanding -= 1;
+            if self.stream_outstanding == 0 {
+                self.stream_silent_since = None;
+            }
         }
         Some(f)
     }
@@ -207,6 +234,9 @@ impl Recovery {
         }
         if out.newly {
             self.pto_count = 0;
+            if self.stream_outstanding > 0 {
+                self.stream_silent_since = Some(now);
+            }
         }
         self.trim();
         out
@@ -289,6 +319,24 @@ impl Recovery {
         }
         let backoff = 1u32 << self.pto_count.min(10);
         self.last_eliciting_sent.map(|t| t.saturating_add(rtt.pto(max_ack_delay) * backoff))
+    }
+
+    /// When a stream path counts as stalled: ack-eliciting frames are
+    /// outstanding on one and nothing was acknowledged for
+    /// [`STALL_PTOS`] probe timeouts (at least [`MIN_STALL`]). Frames on a
+    /// stream are never lost, but a stream can stop delivering: a black
+    /// hole, or a corrupted length its receiver waits on.
+    pub(crate) fn stall_deadline(&self, rtt: &RttEstimator, max_ack_delay: Duration) -> Option<Instant> {
+        let wait = (rtt.pto(max_ack_delay) * STALL_PTOS).max(MIN_STALL);
+        self.stream_silent_since.map(|t| t.saturating_add(wait))
+    }
+
+    /// The stream path of the oldest outstanding frame, once stalled; the
+    /// silence is counted afresh for whatever stays outstanding elsewhere.
+    pub(crate) fn stalled_path(&mut self, now: Instant) -> Option<u32> {
+        let path = self.sent.iter().find_map(|(_, f)| f.filter(|f| f.eliciting && !f.datagram).map(|f| f.path));
+        self.stream_silent_since = Some(now);
+        path
     }
 
     /// Forgets everything (the session ended).

@@ -163,7 +163,13 @@ impl fmt::Display for CloseReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The handshake completed; messages may flow.
+    /// The handshake completed and is confirmed (SPEC.md 3.1): on a
+    /// client, the server has proven that it holds the session keys, so
+    /// messages sent from now on reach a session that exists. (A client
+    /// may already send once [`Session::is_established`] holds, one round
+    /// trip earlier, at the risk of a `HandshakeTimeout`.)
+    ///
+    /// [`Session::is_established`]: crate::session::Session::is_established
     Connected {
         /// The peer's identity (the server's, on a client; the client's on a
         /// server that asked for one).

@@ -62,7 +62,11 @@ impl Session {
     pub(super) fn fail_path(&mut self, path: PathId, error: Option<crate::wire::WireError>) {
         self.path_closed(path);
         self.events.push_back(Event::PathFailed { path, error });
-        if !self.paths.iter().any(|p| p.alive) && !self.is_established() {
+        // A server waiting for the client's flight keeps waiting, until its
+        // handshake timeout: the client resends the flight on its next
+        // connection (SPEC.md 3.2).
+        let awaiting_flight = self.role == Role::Server && matches!(self.state, State::ServerFlight(_));
+        if !self.paths.iter().any(|p| p.alive) && !self.is_established() && !awaiting_flight {
             self.finish(CloseReason::PathsLost);
         }
     }
@@ -192,6 +196,16 @@ impl Session {
             self.hs_ack_pending = true;
         }
         if self.role == Role::Client && self.peer_sid.is_none() {
+            // The first RTT sample: from our hello to the server's answer,
+            // unless the hello was sent more than once (it would be
+            // ambiguous which one was answered).
+            if let Some(sent) = self.hs_send.as_ref().and_then(|s| s.sent_at)
+                && self.stats.handshake_retransmits == 0
+                && !self.retried
+                && !self.rtt.has_sample()
+            {
+                self.rtt_sample(self.now.saturating_duration_since(sent));
+            }
             self.learn_server_sid();
             if self.peer_sid.is_some()
                 && let Some(send) = self.hs_send.as_mut().filter(|s| s.stage == STAGE_CLIENT_HELLO)
@@ -313,6 +327,7 @@ impl Session {
         self.last_recv = self.now;
         self.rekey.last = self.now;
         self.state = State::Established;
+        let connected = Event::Connected { peer: peer_identity, cipher };
         if self.role == Role::Server {
             if let Some(s) = &mut self.hs_send {
                 s.done = true;
@@ -321,13 +336,34 @@ impl Session {
             for p in &mut self.paths {
                 p.validated = true;
             }
-        } else if self.path_kind() == PathKind::Stream {
-            // A stream delivers the flight in order, before anything after it.
-            if let Some(s) = &mut self.hs_send {
+            self.confirmed = true;
+            self.events.push_back(connected);
+            // The first sealed frame confirms the handshake to the client
+            // (SPEC.md 3.2), and its Pong gives the first RTT sample.
+            self.queue_ping(Flags::empty());
+        } else {
+            if self.path_kind() == PathKind::Stream
+                && let Some(s) = &mut self.hs_send
+            {
+                // A stream delivers the flight in order, before anything
+                // after it, so data may follow it at once.
                 s.done = s.next >= s.data.len();
             }
+            self.connected = Some(connected);
         }
-        self.events.push_back(Event::Connected { peer: peer_identity, cipher });
+    }
+
+    /// Client: a frame from the server opened under the session keys, so
+    /// the server has our flight and the handshake is complete on both
+    /// sides.
+    fn confirm(&mut self) {
+        if let Some(s) = self.hs_send.as_mut() {
+            s.done = true;
+        }
+        if !self.confirmed {
+            self.confirmed = true;
+            self.events.extend(self.connected.take());
+        }
     }
 
     pub(super) fn fail_handshake(&mut self, e: HandshakeError) {
@@ -388,10 +424,8 @@ impl Session {
         let generation = keys.number(slot).unwrap_or_default();
         self.note_received(frame);
         self.last_recv = self.now;
-        if let Some(s) = self.hs_send.as_mut() {
-            // Anything encrypted from the server means it has our flight.
-            s.done = true;
-        }
+        // Anything encrypted from the server means it has our flight.
+        self.confirm();
         let grace = self.now + self.config.key_grace;
         let promoted = self.recv_keys.as_mut().map(|k| k.promote(&*self.provider, cipher, slot, grace));
         match promoted {

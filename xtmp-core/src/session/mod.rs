@@ -250,6 +250,12 @@ pub struct Session {
     /// final flight (SPEC.md 3.2), so a server that already has the flight
     /// learns the client's new address after a NAT rebinding.
     hs_probe: bool,
+    /// Whether the peer has proven it completed the handshake: a server
+    /// at once, a client on the first frame from the server that opens
+    /// under the session keys (SPEC.md 3.2).
+    confirmed: bool,
+    /// Client: the `Connected` event, held until the handshake is confirmed.
+    connected: Option<Event>,
     hs_frames: u64,
     retried: bool,
     local_max_frame: u32,
@@ -362,6 +368,8 @@ impl Session {
             hs_recv: FlightRecv::new(),
             hs_ack_pending: false,
             hs_probe: false,
+            confirmed: false,
+            connected: None,
             hs_frames: 0,
             retried: false,
             local_max_frame: params.max_frame_payload,
@@ -540,7 +548,9 @@ impl Session {
         self.peer_sid
     }
 
-    /// Whether the handshake has completed and the session is not closing.
+    /// Whether the handshake has completed (this side has its traffic
+    /// keys) and the session is not closing. A client's handshake is
+    /// confirmed later, with [`Event::Connected`].
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Established)
     }

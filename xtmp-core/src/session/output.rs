@@ -57,6 +57,10 @@ impl Session {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         self.now = self.now.max(now);
         while let Some(&(path, _)) = self.path_queue.front() {
+            if path == self.primary && self.hs_send.as_ref().is_some_and(FlightSend::wants_send) {
+                // A client's resent flight goes first on its new path.
+                break;
+            }
             if let Some(t) = self.transmit_path_queue(path, buf)? {
                 return Ok(Some(t));
             }

@@ -52,10 +52,26 @@ impl Session {
             return None;
         }
         let id = self.push_path(kind, validated);
+        if self.role == Role::Client && !self.confirmed && !self.paths[self.primary.0 as usize].alive {
+            self.resend_flight_on(id);
+        }
         if !validated && self.is_open() {
             self.start_challenge(id);
         }
         Some(id)
+    }
+
+    /// Client: the path that carried our final flight died before the
+    /// server confirmed it, so the flight goes again, first, on the new
+    /// path, followed by a sealed Heartbeat that opens the path at a
+    /// server that completes its handshake with it (SPEC.md 3.2).
+    fn resend_flight_on(&mut self, path: PathId) {
+        let Some(s) = self.hs_send.as_mut().filter(|s| s.stage == codec::STAGE_CLIENT_FLIGHT) else { return };
+        s.next = s.acked;
+        s.done = false;
+        s.sent_at = None;
+        self.hs_probe = self.send_keys.is_some();
+        self.primary = path;
     }
 
     pub(super) fn push_path(&mut self, kind: PathKind, validated: bool) -> PathId {

@@ -342,6 +342,7 @@ impl Session {
             self.acks.deadline().filter(|_| alive),
             self.recovery.loss_time(),
             self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay),
+            self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay),
             self.outbound.next_deadline(),
             self.inbound.next_expiry(self.config.reassembly_timeout),
         ]
@@ -359,6 +360,14 @@ impl Session {
             self.recovery.pto_count += 1;
             self.stats.probes += 1;
             self.queue_ping(Flags::REQUIRES_ACK);
+        }
+        if self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay).is_some_and(|t| t <= now)
+            && let Some(path) = self.recovery.stalled_path(now)
+        {
+            // Nothing acknowledged on a stream for this long: it is stalled
+            // (a black hole, or a corrupted length its deframer waits on).
+            // Its frames go again on the next path (SPEC.md 4.4).
+            self.fail_path(PathId(path), None);
         }
         while let Some(p) = self.outbound.pop_expired(now) {
             self.stats.messages_failed += 1;

@@ -29,6 +29,9 @@ impl Session {
                 return Some(grace.map_or(until, |g| g.min(until)));
             }
             State::Established | State::Closing => {
+                if !self.confirmed {
+                    at(self.created + self.config.handshake_timeout);
+                }
                 if let Some(idle) = self.idle_timeout {
                     at(self.last_recv + idle);
                 }
@@ -99,6 +102,12 @@ impl Session {
                 }
             }
             State::Established | State::Closing => {
+                if !self.confirmed && now >= self.created + self.config.handshake_timeout {
+                    // The server never answered our flight: it lost it, or
+                    // its own handshake timed out.
+                    self.close_reason = Some(CloseReason::HandshakeTimeout);
+                    return self.finish(CloseReason::HandshakeTimeout);
+                }
                 if self.idle_timeout.is_some_and(|idle| now >= self.last_recv + idle) {
                     // Silent: the peer is gone or unreachable.
                     self.close_reason = Some(CloseReason::IdleTimeout);
