@@ -321,3 +321,31 @@ fn compressed_messages_arrive_as_sent_in_fewer_bytes() {
         assert_eq!(wire(true, &noise), wire(false, &noise), "{kind:?}");
     }
 }
+
+#[test]
+fn a_sender_with_nothing_more_to_send_is_acknowledged_at_once() {
+    // An application that awaits each acknowledged send (the adapters'
+    // `send`) used to wait the whole ACK delay (25 ms) for every message.
+    for kind in [PathKind::Datagram, PathKind::Stream] {
+        let mut p = Setup::new(kind).start();
+        p.connect();
+        for round in 0..3 {
+            let id =
+                p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"b"), SendOptions::default()).unwrap();
+            // No time passes: the ACK comes without waiting for its delay.
+            p.settle();
+            assert!(p.client_events.contains(&Event::Acked(id)), "{kind:?} round {round}");
+        }
+        // A burst asks only with its last frame.
+        let acks = p.server_session().stats().acks_sent;
+        let ids: Vec<_> = (0..20)
+            .map(|_| {
+                p.client.send(MessageType::EVENT_STREAM, Bytes::from_static(b"e"), SendOptions::default()).unwrap()
+            })
+            .collect();
+        p.settle();
+        assert!(ids.iter().all(|id| p.client_events.contains(&Event::Acked(*id))), "{kind:?}");
+        let burst_acks = p.server_session().stats().acks_sent - acks;
+        assert!(burst_acks <= 2, "{kind:?}: {burst_acks} ACKs for one burst");
+    }
+}

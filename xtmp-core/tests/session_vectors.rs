@@ -172,9 +172,10 @@ fn records_open_from_the_logged_secrets() {
             .decrypt_inout_detached((&nonce).into(), &aad, plain.as_mut_slice().into(), (&h.tag).into())
             .unwrap_or_else(|_| panic!("{} opens", r["name"]));
         let body = hex::decode(r["body"].as_str().unwrap()).unwrap();
-        // Data header: kind, message id, correlation id, order.
+        // Data header: kind (with the ACK_NOW hint), message id, correlation id, order.
         assert_eq!(plain.len(), 25 + body.len());
-        assert_eq!(plain[0], 0, "a one-way message");
+        assert_eq!(plain[0] & 0x7f, 0, "a one-way message");
+        assert_eq!(plain[0] & 0x80, 0x80, "nothing follows it: ACK_NOW (SPEC.md 4.3)");
         assert_eq!(plain[9..17], [0; 8], "no correlation");
         assert!(u64::from_be_bytes(plain[17..25].try_into().unwrap()) >= 1, "reliable: an order number");
         assert_eq!(&plain[25..], &body[..], "{}", r["name"]);

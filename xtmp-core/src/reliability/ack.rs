@@ -127,8 +127,9 @@ impl AckState {
 
     /// Records an authenticated frame. An ack-eliciting frame asks for an
     /// ACK within `max_delay`, at once if it is the second since the last
-    /// ACK or arrived out of order.
-    pub(crate) fn on_frame(&mut self, seq: u64, eliciting: bool, now: Instant, max_delay: Duration) {
+    /// ACK, arrived out of order, or asks for one (`now_please`: the
+    /// sender has nothing more to send and waits for this ACK).
+    pub(crate) fn on_frame(&mut self, seq: u64, eliciting: bool, now_please: bool, now: Instant, max_delay: Duration) {
         let largest = self.ranges.max();
         let in_order = largest.is_none_or(|l| seq == l + 1);
         if largest.is_none_or(|l| seq > l) {
@@ -139,7 +140,7 @@ impl AckState {
             return;
         }
         self.eliciting += 1;
-        let at = if self.eliciting >= 2 || !in_order { now } else { now + max_delay };
+        let at = if now_please || self.eliciting >= 2 || !in_order { now } else { now + max_delay };
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
     }
 
@@ -262,18 +263,21 @@ mod tests {
         let t0 = Instant::from_nanos(1_000);
         let d = Duration::from_millis(25);
         let mut a = AckState::new(t0);
-        a.on_frame(0, false, t0, d);
+        a.on_frame(0, false, false, t0, d);
         assert!(!a.pending() && a.deadline().is_none(), "a non-eliciting frame asks for nothing");
-        a.on_frame(1, true, t0, d);
+        a.on_frame(1, true, false, t0, d);
         assert_eq!(a.deadline(), Some(t0 + d));
-        a.on_frame(2, true, t0, d);
+        a.on_frame(2, true, false, t0, d);
         assert_eq!(a.deadline(), Some(t0), "the second eliciting frame is acknowledged at once");
         let mut out = vec![0u8; a.encoded_len()];
         assert_eq!(a.write(t0, &mut out), Some(2));
         a.on_sent(10);
         assert!(!a.pending());
-        a.on_frame(5, true, t0, d);
+        a.on_frame(5, true, false, t0, d);
         assert_eq!(a.deadline(), Some(t0), "a gap is reported at once");
+        let mut b = AckState::new(t0);
+        b.on_frame(0, true, true, t0, d);
+        assert_eq!(b.deadline(), Some(t0), "a frame that asks for an ACK now gets it now");
         a.on_peer_ack(&[10..11]);
         let mut out = vec![0u8; a.encoded_len()];
         a.write(t0, &mut out);
@@ -287,14 +291,14 @@ mod tests {
         let d = Duration::from_millis(25);
         let mut a = AckState::new(t0);
         for seq in [0, 1, 3] {
-            a.on_frame(seq, true, t0, d);
+            a.on_frame(seq, true, false, t0, d);
         }
         let mut out = vec![0u8; a.encoded_len()];
         assert_eq!(a.write(t0, &mut out), Some(3));
         a.on_sent(7);
         // Frame 2 (on a stream path, overtaken by 3 on a datagram path)
         // arrives before the peer acknowledges our ACK in frame 7.
-        a.on_frame(2, true, t0, d);
+        a.on_frame(2, true, false, t0, d);
         a.on_peer_ack(&[6..8]);
         let mut out = vec![0u8; a.encoded_len()];
         a.write(t0, &mut out);

@@ -10,6 +10,10 @@ use alloc::vec::Vec;
 pub(crate) const KIND_MESSAGE: u8 = 0;
 pub(crate) const KIND_REQUEST: u8 = 1;
 pub(crate) const KIND_RESPONSE: u8 = 2;
+/// Set in the kind byte of the frame that completes a reliable message
+/// when the sender has nothing else to send: acknowledge at once (SPEC.md
+/// 4.3).
+pub(crate) const KIND_ACK_NOW: u8 = 0x80;
 
 /// `kind u8 ‖ message id u64 ‖ correlation id u64 ‖ order u64`.
 pub(crate) const DATA_HEADER_LEN: usize = 25;
@@ -25,11 +29,13 @@ pub(crate) struct DataHeader {
     /// 0: unordered and unreliable; n: the n-th reliable message of its
     /// priority class (SPEC.md section 4.1).
     pub(crate) order: u64,
+    /// The sender asks for an immediate acknowledgement ([`KIND_ACK_NOW`]).
+    pub(crate) ack_now: bool,
 }
 
 impl DataHeader {
     pub(crate) fn write(&self, out: &mut [u8]) {
-        out[0] = self.kind;
+        out[0] = self.kind | if self.ack_now { KIND_ACK_NOW } else { 0 };
         out[1..9].copy_from_slice(&self.id.to_be_bytes());
         out[9..17].copy_from_slice(&self.correlation.to_be_bytes());
         out[17..25].copy_from_slice(&self.order.to_be_bytes());
@@ -38,7 +44,8 @@ impl DataHeader {
     pub(crate) fn parse(p: &[u8]) -> Option<DataHeader> {
         let h = p.get(..DATA_HEADER_LEN)?;
         let d = DataHeader {
-            kind: h[0],
+            kind: h[0] & !KIND_ACK_NOW,
+            ack_now: h[0] & KIND_ACK_NOW != 0,
             id: u64::from_be_bytes(h[1..9].try_into().ok()?),
             correlation: u64::from_be_bytes(h[9..17].try_into().ok()?),
             order: u64::from_be_bytes(h[17..25].try_into().ok()?),
@@ -165,7 +172,7 @@ mod tests {
     #[test]
     fn data_header_rules() {
         let mut b = [0u8; DATA_HEADER_LEN];
-        let h = |kind, id, correlation| DataHeader { kind, id, correlation, order: 9 };
+        let h = |kind, id, correlation| DataHeader { kind, id, correlation, order: 9, ack_now: false };
         h(KIND_RESPONSE, 7, 3).write(&mut b);
         assert_eq!(DataHeader::parse(&b), Some(h(KIND_RESPONSE, 7, 3)));
         h(KIND_RESPONSE, 7, 0).write(&mut b);
@@ -176,6 +183,10 @@ mod tests {
         assert_eq!(DataHeader::parse(&b), None, "id 0 is never used");
         h(3, 1, 0).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None);
+        let now = DataHeader { ack_now: true, ..h(KIND_REQUEST, 7, 0) };
+        now.write(&mut b);
+        assert_eq!(b[0], KIND_REQUEST | KIND_ACK_NOW);
+        assert_eq!(DataHeader::parse(&b), Some(now), "the hint is not part of the kind");
         assert_eq!(DataHeader::parse(&b[..24]), None);
         let mut f = [0u8; FRAGMENT_HEADER_LEN];
         write_fragment(1200, 70_000, &mut f);

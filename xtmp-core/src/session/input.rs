@@ -455,9 +455,10 @@ impl Session {
         }
         self.rx_path = path;
         self.rx_generation = generation;
+        self.rx_ack_now = false;
         if self.dispatch(h.message_type, h.flags, plain) {
             let eliciting = h.flags.contains(Flags::REQUIRES_ACK);
-            self.acks.on_frame(seq, eliciting, self.now, self.config.max_ack_delay);
+            self.acks.on_frame(seq, eliciting, self.rx_ack_now, self.now, self.config.max_ack_delay);
         }
     }
 

@@ -277,6 +277,11 @@ pub struct Session {
     queued_items: usize,
     /// The path the transmit being written goes on.
     tx_path: PathId,
+    /// The frame being written completes a reliable message and nothing
+    /// else waits: it asks for an immediate ACK.
+    tx_ack_now: bool,
+    /// The frame being dispatched asked for an immediate ACK.
+    rx_ack_now: bool,
     /// What to acknowledge, and when.
     acks: AckState,
     /// Recent ACK frames sent: `(sequence number, largest acknowledged)`.
@@ -387,6 +392,8 @@ impl Session {
             queued_bytes: 0,
             queued_items: 0,
             tx_path: PathId(0),
+            tx_ack_now: false,
+            rx_ack_now: false,
             acks: AckState::new(now),
             acked_ranges: Vec::new(),
             recovery: Recovery::new(),
@@ -732,7 +739,8 @@ impl Session {
         if options.reliable {
             flags |= Flags::REQUIRES_ACK;
         }
-        let item = Outgoing::new(ty, flags, Head::Data(DataHeader { kind, id, correlation, order }), body);
+        let item =
+            Outgoing::new(ty, flags, Head::Data(DataHeader { kind, id, correlation, order, ack_now: false }), body);
         if options.reliable {
             let deadline = self.now + options.deadline.unwrap_or(self.config.delivery_timeout);
             self.outbound.register(id, class, item.total, deadline, item.clone());

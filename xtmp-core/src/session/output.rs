@@ -249,7 +249,13 @@ impl Session {
             }
             _ => None,
         };
+        // The frame that completes a reliable message asks for an ACK at
+        // once when nothing else waits to go: the sender may be waiting for
+        // it (SPEC.md 4.3).
+        let completes = fragment.is_none_or(|chunk| chunk == item.body.len());
+        self.tx_ack_now = item.order() != 0 && completes && self.queues[Q_EMERGENCY..].iter().all(VecDeque::is_empty);
         let result = self.write_sealed(&item, fragment, out);
+        self.tx_ack_now = false;
         let counted = item.order() == 0;
         match (result, fragment) {
             (Ok(n), Some(chunk)) if chunk < item.body.len() => {
@@ -332,7 +338,7 @@ impl Session {
         let mut ack_written = false;
         let body_at = match item.head {
             Head::Data(d) => {
-                d.write(payload);
+                DataHeader { ack_now: self.tx_ack_now, ..d }.write(payload);
                 // On a datagram path every data frame is acknowledged, so
                 // congestion control sees unreliable traffic too.
                 if datagram {

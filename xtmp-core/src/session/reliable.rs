@@ -224,6 +224,7 @@ impl Session {
             self.protocol_violation("reliable message without REQUIRES_ACK");
             return false;
         }
+        self.rx_ack_now = head.ack_now;
         let kind = match head.kind {
             codec::KIND_REQUEST => MessageKind::Request,
             codec::KIND_RESPONSE => MessageKind::Response(MessageId(head.correlation)),
