@@ -339,7 +339,7 @@ impl Session {
             self.confirmed = true;
             self.events.push_back(connected);
             // The first sealed frame confirms the handshake to the client
-            // (SPEC.md 3.2), and its Pong gives the first RTT sample.
+            // (SPEC.md 3.1), and its Pong gives the first RTT sample.
             self.queue_ping(Flags::empty());
         } else {
             if self.path_kind() == PathKind::Stream

@@ -252,7 +252,7 @@ pub struct Session {
     hs_probe: bool,
     /// Whether the peer has proven it completed the handshake: a server
     /// at once, a client on the first frame from the server that opens
-    /// under the session keys (SPEC.md 3.2).
+    /// under the session keys (SPEC.md 3.1).
     confirmed: bool,
     /// Client: the `Connected` event, held until the handshake is confirmed.
     connected: Option<Event>,
@@ -520,6 +520,9 @@ impl Session {
             transcript_hash: [0; crate::crypto::HASH_LEN],
         });
         s.hs_ack_pending = false;
+        // A settled session: a client's handshake counts as confirmed.
+        s.confirmed = true;
+        s.connected = None;
         s.events.clear();
         s
     }
