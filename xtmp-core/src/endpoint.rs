@@ -8,7 +8,7 @@
 //! [`Endpoint::poll_transmit`] until `None`, [`Endpoint::poll_event`],
 //! and [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`].
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -212,7 +212,17 @@ pub struct Endpoint {
     hellos: BTreeMap<(Remote, u64), PartialHello>,
     deframers: BTreeMap<Remote, Deframer>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
+    /// The endpoint's own events (new sessions, connections to reset).
     events: VecDeque<EndpointEvent>,
+    /// Sessions that may have events for the application. Their events
+    /// stay in the session until `poll_event` takes them, so a session's
+    /// flow control sees what the application has actually read.
+    ready: BTreeSet<u64>,
+    /// Where `poll_event` continues its round over `ready`.
+    event_cursor: u64,
+    /// Closed sessions whose last events (`Closed` at least) wait to be
+    /// taken. Nothing routes to them.
+    retired: BTreeMap<u64, Session>,
     token_keys: [Option<TokenKey>; 2],
     cursor: u64,
     /// Sessions lent out by `session_mut` since the last `poll_event`.
@@ -250,6 +260,9 @@ impl Endpoint {
             deframers: BTreeMap::new(),
             stateless: VecDeque::new(),
             events: VecDeque::new(),
+            ready: BTreeSet::new(),
+            event_cursor: 0,
+            retired: BTreeMap::new(),
             token_keys: [None, None],
             cursor: 0,
             touched: Vec::new(),
@@ -262,18 +275,24 @@ impl Endpoint {
         self.stats
     }
 
-    /// Number of sessions held.
+    /// Number of sessions held (closed ones whose `Closed` event was not
+    /// taken yet are not counted).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
-    /// A session, to send on it or close it. Drain the endpoint afterwards.
+    /// A session, to send on it or close it (or, once closed, to read its
+    /// last events and counters until its `Closed` event is taken). Drain
+    /// the endpoint afterwards.
     pub fn session_mut(&mut self, h: SessionHandle) -> Option<&mut Session> {
-        let e = self.sessions.get_mut(&h.0)?;
+        let session = match self.sessions.get_mut(&h.0) {
+            Some(e) => &mut e.session,
+            None => self.retired.get_mut(&h.0)?,
+        };
         if !self.touched.contains(&h.0) {
             self.touched.push(h.0);
         }
-        Some(&mut e.session)
+        Some(session)
     }
 
     fn half_open(&self) -> usize {
@@ -522,7 +541,7 @@ impl Endpoint {
             session.validate_path(PathId(0));
         }
         let sid = session.local_session_id();
-        if self.sessions.contains_key(&sid) {
+        if self.sessions.contains_key(&sid) || self.retired.contains_key(&sid) {
             // A 2^-64 collision: refuse rather than confuse two sessions.
             return;
         }
@@ -591,13 +610,19 @@ impl Endpoint {
         issued <= self.now && self.now < issued + self.config.token_lifetime
     }
 
+    /// Looks at session `sid` after it ran: drops the routes of paths that
+    /// failed and of a session that closed, and notes whether it has events.
     fn collect(&mut self, sid: u64) {
-        let Some(e) = self.sessions.get_mut(&sid) else { return };
-        let mut closed = false;
-        while let Some(ev) = e.session.poll_event() {
-            closed |= matches!(ev, Event::Closed(_));
-            if let Event::PathFailed { path, .. } = &ev
-                && let Some(&remote) = e.paths.get(path.0 as usize)
+        let Some(e) = self.sessions.get_mut(&sid) else {
+            // Retired: forgotten once its last event is taken.
+            if self.retired.get(&sid).is_some_and(|s| !s.has_event()) {
+                self.retired.remove(&sid);
+                self.ready.remove(&sid);
+            }
+            return;
+        };
+        while let Some(path) = e.session.take_failed_path() {
+            if let Some(&remote) = e.paths.get(path.0 as usize)
                 && self.routes.get(&remote) == Some(&sid)
             {
                 // The path is gone from the session. A datagram remote that
@@ -611,27 +636,63 @@ impl Endpoint {
                     self.events.push_back(EndpointEvent::CloseRemote(remote));
                 }
             }
-            self.events.push_back(EndpointEvent::Session(SessionHandle(sid), ev));
         }
-        if closed && let Some(e) = self.sessions.remove(&sid) {
-            {
-                for r in &e.paths {
-                    if self.routes.get(r) == Some(&sid) {
-                        self.routes.remove(r);
-                    }
+        if e.session.has_event() {
+            self.ready.insert(sid);
+        }
+        if e.session.is_closed()
+            && let Some(e) = self.sessions.remove(&sid)
+        {
+            for r in &e.paths {
+                if self.routes.get(r) == Some(&sid) {
+                    self.routes.remove(r);
                 }
-                self.by_hello.remove(&e.hello_key);
+            }
+            self.by_hello.remove(&e.hello_key);
+            if e.session.has_event() {
+                self.retired.insert(sid, e.session);
             }
         }
     }
 
-    /// The next event.
+    /// The next event: the endpoint's own first, then the sessions',
+    /// one at a time from each in turn. A session's messages count
+    /// against its flow-control window until they are taken here (or
+    /// through [`Endpoint::session_mut`]), so an application that stops
+    /// reading stops its peers from sending, instead of growing a queue.
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         // Sessions handed out by `session_mut` may have events (a close).
         while let Some(sid) = self.touched.pop() {
             self.collect(sid);
         }
-        self.events.pop_front()
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        loop {
+            let sid = *self.ready.range(self.event_cursor..).next().or_else(|| self.ready.first())?;
+            let session = match self.sessions.get_mut(&sid) {
+                Some(e) => &mut e.session,
+                None => match self.retired.get_mut(&sid) {
+                    Some(s) => s,
+                    None => {
+                        self.ready.remove(&sid);
+                        continue;
+                    }
+                },
+            };
+            let event = session.poll_event();
+            let more = session.has_event();
+            if !more {
+                self.ready.remove(&sid);
+                if session.is_closed() {
+                    self.retired.remove(&sid);
+                }
+            }
+            if let Some(ev) = event {
+                self.event_cursor = sid.wrapping_add(1);
+                return Some(EndpointEvent::Session(SessionHandle(sid), ev));
+            }
+        }
     }
 
     /// Writes the next datagram or stream chunk into `buf`: where it goes

@@ -47,6 +47,9 @@ fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Every frame the pair exchanged, with its direction.
+type Wire = Rc<RefCell<Vec<(Dir, Vec<u8>)>>>;
+
 fn secret48(hex_str: &str) -> Secret<48> {
     Secret::new(hex::decode(hex_str).unwrap().try_into().unwrap())
 }
@@ -63,8 +66,12 @@ fn generate() -> Value {
     let log = Arc::new(Log::default());
     let mut s = Setup::new(PathKind::Stream);
     s.client.key_log = Some(log.clone());
+    // Small enough that the reliability vectors below fragment a message
+    // and move the flow-control window.
+    s.server().params.max_frame_payload = 1024;
+    s.server().params.receive_window = 2048;
     let mut p = s.start();
-    let wire = Rc::new(RefCell::new(Vec::<(Dir, Vec<u8>)>::new()));
+    let wire: Wire = Rc::new(RefCell::new(Vec::new()));
     let w = wire.clone();
     p.filter = Some(Box::new(move |dir, b| {
         for f in frames(b) {
@@ -111,6 +118,8 @@ fn generate() -> Value {
     assert!(p.server_session().update_key_now(now));
     capture(&mut p, "server push after two key updates, generation 2", false, 2, b"block 1025 sealed");
 
+    let reliability = reliability_frames(&mut p, &wire);
+
     // The re-key derivation from fixed inputs (section 3.6.1).
     let th = [0x11u8; 48];
     let (ss_k, ss_x) = (Secret::new([0x22u8; 32]), Secret::new([0x33u8; 32]));
@@ -134,8 +143,53 @@ fn generate() -> Value {
         "secrets": secrets,
         "handshake_frames": handshake,
         "records": records,
+        "reliability_frames": reliability,
         "rekey": rekey,
     })
+}
+
+/// One sealed frame of each section 4 kind, from the same session (the
+/// client's sending key at generation 1, the server's at 2): the first
+/// fragment of a 1,500-byte message (the server accepts 1,024-byte frame
+/// payloads), the server's ACK of it, the MaxData the server sends once
+/// its application read it (its window is 2,048 bytes), and the Forward
+/// the client sends for a message that waited for credit past its
+/// deadline.
+fn reliability_frames(p: &mut Pair, wire: &Wire) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut take = |wire: &Wire, name: &str, dir: Dir, ty: u8| {
+        let (_, frame) = wire.borrow().iter().find(|(d, f)| *d == dir && f[5] == ty).cloned().unwrap();
+        let from_client = dir == Dir::ToServer;
+        out.push(json!({
+            "name": name,
+            "from": if from_client { "client" } else { "server" },
+            "traffic_secret": if from_client { "c_ap_traffic" } else { "s_ap_traffic" },
+            "generation": if from_client { 1 } else { 2 },
+            "frame": hex::encode(frame),
+        }));
+    };
+    wire.borrow_mut().clear();
+    let big: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
+    p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from(big), SendOptions::default()).unwrap();
+    p.settle();
+    take(wire, "first fragment of a 1,500-byte message", Dir::ToServer, MessageType::BUNDLE_SUBMIT.0);
+    take(wire, "ACK", Dir::ToClient, 0xC0);
+    take(wire, "MaxData after the application read 1,500 bytes", Dir::ToClient, 0xC6);
+
+    wire.borrow_mut().clear();
+    p.server_reading = false;
+    // Offset 1,534 (the two 17-byte records, then 1,500) is below the
+    // limit of 1,534 + 2,048: it goes. The next, at 3,634, waits for
+    // credit until its deadline.
+    p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![7u8; 2100]), SendOptions::default()).unwrap();
+    let short = SendOptions { deadline: Some(std::time::Duration::from_secs(1)), ..SendOptions::default() };
+    p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"too late"), short).unwrap();
+    p.drive(1000, |p| p.client_events.iter().any(|e| matches!(e, xtmp_core::session::Event::Failed(..))));
+    p.settle();
+    take(wire, "Forward past a message that waited for credit", Dir::ToServer, 0xC5);
+    p.server_reading = true;
+    p.settle();
+    out
 }
 
 #[test]
@@ -150,6 +204,27 @@ fn vectors_file_matches_generator() {
 
 /// Each record opened from the logged secrets alone, with the RustCrypto
 /// `aes-gcm` crate directly (not the provider or the session).
+/// Opens a recorded frame with the key its traffic secret and generation name.
+fn open(v: &Value, r: &Value) -> Vec<u8> {
+    let base = secret48(v["secrets"][r["traffic_secret"].as_str().unwrap()].as_str().unwrap());
+    let keys = TrafficKeys::derive(&RustCrypto, &generation(&base, r["generation"].as_u64().unwrap() as u32)).unwrap();
+    let frame = hex::decode(r["frame"].as_str().unwrap()).unwrap();
+    let (f, _) = Frame::decode(&frame, 1 << 20).unwrap();
+    let h = f.header();
+    assert_eq!(h.key_id, keys.key_id, "{}: key id names the generation", r["name"]);
+    let nonce: [u8; 12] = h.nonce[..12].try_into().unwrap();
+    let mut plain = f.payload().to_vec();
+    aes_gcm::Aes256Gcm::new(keys.key.expose().into())
+        .decrypt_inout_detached(
+            (&nonce).into(),
+            &associated_data(f.raw_header()),
+            plain.as_mut_slice().into(),
+            (&h.tag).into(),
+        )
+        .unwrap_or_else(|_| panic!("{} opens", r["name"]));
+    plain
+}
+
 #[test]
 fn records_open_from_the_logged_secrets() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
@@ -188,6 +263,37 @@ fn records_open_from_the_logged_secrets() {
                 .decrypt_inout_detached((&nonce).into(), &aad2, again.as_mut_slice().into(), (&h.tag).into())
                 .is_err()
         );
+    }
+    let frames = v["reliability_frames"].as_array().unwrap();
+    let types: Vec<u8> = frames.iter().map(|r| hex::decode(r["frame"].as_str().unwrap()).unwrap()[5]).collect();
+    assert_eq!(types, [0x20, 0xC0, 0xC6, 0xC5], "a fragment, an ACK, a MaxData, a Forward");
+    for (r, ty) in frames.iter().zip(types) {
+        let plain = open(&v, r);
+        let name = r["name"].as_str().unwrap();
+        match ty {
+            // Data header, fragment header (offset 0, total 1,500), body:
+            // a 1,024-byte payload, the server's frame limit.
+            0x20 => {
+                assert_eq!(plain.len(), 1024, "{name}");
+                assert_eq!(&plain[25..33], [0, 0, 0, 0, 0, 0, 0x05, 0xdc], "{name}");
+                assert!(plain[33..].iter().enumerate().all(|(i, b)| *b == i as u8), "{name}");
+            }
+            // MaxData: class 0, limit: what was read (the client's two
+            // 17-byte records, then 1,500 bytes) + the 2,048-byte window.
+            0xC6 => assert_eq!(plain, [0, 0, 0, 0, 0, 0, 0, 0x0d, 0xfe], "{name}"),
+            // Forward: class 0; floor 6, the next order number (the two
+            // records, the 1,500 and 2,100-byte messages and the one given
+            // up on are 1 to 5); its credit offset 2 × 17 + 1,500 + 2,100 +
+            // 8 = 3,642.
+            0xC5 => {
+                assert_eq!(plain.len(), 17, "{name}");
+                assert_eq!(plain[0], 0, "{name}");
+                assert_eq!(u64::from_be_bytes(plain[1..9].try_into().unwrap()), 6, "{name}");
+                assert_eq!(u64::from_be_bytes(plain[9..17].try_into().unwrap()), 3642, "{name}");
+            }
+            // ACK: largest ‖ delay ‖ count ‖ first range ‖ ranges.
+            _ => assert_eq!(plain.len(), 21 + 16 * usize::from(plain[12]), "{name}"),
+        }
     }
     let rk = &v["rekey"];
     let before = secret48(v["secrets"]["c_ap_traffic"].as_str().unwrap());

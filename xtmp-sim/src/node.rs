@@ -162,6 +162,8 @@ pub(crate) struct ServerNode {
     /// Counters of sessions that ended, and of endpoints that crashed.
     pub(crate) past_stats: Vec<Stats>,
     pub(crate) past_endpoints: Vec<xtmp_core::endpoint::EndpointStats>,
+    /// Whether the server's application takes its events.
+    pub(crate) reading: bool,
 }
 
 /// A body: `client u32 ‖ session u32 ‖ seq u64 ‖ filler` where the filler

@@ -64,6 +64,9 @@ pub enum Action {
     UpdateKey(Who),
     /// A client starts a hybrid re-key now.
     Rekey(Who),
+    /// The server's application stops (`false`) or resumes (`true`)
+    /// taking its events: flow control must hold the clients back.
+    ServerReading(bool),
 }
 
 /// What the clients and the server send.
@@ -141,6 +144,8 @@ pub enum Mark {
     Reconnect,
     /// A message was fragmented (larger than a frame).
     Fragmented,
+    /// A sender waited for its peer's flow-control credit.
+    FlowBlocked,
 }
 
 /// Clock faults.
@@ -178,6 +183,8 @@ pub struct Scenario {
     pub retry: RetryPolicy,
     /// The idle timeout both sides announce. Default 30 s.
     pub idle_timeout: Duration,
+    /// The flow-control window both sides announce (`None`: the default).
+    pub receive_window: Option<u32>,
     /// Faults from the client to the server.
     pub up: LinkConfig,
     /// Faults from the server to the client.
@@ -229,6 +236,7 @@ impl Scenario {
             server_session: None,
             retry: RetryPolicy::UnderLoad(64),
             idle_timeout: Duration::from_secs(30),
+            receive_window: None,
             up: LinkConfig::default(),
             down: LinkConfig::default(),
             split_stream_writes: true,

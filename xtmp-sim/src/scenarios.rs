@@ -34,6 +34,7 @@ pub const NAMES: &[&str] = &[
     "clock_faults",
     "mtu_change",
     "cookies",
+    "slow_reader",
     "swarm",
     "swarm_events",
 ];
@@ -57,6 +58,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "clock_faults" => clock_faults(),
         "mtu_change" => mtu_change(),
         "cookies" => cookies(),
+        "slow_reader" => slow_reader(),
         "swarm" => swarm(),
         "swarm_events" => swarm_events(),
         _ => return None,
@@ -171,6 +173,23 @@ pub fn attacker() -> Scenario {
     let mut s = Scenario::new("attacker").expect(&[Mark::ReplayRejected, Mark::Rejected]);
     s.attacker = Some(Attacker { interval: ms(10) });
     s.clients = 2;
+    s
+}
+
+/// The server's application stops taking its events for seconds at a
+/// time, under a 16 KiB flow-control window, with 2 % loss: its clients
+/// wait for credit, unread memory stays bounded, nothing is lost.
+pub fn slow_reader() -> Scenario {
+    let mut s = Scenario::new("slow_reader")
+        .links(LinkConfig { loss: Loss::Bernoulli(0.02), ..LinkConfig::default() })
+        .at(ms(200), Action::ServerReading(false))
+        .at(secs(3), Action::ServerReading(true))
+        .at(ms(3500), Action::ServerReading(false))
+        .at(secs(5), Action::ServerReading(true))
+        .expect(&[Mark::FlowBlocked, Mark::Fragmented]);
+    s.clients = 2;
+    s.receive_window = Some(16 * 1024);
+    s.workload = Workload { messages: 150, interval: ms(5), large_chance: 0.1, large: 40_000, ..Workload::default() };
     s
 }
 

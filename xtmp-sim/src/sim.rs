@@ -15,7 +15,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use xtmp_core::crypto::RustCrypto;
 use xtmp_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle};
-use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig};
+use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig, SessionParams};
 use xtmp_core::session::{
     CloseCode, CloseReason, Event, FailReason, MessageKind, PathId, PathKind, SendOptions, Session, SessionConfig,
 };
@@ -152,6 +152,10 @@ impl World {
         let idle = scenario.idle_timeout.as_millis() as u32;
         server.params.idle_timeout_ms = idle;
         client.params.idle_timeout_ms = idle;
+        if let Some(w) = scenario.receive_window {
+            server.params.receive_window = w;
+            client.params.receive_window = w;
+        }
         let server_session = scenario.server_session.clone().unwrap_or_else(|| scenario.session.clone());
         let mut endpoint = EndpointConfig::new(Arc::new(server_session), Arc::new(server));
         endpoint.retry = scenario.retry;
@@ -188,6 +192,7 @@ impl World {
                 pushes: 0,
                 past_stats: Vec::new(),
                 past_endpoints: Vec::new(),
+                reading: true,
             },
             client_config: Arc::new(client),
             endpoint_config: Arc::new(endpoint),
@@ -509,6 +514,9 @@ impl World {
 
     fn server_events(&mut self) {
         let now = self.now;
+        if !self.server.reading {
+            return;
+        }
         loop {
             let Some(e) = self.server.endpoint.as_mut() else { return };
             let Some(ev) = e.poll_event() else { return };
@@ -1250,6 +1258,7 @@ impl World {
                     }
                 }
             }
+            Action::ServerReading(on) => self.server.reading = on,
             Action::Rekey(w) => {
                 for i in self.who(w) {
                     let c = &mut self.clients[i];
@@ -1268,16 +1277,26 @@ impl World {
     fn sweep(&mut self) {
         let now = self.now;
         let bound = |cfg: &SessionConfig, max_message: usize| (cfg.max_reassembly_bytes + max_message) as u64;
+        // Unread messages: a window and one message per priority class,
+        // and as much again of unreliable ones (SPEC.md 4.6).
+        let window = self.scenario.receive_window.unwrap_or(SessionParams::default().receive_window);
+        let w = &self.scenario.workload;
+        let unread_bound = 4 * (u64::from(window) + w.large.max(w.small) as u64);
         let grace = nanos(self.scenario.session.key_grace);
         let slack = SECOND / 5;
         let mut problems = Vec::new();
+        let mut blocked = false;
         for c in &self.clients {
             let Some(s) = &c.session else { continue };
             let st = s.stats();
+            blocked |= st.flow_blocked;
             let b = bound(&self.scenario.session, s.max_message_len());
             if st.reassembly_bytes > b {
                 problems
                     .push(format!("client{}: {} bytes held for reassembly (bound {b})", c.index, st.reassembly_bytes));
+            }
+            if st.unread_bytes > unread_bound {
+                problems.push(format!("client{}: {} bytes unread (bound {unread_bound})", c.index, st.unread_bytes));
             }
             let local = c.clock.local_ns(now);
             if st.previous_recv_key && c.attempt.recv_key_changed.is_none_or(|t| local > t + grace + slack) {
@@ -1291,6 +1310,11 @@ impl World {
                 let Some(s) = e.session_mut(SessionHandle(*sid)) else { continue };
                 let st = s.stats();
                 ss.last_stats = st;
+                blocked |= st.flow_blocked;
+                if st.unread_bytes > unread_bound {
+                    problems
+                        .push(format!("server {sid:016x}: {} bytes unread (bound {unread_bound})", st.unread_bytes));
+                }
                 let b = bound(&server_cfg, s.max_message_len());
                 if st.reassembly_bytes > b {
                     problems.push(format!(
@@ -1302,6 +1326,9 @@ impl World {
                     problems.push(format!("server {sid:016x}: the previous receive key outlived its grace period"));
                 }
             }
+        }
+        if blocked {
+            self.marks.insert(Mark::FlowBlocked);
         }
         for p in problems {
             self.violation(p);

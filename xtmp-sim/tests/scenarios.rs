@@ -108,6 +108,11 @@ fn cookies() {
 }
 
 #[test]
+fn slow_reader() {
+    sweep("slow_reader", 200);
+}
+
+#[test]
 fn swarm() {
     sweep("swarm", 300);
 }

@@ -124,6 +124,11 @@ pub struct SessionParams {
     pub max_frame_payload: u32,
     /// Parameter 3: the largest message (after reassembly) this side accepts.
     pub max_message_len: u32,
+    /// Parameter 4: the flow-control window of each priority class
+    /// (SPEC.md 4.6): bytes of reliable messages the peer may send beyond
+    /// what this side's application has read, and the bound on unread
+    /// unreliable bytes. At least 1.
+    pub receive_window: u32,
 }
 
 impl Default for SessionParams {
@@ -132,6 +137,7 @@ impl Default for SessionParams {
             idle_timeout_ms: 30_000,
             max_frame_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
             max_message_len: 16 * 1024 * 1024,
+            receive_window: 4 * 1024 * 1024,
         }
     }
 }
@@ -139,6 +145,7 @@ impl Default for SessionParams {
 const PARAM_IDLE: u16 = 1;
 const PARAM_MAX_FRAME: u16 = 2;
 const PARAM_MAX_MESSAGE: u16 = 3;
+const PARAM_RECEIVE_WINDOW: u16 = 4;
 
 impl SessionParams {
     /// Writes a Parameters message: a list of `id u16 ‖ length u16 ‖ value`.
@@ -148,6 +155,7 @@ impl SessionParams {
             (PARAM_IDLE, self.idle_timeout_ms),
             (PARAM_MAX_FRAME, self.max_frame_payload),
             (PARAM_MAX_MESSAGE, self.max_message_len),
+            (PARAM_RECEIVE_WINDOW, self.receive_window),
         ] {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&4u16.to_be_bytes());
@@ -160,7 +168,7 @@ impl SessionParams {
     /// once with a 4-byte value; unknown ids are skipped.
     pub(crate) fn parse(body: &[u8]) -> Result<SessionParams, HandshakeError> {
         let mut r = Reader::new("Parameters", body);
-        let mut seen = [None::<u32>; 3];
+        let mut seen = [None::<u32>; 4];
         while !r.buf.is_empty() {
             let id = r.u16("parameter id")?;
             let len = r.u16("parameter length")? as usize;
@@ -171,11 +179,18 @@ impl SessionParams {
                 return Err(r.err("duplicate parameter"));
             }
         }
-        let [Some(idle), Some(frame), Some(message)] = seen else { return Err(r.err("missing parameter")) };
-        if frame < 1024 || message < frame.min(64 * 1024) {
+        let [Some(idle), Some(frame), Some(message), Some(window)] = seen else {
+            return Err(r.err("missing parameter"));
+        };
+        if frame < crate::wire::MIN_MAX_PAYLOAD || message < frame.min(64 * 1024) || window == 0 {
             return Err(r.err("parameter value"));
         }
-        Ok(SessionParams { idle_timeout_ms: idle, max_frame_payload: frame, max_message_len: message })
+        Ok(SessionParams {
+            idle_timeout_ms: idle,
+            max_frame_payload: frame,
+            max_message_len: message,
+            receive_window: window,
+        })
     }
 }
 

@@ -218,10 +218,19 @@ impl<T: PartialEq + WithBody> Inbound<T> {
 
     /// The sender will never send again the reliable messages of `class`
     /// below `floor` that are missing: deliver what waits, skip the rest.
+    #[cfg(any(test, feature = "__fuzzing"))]
     pub(crate) fn on_forward(&mut self, class: usize, floor: u64, mut deliver: impl FnMut(T)) {
+        self.forward_release(class, floor, &mut deliver);
+        self.forward_advance(class, floor, deliver);
+    }
+
+    /// A Forward's first half: delivers, in order, the complete messages
+    /// of `class` waiting below `floor`. Returns whether the Forward moves
+    /// anything (its floor is above the next order number).
+    pub(crate) fn forward_release(&mut self, class: usize, floor: u64, mut deliver: impl FnMut(T)) -> bool {
         let c = &mut self.classes[class];
         if floor <= c.next {
-            return;
+            return false;
         }
         while let Some(e) = c.waiting.first_entry() {
             if *e.key() >= floor {
@@ -230,6 +239,16 @@ impl<T: PartialEq + WithBody> Inbound<T> {
             let (item, size) = e.remove();
             self.held -= size;
             deliver(item);
+        }
+        true
+    }
+
+    /// A Forward's second half: skips the missing messages below `floor`,
+    /// drops partial ones, and delivers what then is next in line.
+    pub(crate) fn forward_advance(&mut self, class: usize, floor: u64, deliver: impl FnMut(T)) {
+        let c = &mut self.classes[class];
+        if floor <= c.next {
+            return;
         }
         c.next = floor;
         let mut freed = 0;

@@ -7,7 +7,8 @@
 //! | `recovery` | frames sent and tracked, loss detection, the probe timeout |
 //! | [`rtt`] | round-trip time estimation |
 //! | [`congestion`] | the pluggable congestion controller, NewReno by default |
-//! | `outbound` | reliable messages waiting for acknowledgement, order numbers, deadlines |
+//! | `outbound` | reliable messages waiting for acknowledgement, order numbers, credit offsets, deadlines |
+//! | `flow` | flow-control credit: the peer's limits, what this side advertises |
 //! | `reassembly`, `delivery` | fragments into messages, exactly-once in-order delivery, memory bounds |
 //!
 //! Nothing here reads a clock or a socket: every call takes `now`.
@@ -15,6 +16,7 @@
 pub(crate) mod ack;
 pub mod congestion;
 pub(crate) mod delivery;
+pub(crate) mod flow;
 pub(crate) mod outbound;
 pub(crate) mod ranges;
 pub(crate) mod reassembly;

@@ -15,6 +15,9 @@ pub(crate) struct Pending<M> {
     pub(crate) class: usize,
     pub(crate) order: u64,
     pub(crate) total: u64,
+    /// Credit offset (SPEC.md 4.6): the bytes of every earlier reliable
+    /// message of its class.
+    pub(crate) credit: u64,
     pub(crate) deadline: Instant,
     /// What is needed to send any part of it again.
     pub(crate) message: M,
@@ -35,12 +38,20 @@ pub(crate) struct Outbound<M> {
     live: usize,
     bytes: u64,
     next_order: [u64; CLASSES],
+    next_credit: [u64; CLASSES],
     earliest: Option<Instant>,
 }
 
 impl<M> Outbound<M> {
     pub(crate) fn new() -> Outbound<M> {
-        Outbound { pending: VecDeque::new(), live: 0, bytes: 0, next_order: [1; CLASSES], earliest: None }
+        Outbound {
+            pending: VecDeque::new(),
+            live: 0,
+            bytes: 0,
+            next_order: [1; CLASSES],
+            next_credit: [0; CLASSES],
+            earliest: None,
+        }
     }
 
     /// Messages waiting for acknowledgement.
@@ -58,14 +69,21 @@ impl<M> Outbound<M> {
         self.next_order[class]
     }
 
+    /// The credit offset the next message registered in `class` gets.
+    pub(crate) fn next_credit(&self, class: usize) -> u64 {
+        self.next_credit[class]
+    }
+
     /// Registers message `id` (ids increase) and returns its order number in `class`.
     pub(crate) fn register(&mut self, id: u64, class: usize, total: u64, deadline: Instant, message: M) -> u64 {
         let order = self.next_order[class];
         self.next_order[class] += 1;
+        let credit = self.next_credit[class];
+        self.next_credit[class] += total;
         self.live += 1;
         self.bytes += total;
         self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
-        let p = Pending { id, class, order, total, deadline, message, acked: RangeSet::new() };
+        let p = Pending { id, class, order, total, credit, deadline, message, acked: RangeSet::new() };
         self.pending.push_back((id, Some(p)));
         order
     }
@@ -108,16 +126,15 @@ impl<M> Outbound<M> {
         None
     }
 
-    /// The lowest order number of `class` the receiver may still get:
-    /// the oldest pending message's, or the next to be assigned.
-    pub(crate) fn floor(&self, class: usize) -> u64 {
+    /// The lowest order number of `class` the receiver may still get (the
+    /// oldest pending message's, or the next to be assigned), and its
+    /// credit offset.
+    pub(crate) fn floor(&self, class: usize) -> (u64, u64) {
         self.pending
             .iter()
             .filter_map(|e| e.1.as_ref())
-            .filter(|p| p.class == class)
-            .map(|p| p.order)
-            .next()
-            .unwrap_or(self.next_order[class])
+            .find(|p| p.class == class)
+            .map_or((self.next_order[class], self.next_credit[class]), |p| (p.order, p.credit))
     }
 
     /// The earliest deadline.
@@ -162,13 +179,15 @@ mod tests {
         assert_eq!((o.len(), o.bytes(), o.next_deadline()), (3, 120, Some(t(30))));
         assert!(o.on_acked(1, 0..60).is_none());
         assert_eq!(o.get(1).unwrap().acked_gaps(40..100).collect::<Vec<_>>(), [(60..100)]);
-        assert_eq!(o.floor(0), 1);
+        assert_eq!(o.floor(0), (1, 0));
         assert_eq!(o.on_acked(1, 60..100).map(|p| p.id), Some(1));
-        assert_eq!(o.floor(0), 2);
+        assert_eq!(o.floor(0), (2, 100), "after the 100 bytes of message 1");
         assert!(o.get(1).is_none(), "gone once acknowledged");
         assert!(o.pop_expired(t(29)).is_none());
         assert_eq!(o.pop_expired(t(30)).map(|p| p.id), Some(2));
-        assert_eq!(o.floor(0), 3, "nothing pending: the next order");
+        assert_eq!(o.floor(0), (3, 110), "nothing pending: the next order and credit");
+        assert_eq!(o.floor(1), (1, 0));
+        assert_eq!(o.next_credit(1), 10);
         assert_eq!(o.next_deadline(), Some(t(70)));
         assert_eq!(o.drain().map(|p| p.id).collect::<Vec<_>>(), [3]);
         assert_eq!((o.len(), o.bytes()), (0, 0));

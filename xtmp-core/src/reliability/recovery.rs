@@ -49,6 +49,8 @@ pub(crate) enum Content {
     Data { id: u64, start: u64, end: u64 },
     /// A Forward for a priority class.
     Forward(u8),
+    /// A MaxData for a priority class.
+    MaxData(u8),
 }
 
 /// One frame sent and tracked.

@@ -70,8 +70,36 @@ pub(crate) fn write_fragment(offset: u32, total: u32, out: &mut [u8]) {
     out[4..8].copy_from_slice(&total.to_be_bytes());
 }
 
-/// Forward (`C5`): `class u8 ‖ floor u64`.
-pub(crate) const FORWARD_LEN: usize = 9;
+/// Forward (`C5`): `class u8 ‖ floor u64 ‖ credit u64`.
+pub(crate) const FORWARD_LEN: usize = 17;
+
+/// Parses a Forward: `(class, floor, credit)`; the class must be 0 to 2.
+pub(crate) fn parse_forward(p: &[u8]) -> Option<(usize, u64, u64)> {
+    let b: &[u8; FORWARD_LEN] = p.try_into().ok()?;
+    let floor = u64::from_be_bytes(b[1..9].try_into().ok()?);
+    let credit = u64::from_be_bytes(b[9..].try_into().ok()?);
+    (b[0] <= 2).then_some((usize::from(b[0]), floor, credit))
+}
+
+pub(crate) fn write_forward(class: u8, floor: u64, credit: u64, out: &mut [u8]) {
+    out[0] = class;
+    out[1..9].copy_from_slice(&floor.to_be_bytes());
+    out[9..17].copy_from_slice(&credit.to_be_bytes());
+}
+
+/// MaxData (`C6`): `class u8 ‖ limit u64`.
+pub(crate) const MAX_DATA_LEN: usize = 9;
+
+/// Parses a MaxData: `(class, limit)`; the class must be 0 to 2.
+pub(crate) fn parse_max_data(p: &[u8]) -> Option<(usize, u64)> {
+    let b: &[u8; MAX_DATA_LEN] = p.try_into().ok()?;
+    (b[0] <= 2).then(|| (usize::from(b[0]), u64::from_be_bytes(b[1..].try_into().unwrap_or_default())))
+}
+
+pub(crate) fn write_max_data(class: u8, limit: u64, out: &mut [u8]) {
+    out[0] = class;
+    out[1..9].copy_from_slice(&limit.to_be_bytes());
+}
 
 /// Heartbeat kinds.
 pub(crate) const PING: u8 = 0;

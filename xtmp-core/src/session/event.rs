@@ -210,6 +210,10 @@ pub enum Event {
     /// have it (an acknowledgement may have been lost); it will not get it
     /// twice.
     Failed(MessageId, FailReason),
+    /// A [`crate::session::Session::send`] returned
+    /// [`SendError::WouldBlock`], and the send queue has room again.
+    /// Reported once per `WouldBlock`.
+    Writable,
     /// The session ended. Reported exactly once; nothing follows.
     Closed(CloseReason),
 }
@@ -330,6 +334,14 @@ pub struct Stats {
     pub messages_failed: u64,
     /// Unreliable messages dropped incomplete (fragments missing).
     pub reassembly_expired: u64,
+    /// Unreliable messages dropped unread: the application fell a receive
+    /// window behind, and the oldest made room for the newest.
+    pub messages_dropped: u64,
+    /// Bytes of messages handed to the event queue and not taken yet.
+    pub unread_bytes: u64,
+    /// Whether a reliable message waits for the peer's flow-control credit
+    /// (its application is not reading fast enough).
+    pub flow_blocked: bool,
     /// Probe timeouts.
     pub probes: u64,
     /// The congestion window (datagram paths), bytes.

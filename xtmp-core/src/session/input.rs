@@ -61,7 +61,8 @@ impl Session {
 
     pub(super) fn fail_path(&mut self, path: PathId, error: Option<crate::wire::WireError>) {
         self.path_closed(path);
-        self.events.push_back(Event::PathFailed { path, error });
+        self.push_event(Event::PathFailed { path, error });
+        self.failed_paths.push(path);
         // A server waiting for the client's flight keeps waiting, until its
         // handshake timeout: the client resends the flight on its next
         // connection (SPEC.md 3.2).
@@ -318,6 +319,8 @@ impl Session {
         self.recv_keys = Some(recv);
         self.recv_since = self.now;
         self.peer_max_frame = peer_params.max_frame_payload.min(self.local_max_frame.max(1024));
+        self.peer_max_message = peer_params.max_message_len;
+        self.send_credit = SendCredit::new(peer_params.receive_window);
         let idle = match (self.local_idle_ms, peer_params.idle_timeout_ms) {
             (0, 0) => None,
             (0, x) | (x, 0) => Some(x),
@@ -337,7 +340,7 @@ impl Session {
                 p.validated = true;
             }
             self.confirmed = true;
-            self.events.push_back(connected);
+            self.push_event(connected);
             // The first sealed frame confirms the handshake to the client
             // (SPEC.md 3.1), and its Pong gives the first RTT sample.
             self.queue_ping(Flags::empty());
@@ -362,7 +365,9 @@ impl Session {
         }
         if !self.confirmed {
             self.confirmed = true;
-            self.events.extend(self.connected.take());
+            if let Some(c) = self.connected.take() {
+                self.push_event(c);
+            }
         }
     }
 
@@ -432,7 +437,7 @@ impl Session {
             Some(Ok(Some(generation))) => {
                 self.recv_since = self.now;
                 self.recv_opened = 0;
-                self.events.push_back(Event::KeyUpdated { sending: false, generation });
+                self.push_event(Event::KeyUpdated { sending: false, generation });
             }
             Some(Err(_)) => return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
             _ => {}
@@ -500,6 +505,8 @@ impl Session {
             self.on_ack_frame(plain);
         } else if ty == FORWARD {
             self.on_forward_frame(plain);
+        } else if ty == MAX_DATA {
+            self.on_max_data_frame(plain);
         } else {
             self.protocol_violation("unknown or malformed control frame");
         }
@@ -578,6 +585,6 @@ impl Session {
         self.send_keys = None;
         self.recv_keys = None;
         let reason = self.close_reason.take().unwrap_or(reason);
-        self.events.push_back(Event::Closed(reason));
+        self.push_event(Event::Closed(reason));
     }
 }

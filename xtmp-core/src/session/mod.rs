@@ -19,6 +19,15 @@
 //! `handle_timeout` does nothing. While output is waiting, `poll_timeout`
 //! answers with the last `now` the session saw.
 //!
+//! Step 3 is also flow control (SPEC.md 4.6): a message's bytes count
+//! against the window this side announced until the application takes it
+//! from `poll_event`, and taking it may queue a MaxData for the peer (so
+//! check `poll_timeout` after draining events, as step 4 does). An
+//! application that cannot keep up simply reads later: its peer waits, and
+//! memory stays bounded. On the sending side, [`Session::send`] returns
+//! [`SendError::WouldBlock`] at the configured queue limits and
+//! [`Event::Writable`] follows when there is room.
+//!
 //! Servers do not create sessions directly: the [`crate::endpoint::Endpoint`]
 //! reassembles ClientHellos, applies the cookie policy and creates them.
 
@@ -40,6 +49,7 @@ use crate::handshake::{
 use crate::reliability::ack::AckState;
 use crate::reliability::congestion::Controller;
 use crate::reliability::delivery::Inbound;
+use crate::reliability::flow::{RecvCredit, SendCredit};
 use crate::reliability::outbound::Outbound;
 use crate::reliability::recovery::{Recovery, SentFrame};
 use crate::reliability::rtt::RttEstimator;
@@ -83,6 +93,9 @@ pub const ACK: MessageType = MessageType(0xC0);
 /// Control frame: the sender gave up on reliable messages below a floor
 /// (SPEC.md section 4.4).
 pub const FORWARD: MessageType = MessageType(0xC5);
+/// Control frame: the receiver raises the flow-control limit of a priority
+/// class (SPEC.md section 4.6).
+pub const MAX_DATA: MessageType = MessageType(0xC6);
 
 /// Options of [`Session::send`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +196,8 @@ pub(super) enum Head {
     Ack,
     /// A Forward for a priority class, its floor computed when sent.
     Forward(u8),
+    /// A MaxData for a priority class, its limit computed when sent.
+    MaxData(u8),
 }
 
 #[derive(Clone, Debug)]
@@ -196,12 +211,14 @@ pub(super) struct Outgoing {
     offset: u64,
     /// For data: the message's length.
     total: u64,
+    /// For reliable data: the message's credit offset (SPEC.md 4.6).
+    credit: u64,
 }
 
 impl Outgoing {
     pub(super) fn new(ty: MessageType, flags: Flags, head: Head, body: Bytes) -> Outgoing {
         let total = body.len() as u64;
-        Outgoing { ty, flags, head, body, offset: 0, total }
+        Outgoing { ty, flags, head, body, offset: 0, total, credit: 0 }
     }
 
     /// The reliable message's order number, 0 for anything else.
@@ -210,6 +227,14 @@ impl Outgoing {
             Head::Data(d) => d.order,
             _ => 0,
         }
+    }
+
+    /// Whether the item counts against the application's send queue
+    /// limits while queued: unreliable data. (Reliable messages count
+    /// until acknowledged, through `outbound`; the session's own control
+    /// frames never do.)
+    pub(super) fn counted(&self) -> bool {
+        matches!(self.head, Head::Data(d) if d.order == 0)
     }
 }
 
@@ -271,8 +296,8 @@ pub struct Session {
     next_seq: u64,
     next_message_id: u64,
     queues: [VecDeque<Outgoing>; 4],
-    /// Bytes and items in `queues` that are not reliable data (reliable
-    /// messages are counted by `outbound` until acknowledged).
+    /// Bytes and items of unreliable data in `queues` (reliable messages
+    /// are counted by `outbound` until acknowledged).
     queued_bytes: usize,
     queued_items: usize,
     /// The path the transmit being written goes on.
@@ -300,13 +325,30 @@ pub struct Session {
     resolved: Vec<SentFrame>,
     /// A Forward is queued for the priority class.
     forward_queued: [bool; 3],
+    /// A MaxData is queued for the priority class.
+    max_data_queued: [bool; 3],
+    /// The peer's flow-control limits.
+    send_credit: SendCredit,
+    /// This side's flow-control window and what the application has read.
+    recv_credit: RecvCredit,
+    /// This side's receive window (Parameters id 4): also the bound on
+    /// unread unreliable bytes.
+    local_window: u32,
+    /// Bytes of unreliable messages in `events`.
+    unread_unreliable: usize,
+    /// `send` returned `WouldBlock`: report `Writable` once there is room.
+    send_blocked: bool,
+    /// Paths failed since the endpoint last looked (it drops their routes).
+    failed_paths: Vec<PathId>,
     /// Requests from the peer not yet answered.
     requests_in: BTreeSet<u64>,
     /// This side's requests not yet answered.
     requests_out: BTreeSet<u64>,
     disconnect: Option<Outgoing>,
     close_reason: Option<CloseReason>,
-    events: VecDeque<Event>,
+    /// Events for the application, each with the flow-control credit its
+    /// reading releases.
+    events: VecDeque<(Event, reliable::Credit)>,
     stats: Stats,
     idle_timeout: Option<Duration>,
     last_recv: Instant,
@@ -405,6 +447,13 @@ impl Session {
             peer_max_message: params.max_message_len,
             resolved: Vec::new(),
             forward_queued: [false; 3],
+            max_data_queued: [false; 3],
+            send_credit: SendCredit::new(params.receive_window),
+            recv_credit: RecvCredit::new(params.receive_window),
+            local_window: params.receive_window,
+            unread_unreliable: 0,
+            send_blocked: false,
+            failed_paths: Vec::new(),
             requests_in: BTreeSet::new(),
             requests_out: BTreeSet::new(),
             disconnect: None,
@@ -589,6 +638,9 @@ impl Session {
         s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
         s.previous_recv_key = self.recv_keys.as_ref().is_some_and(|k| k.previous.is_some());
+        let reliable: u64 = (0..3).map(|c| self.recv_credit.unread(c)).sum();
+        s.unread_bytes = reliable + self.unread_unreliable as u64;
+        s.flow_blocked = (Q_EMERGENCY..self.queues.len()).any(|q| !self.queues[q].is_empty() && !self.queue_ready(q));
         s
     }
 
@@ -706,6 +758,7 @@ impl Session {
         let items = self.queued_items + self.outbound.len();
         let bytes = self.queued_bytes as u64 + self.outbound.bytes() + body.len() as u64;
         if items >= self.config.max_queued_messages || bytes > self.config.max_queued_bytes as u64 {
+            self.send_blocked = true;
             return Err(SendError::WouldBlock);
         }
         Ok(self.enqueue_data(ty, body, options, kind, correlation))
@@ -742,8 +795,11 @@ impl Session {
         if options.reliable {
             flags |= Flags::REQUIRES_ACK;
         }
-        let item =
+        let mut item =
             Outgoing::new(ty, flags, Head::Data(DataHeader { kind, id, correlation, order, ack_now: false }), body);
+        if options.reliable {
+            item.credit = self.outbound.next_credit(class);
+        }
         if options.reliable {
             let deadline = self.now + options.deadline.unwrap_or(self.config.delivery_timeout);
             self.outbound.register(id, class, item.total, deadline, item.clone());
@@ -753,7 +809,7 @@ impl Session {
     }
 
     pub(super) fn queue(&mut self, q: usize, out: Outgoing) {
-        if out.order() == 0 {
+        if out.counted() {
             self.queued_bytes += out.body.len();
             self.queued_items += 1;
         }
@@ -810,8 +866,39 @@ impl Session {
     }
 
     /// The next event for the application.
+    ///
+    /// Taking a [`Event::Message`] is what releases its bytes from the
+    /// flow-control window (SPEC.md 4.6): a peer can send only so far
+    /// ahead of what this side's application has read.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        if self.send_blocked && matches!(self.state, State::Established) && self.has_room() {
+            self.send_blocked = false;
+            return Some(Event::Writable);
+        }
+        let (event, credit) = self.events.pop_front()?;
+        self.release_credit(credit);
+        Some(event)
+    }
+
+    /// Whether `send` would take another message now (the queue limits).
+    fn has_room(&self) -> bool {
+        self.queued_items + self.outbound.len() < self.config.max_queued_messages
+            && (self.queued_bytes as u64 + self.outbound.bytes()) < self.config.max_queued_bytes as u64
+    }
+
+    /// A path that failed since the last call (the endpoint's view).
+    pub(crate) fn take_failed_path(&mut self) -> Option<PathId> {
+        self.failed_paths.pop()
+    }
+
+    /// Whether an event waits for the application.
+    pub(crate) fn has_event(&self) -> bool {
+        !self.events.is_empty() || (self.send_blocked && matches!(self.state, State::Established) && self.has_room())
+    }
+
+    /// Queues an event that releases no credit.
+    pub(super) fn push_event(&mut self, event: Event) {
+        self.events.push_back((event, reliable::Credit::None));
     }
 }
 

@@ -207,8 +207,11 @@ impl Session {
         }
         loop {
             let data_ok = self.can_send_data();
-            let Some(q) = (0..self.queues.len()).find(|&q| !self.queues[q].is_empty() && (q == Q_CONTROL || data_ok))
-            else {
+            let ready = |q: usize| match q {
+                Q_CONTROL => !self.queues[q].is_empty(),
+                _ => data_ok && self.queue_ready(q),
+            };
+            let Some(q) = (0..self.queues.len()).find(|&q| ready(q)) else {
                 if matches!(self.state, State::Closing) && self.disconnect_ready() {
                     if self.recv_keys.is_none() {
                         return self.write_cleartext_disconnect(out);
@@ -253,10 +256,10 @@ impl Session {
         // once when nothing else waits to go: the sender may be waiting for
         // it (SPEC.md 4.3).
         let completes = fragment.is_none_or(|chunk| chunk == item.body.len());
-        self.tx_ack_now = item.order() != 0 && completes && self.queues[Q_EMERGENCY..].iter().all(VecDeque::is_empty);
+        self.tx_ack_now = item.order() != 0 && completes && !self.data_ready();
         let result = self.write_sealed(&item, fragment, out);
         self.tx_ack_now = false;
-        let counted = item.order() == 0;
+        let counted = item.counted();
         match (result, fragment) {
             (Ok(n), Some(chunk)) if chunk < item.body.len() => {
                 if counted {
@@ -273,8 +276,10 @@ impl Session {
                     self.queued_bytes -= item.body.len();
                     self.queued_items -= 1;
                 }
-                if let Head::Forward(class) = item.head {
-                    self.forward_queued[usize::from(class).min(2)] = false;
+                match item.head {
+                    Head::Forward(class) => self.forward_queued[usize::from(class).min(2)] = false,
+                    Head::MaxData(class) => self.max_data_queued[usize::from(class).min(2)] = false,
+                    _ => {}
                 }
                 Ok(n)
             }
@@ -313,6 +318,7 @@ impl Session {
             Head::Raw => data_len,
             Head::Ack => self.acks.encoded_len(),
             Head::Forward(_) => codec::FORWARD_LEN,
+            Head::MaxData(_) => codec::MAX_DATA_LEN,
         };
         let total = HEADER_LEN + len;
         if out.len() < total {
@@ -366,8 +372,12 @@ impl Session {
                 len
             }
             Head::Forward(class) => {
-                payload[0] = class;
-                payload[1..9].copy_from_slice(&self.outbound.floor(usize::from(class)).to_be_bytes());
+                let (floor, credit) = self.outbound.floor(usize::from(class));
+                codec::write_forward(class, floor, credit, payload);
+                len
+            }
+            Head::MaxData(class) => {
+                codec::write_max_data(class, self.recv_credit.advertise(usize::from(class)), payload);
                 len
             }
         };
@@ -403,9 +413,16 @@ impl Session {
         if out.len() < min + usize::from(wants) {
             return Err(min + 1);
         }
+        // On a stream the peer's frame limit is not known yet: stay within
+        // the smallest any peer may announce. (A datagram path is bounded
+        // by its datagram size instead.)
+        let room = match self.path_kind() {
+            PathKind::Stream => out.len().min(HEADER_LEN + crate::wire::MIN_MAX_PAYLOAD as usize) - min,
+            PathKind::Datagram => out.len() - min,
+        };
         let (stage, offset, data_len, sid) = match self.hs_send.as_ref().filter(|s| s.wants_send()) {
             Some(s) => {
-                let (offset, chunk) = s.chunk(out.len() - min);
+                let (offset, chunk) = s.chunk(room);
                 let sid = if s.stage == codec::STAGE_CLIENT_HELLO { Some(self.local_sid) } else { self.peer_sid };
                 (s.stage, offset, chunk.len(), sid)
             }

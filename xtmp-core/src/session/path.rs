@@ -108,7 +108,8 @@ impl Session {
         let kept = self.paths.get(id.0 as usize).is_some_and(|p| p.authenticated > 0 && p.alive);
         if !kept {
             self.paths.truncate(id.0 as usize);
-            self.events.retain(|e| !matches!(e, Event::PathFailed { path, .. } if *path == id));
+            self.events.retain(|(e, _)| !matches!(e, Event::PathFailed { path, .. } if *path == id));
+            self.failed_paths.retain(|p| *p != id);
             if self.primary == id {
                 self.primary = PathId(0);
             }
@@ -196,7 +197,7 @@ impl Session {
         if primary {
             self.switch_primary(path);
         }
-        self.events.push_back(Event::PathValidated { path, primary });
+        self.push_event(Event::PathValidated { path, primary });
     }
 
     /// Moves application data to `path`. Datagrams in flight on the old

@@ -377,7 +377,7 @@ impl Session {
         self.rekey.last = self.now;
         self.rekey.completed += 1;
         self.stats.rekeys += 1;
-        self.events.push_back(Event::KeyUpdated { sending: true, generation });
+        self.push_event(Event::KeyUpdated { sending: true, generation });
     }
 }
 

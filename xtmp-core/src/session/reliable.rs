@@ -17,7 +17,11 @@ use crate::wire::Priority;
 
 /// The receive-side class index of a frame's priority.
 pub(super) fn class_index(flags: Flags) -> usize {
-    match flags.priority() {
+    priority_index(flags.priority())
+}
+
+fn priority_index(p: Priority) -> usize {
+    match p {
         Priority::Normal => 0,
         Priority::High => 1,
         Priority::Emergency => 2,
@@ -35,6 +39,20 @@ fn class_queue(class: usize) -> usize {
 pub(super) struct Incoming {
     message: Message,
     compressed: bool,
+    reliable: bool,
+}
+
+/// What reading an event releases (SPEC.md 4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Credit {
+    None,
+    /// A reliable message: the application has read its class up to `end`.
+    Reliable {
+        class: usize,
+        end: u64,
+    },
+    /// An unreliable message of this many bytes.
+    Unreliable(usize),
 }
 
 impl WithBody for Incoming {
@@ -70,8 +88,27 @@ impl Session {
 
     /// Whether a queue holds something that may be sent now.
     pub(super) fn has_sendable(&self) -> bool {
-        !self.queues[Q_CONTROL].is_empty()
-            || (self.can_send_data() && self.queues[Q_EMERGENCY..].iter().any(|q| !q.is_empty()))
+        !self.queues[Q_CONTROL].is_empty() || (self.can_send_data() && self.data_ready())
+    }
+
+    /// Whether a data queue's front item may be written now.
+    pub(super) fn data_ready(&self) -> bool {
+        (Q_EMERGENCY..self.queues.len()).any(|q| self.queue_ready(q))
+    }
+
+    /// Whether the front item of data queue `q` may be written, as far as
+    /// flow control goes: a reliable message starts only below the peer's
+    /// limit for its class (a message already started always continues),
+    /// and one acknowledged or given up on meanwhile is ready to be
+    /// skipped.
+    pub(super) fn queue_ready(&self, q: usize) -> bool {
+        let Some(item) = self.queues[q].front() else { return false };
+        match item.head {
+            Head::Data(d) if d.order != 0 && self.outbound.get(d.id).is_some() => {
+                self.send_credit.allows(class_index(item.flags), item.credit)
+            }
+            _ => true,
+        }
     }
 
     /// Records a sealed frame for acknowledgement and loss detection.
@@ -88,6 +125,7 @@ impl Session {
                 Content::Data { id: d.id, start: item.offset, end: item.offset + data_len as u64 }
             }
             Head::Forward(class) => Content::Forward(class),
+            Head::MaxData(class) => Content::MaxData(class),
             _ => Content::Nothing,
         };
         let path = self.tx_path;
@@ -128,7 +166,7 @@ impl Session {
                 && self.outbound.on_acked(id, start..end).is_some()
             {
                 self.stats.messages_acked += 1;
-                self.events.push_back(Event::Acked(MessageId(id)));
+                self.push_event(Event::Acked(MessageId(id)));
             }
         }
         let mut acked = core::mem::take(&mut self.acked_ranges);
@@ -162,6 +200,8 @@ impl Session {
         match f.content {
             Content::Data { id, start, end } => self.requeue(id, start, end),
             Content::Forward(class) => self.queue_forward(class as usize),
+            // Sent again with the limit as it is then.
+            Content::MaxData(class) => self.queue_max_data(class as usize),
             Content::Nothing => {}
         }
     }
@@ -193,24 +233,77 @@ impl Session {
         self.resolved = lost;
     }
 
+    /// Queues a Forward for `class` unless one is queued already: it is
+    /// written with the floor as it is when it goes.
     pub(super) fn queue_forward(&mut self, class: usize) {
-        if !self.forward_queued[class] {
-            self.forward_queued[class] = true;
-            let item = Outgoing::new(FORWARD, Flags::REQUIRES_ACK, Head::Forward(class as u8), Bytes::new());
-            self.queue(Q_CONTROL, item);
+        if !core::mem::replace(&mut self.forward_queued[class], true) {
+            self.queue_control(FORWARD, Head::Forward(class as u8));
         }
+    }
+
+    /// Queues a MaxData for `class` unless one is queued already: it is
+    /// written with the limit as it is when it goes.
+    pub(super) fn queue_max_data(&mut self, class: usize) {
+        if !core::mem::replace(&mut self.max_data_queued[class], true) {
+            self.queue_control(MAX_DATA, Head::MaxData(class as u8));
+        }
+    }
+
+    fn queue_control(&mut self, ty: MessageType, head: Head) {
+        self.queue(Q_CONTROL, Outgoing::new(ty, Flags::REQUIRES_ACK, head, Bytes::new()));
     }
 
     /// A Forward (`C5`) arrived.
     pub(super) fn on_forward_frame(&mut self, plain: &[u8]) {
-        let (Ok(b), true) = (<[u8; codec::FORWARD_LEN]>::try_from(plain), plain.first().is_some_and(|c| *c <= 2))
-        else {
+        let Some((class, floor, credit)) = codec::parse_forward(plain) else {
             return self.protocol_violation("malformed Forward");
         };
-        let floor = u64::from_be_bytes(b[1..].try_into().unwrap_or_default());
         let mut inbound = core::mem::replace(&mut self.inbound, Inbound::new());
-        inbound.on_forward(usize::from(b[0]), floor, |m| self.deliver(m));
+        if inbound.forward_release(class, floor, |m| self.deliver(m)) {
+            // What was complete below the floor is delivered; the rest of
+            // the credit below it will never come.
+            self.skip_credit(class, credit);
+            inbound.forward_advance(class, floor, |m| self.deliver(m));
+        }
         self.inbound = inbound;
+    }
+
+    /// Credit below offset `credit` of `class` was skipped by a Forward:
+    /// it is released when the application has read what came before it.
+    fn skip_credit(&mut self, class: usize, credit: u64) {
+        if !self.recv_credit.skip_to(class, credit) {
+            return;
+        }
+        let last = self.events.iter_mut().rev().find_map(|(_, c)| match c {
+            Credit::Reliable { class: k, end } if *k == class => Some(end),
+            _ => None,
+        });
+        match last {
+            Some(end) => *end = (*end).max(credit),
+            None => self.release_credit(Credit::Reliable { class, end: credit }),
+        }
+    }
+
+    /// The application took an event: release its credit, and advertise a
+    /// larger limit once it has grown by half a window.
+    pub(super) fn release_credit(&mut self, credit: Credit) {
+        match credit {
+            Credit::None => {}
+            Credit::Unreliable(n) => self.unread_unreliable -= n,
+            Credit::Reliable { class, end } => {
+                if self.recv_credit.on_read(class, end) && matches!(self.state, State::Established) {
+                    self.queue_max_data(class);
+                }
+            }
+        }
+    }
+
+    /// A MaxData (`C6`) arrived.
+    pub(super) fn on_max_data_frame(&mut self, plain: &[u8]) {
+        let Some((class, limit)) = codec::parse_max_data(plain) else {
+            return self.protocol_violation("malformed MaxData");
+        };
+        self.send_credit.on_max_data(class, limit);
     }
 
     /// A data frame (application, extension or Error) opened. Returns
@@ -238,7 +331,7 @@ impl Session {
             stream_data: flags.contains(Flags::STREAM_DATA),
             body: Bytes::new(),
         };
-        let template = Incoming { message, compressed: flags.contains(Flags::COMPRESSED) };
+        let template = Incoming { message, compressed: flags.contains(Flags::COMPRESSED), reliable: head.order != 0 };
         let class = class_index(flags);
         let limits = self.limits();
         let now = self.now;
@@ -295,7 +388,17 @@ impl Session {
         if matches!(self.state, State::Closed | State::Draining { .. }) {
             return;
         }
-        let Incoming { mut message, compressed } = incoming;
+        let Incoming { mut message, compressed, reliable } = incoming;
+        let class = priority_index(message.priority);
+        let mut credit = Credit::None;
+        if reliable {
+            // Counted as sent: compressed bytes for a compressed message.
+            match self.recv_credit.on_delivered(class, message.body.len(), self.local_max_message) {
+                Ok(end) => credit = Credit::Reliable { class, end },
+                Err(what) if matches!(self.state, State::Established) => return self.protocol_violation(what),
+                Err(_) => {}
+            }
+        }
         if compressed {
             match compression::decompress(&message.body, self.local_max_message as usize) {
                 Ok(body) => message.body = body,
@@ -311,6 +414,7 @@ impl Session {
         };
         if !deliverable {
             self.stats.frames_dropped += 1;
+            self.release_credit(credit);
             if m.kind == MessageKind::Request {
                 self.queue_error(m.id.0, ErrorCode::UNKNOWN_TYPE, "unknown message type");
             }
@@ -319,6 +423,7 @@ impl Session {
         match m.kind {
             MessageKind::Request => {
                 if self.requests_in.len() >= self.config.max_queued_messages {
+                    self.release_credit(credit);
                     return self.queue_error(m.id.0, ErrorCode::REFUSED, "too many pending requests");
                 }
                 self.requests_in.insert(m.id.0);
@@ -327,12 +432,35 @@ impl Session {
                 if !self.requests_out.remove(&to.0) {
                     // Not an answer to anything outstanding: drop it.
                     self.stats.frames_dropped += 1;
+                    self.release_credit(credit);
                     return;
                 }
             }
             MessageKind::Message => {}
         }
-        self.events.push_back(Event::Message(m));
+        if !reliable {
+            credit = Credit::Unreliable(m.body.len());
+            self.make_room_unreliable(m.body.len());
+        }
+        self.events.push_back((Event::Message(m), credit));
+    }
+
+    /// Unread unreliable messages are bounded by the receive window: the
+    /// oldest go first, so the newest are kept (SPEC.md 4.6).
+    fn make_room_unreliable(&mut self, len: usize) {
+        let window = self.local_window as usize;
+        while self.unread_unreliable + len > window {
+            let Some(i) = self.events.iter().position(|(_, c)| matches!(c, Credit::Unreliable(_))) else { break };
+            let Some((event, Credit::Unreliable(n))) = self.events.remove(i) else { break };
+            self.unread_unreliable -= n;
+            self.stats.messages_dropped += 1;
+            if let Event::Message(m) = event
+                && m.kind == MessageKind::Request
+            {
+                self.requests_in.remove(&m.id.0);
+            }
+        }
+        self.unread_unreliable += len;
     }
 
     /// The earliest reliability deadline: an ACK to send, a loss to
@@ -372,7 +500,7 @@ impl Session {
         }
         while let Some(p) = self.outbound.pop_expired(now) {
             self.stats.messages_failed += 1;
-            self.events.push_back(Event::Failed(MessageId(p.id), FailReason::Timeout));
+            self.push_event(Event::Failed(MessageId(p.id), FailReason::Timeout));
             self.queue_forward(p.class);
         }
         self.stats.reassembly_expired += self.inbound.expire(now, self.config.reassembly_timeout) as u64;
@@ -383,7 +511,7 @@ impl Session {
         let ids: Vec<u64> = self.outbound.drain().map(|p| p.id).collect();
         for id in ids {
             self.stats.messages_failed += 1;
-            self.events.push_back(Event::Failed(MessageId(id), reason));
+            self.push_event(Event::Failed(MessageId(id), reason));
         }
     }
 

@@ -175,7 +175,7 @@ impl Session {
             Ok(next) => {
                 let generation = next.number;
                 *keys = SendKeys { current: next, sealed: 0, since: self.now };
-                self.events.push_back(Event::KeyUpdated { sending: true, generation });
+                self.push_event(Event::KeyUpdated { sending: true, generation });
             }
             Err(_) => self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),
         }

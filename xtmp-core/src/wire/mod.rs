@@ -23,5 +23,10 @@ pub use types::{EncryptionType, FlagRule, Flags, MessageType, Priority, TypeClas
 /// Messages larger than this are fragmented (SPEC.md, "Reliability").
 pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024;
 
+/// The smallest maximum frame payload a side may announce (SPEC.md,
+/// Parameters id 2): every receiver accepts frames this large, so
+/// handshake frames, sent before the peer's limit is known, stay within it.
+pub const MIN_MAX_PAYLOAD: u32 = 1024;
+
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,9 @@ pub struct Pair {
     pub server_sent: u64,
     pub server_received: u64,
     pub server_sent_by_remote: std::collections::HashMap<Remote, u64>,
+    /// Whether the server's application takes its events (a slow
+    /// application stops: flow control must hold the client back).
+    pub server_reading: bool,
 }
 
 pub fn provider() -> Arc<dyn CryptoProvider> {
@@ -119,6 +122,7 @@ impl Setup {
             server_sent: 0,
             server_received: 0,
             server_sent_by_remote: Default::default(),
+            server_reading: true,
         }
     }
 }
@@ -207,7 +211,7 @@ impl Pair {
         while let Some(e) = self.client.poll_event() {
             self.client_events.push(e);
         }
-        while let Some(e) = self.server.poll_event() {
+        while let Some(e) = self.server_reading.then(|| self.server.poll_event()).flatten() {
             match e {
                 EndpointEvent::NewSession(h, _) => self.handle = Some(h),
                 EndpointEvent::Session(_, e) => self.server_events.push(e),
