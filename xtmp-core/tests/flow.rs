@@ -27,9 +27,7 @@ fn acked(events: &[Event]) -> Vec<MessageId> {
 fn pair(kind: PathKind, window: u32) -> Pair {
     let mut s = Setup::new(kind);
     s.server().params.receive_window = window;
-    let mut p = s.start();
-    p.connect();
-    p
+    s.connected()
 }
 
 /// Lets `d` of virtual time pass (heartbeats, probes and timers run).
@@ -110,8 +108,7 @@ fn a_sender_told_would_block_is_told_when_it_may_send_again() {
     let mut s = Setup::new(PathKind::Stream);
     s.server().params.receive_window = 8 * 1024;
     s.session.max_queued_messages = 8;
-    let mut p = s.start();
-    p.connect();
+    let mut p = s.connected();
     p.server_reading = false;
     let fill = |p: &mut Pair| {
         let mut sent = 0;

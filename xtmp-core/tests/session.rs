@@ -8,12 +8,6 @@ use common::*;
 use xtmp_core::session::{CloseCode, CloseReason, ErrorCode, Event, MessageKind, PathKind, SendOptions};
 use xtmp_core::wire::MessageType;
 
-fn established(kind: PathKind) -> Pair {
-    let mut p = Setup::new(kind).start();
-    p.connect();
-    p
-}
-
 #[test]
 fn handshake_and_request_response_on_both_path_kinds() {
     for kind in [PathKind::Stream, PathKind::Datagram] {

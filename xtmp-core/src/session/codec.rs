@@ -10,6 +10,12 @@ use alloc::vec::Vec;
 pub(crate) const KIND_MESSAGE: u8 = 0;
 pub(crate) const KIND_REQUEST: u8 = 1;
 pub(crate) const KIND_RESPONSE: u8 = 2;
+/// Subscriptions (SPEC.md 4.9): a request that opens one, an item of one,
+/// its end by the subscriber, its end by the publisher.
+pub(crate) const KIND_SUBSCRIBE: u8 = 3;
+pub(crate) const KIND_ITEM: u8 = 4;
+pub(crate) const KIND_UNSUBSCRIBE: u8 = 5;
+pub(crate) const KIND_END: u8 = 6;
 /// Set in the kind byte of the frame that completes a reliable message
 /// when the sender has nothing else to send: acknowledge at once (SPEC.md
 /// 4.3).
@@ -51,8 +57,8 @@ impl DataHeader {
             order: u64::from_be_bytes(h[17..25].try_into().ok()?),
         };
         let valid = match d.kind {
-            KIND_MESSAGE | KIND_REQUEST => d.correlation == 0,
-            KIND_RESPONSE => d.correlation != 0,
+            KIND_MESSAGE | KIND_REQUEST | KIND_SUBSCRIBE => d.correlation == 0,
+            KIND_RESPONSE | KIND_ITEM | KIND_UNSUBSCRIBE | KIND_END => d.correlation != 0,
             _ => false,
         };
         (valid && d.id != 0).then_some(d)
@@ -209,8 +215,16 @@ mod tests {
         assert_eq!(DataHeader::parse(&b), None, "a request is no response");
         h(KIND_MESSAGE, 0, 0).write(&mut b);
         assert_eq!(DataHeader::parse(&b), None, "id 0 is never used");
-        h(3, 1, 0).write(&mut b);
-        assert_eq!(DataHeader::parse(&b), None);
+        h(7, 1, 0).write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "no kind 7");
+        for kind in [KIND_ITEM, KIND_UNSUBSCRIBE, KIND_END] {
+            h(kind, 1, 0).write(&mut b);
+            assert_eq!(DataHeader::parse(&b), None, "kind {kind} names its subscription");
+            h(kind, 1, 5).write(&mut b);
+            assert_eq!(DataHeader::parse(&b), Some(h(kind, 1, 5)));
+        }
+        h(KIND_SUBSCRIBE, 1, 5).write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "a subscribe names nothing");
         let now = DataHeader { ack_now: true, ..h(KIND_REQUEST, 7, 0) };
         now.write(&mut b);
         assert_eq!(b[0], KIND_REQUEST | KIND_ACK_NOW);

@@ -88,6 +88,12 @@ pub struct SessionConfig {
     /// An unreliable message whose fragments stop arriving is dropped after
     /// this. Default 10 s.
     pub reassembly_timeout: Duration,
+    /// Subscriptions the peer may hold open on this side at once; a
+    /// subscribe beyond it is refused with Error `REFUSED`. Default 256.
+    pub max_subscriptions: usize,
+    /// Best-effort items of one subscription waiting to be sent; pushing
+    /// another drops the oldest of them (the newest are kept). Default 64.
+    pub subscription_queue: usize,
     /// The congestion controller for datagram paths. Default NewReno.
     pub congestion: Arc<dyn ControllerFactory>,
 }
@@ -117,6 +123,8 @@ impl Default for SessionConfig {
             delivery_timeout: Duration::from_secs(30),
             max_reassembly_bytes: 16 << 20,
             reassembly_timeout: Duration::from_secs(10),
+            max_subscriptions: 256,
+            subscription_queue: 64,
             congestion: Arc::new(NewRenoFactory),
         }
     }

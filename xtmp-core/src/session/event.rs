@@ -37,15 +37,36 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// A subscription (SPEC.md 4.9): the message id of the subscribe request
+/// that opened it, in the subscriber's id space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscriptionId(pub u64);
+
 /// How a received data message relates to others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageKind {
     /// A one-way message.
     Message,
     /// A request: the peer expects a response naming this message's id.
     Request,
-    /// The response to this side's request with the given id.
+    /// The response to this side's request (or subscription) with the
+    /// given id. An Error response to a subscription refuses it.
     Response(MessageId),
+    /// The peer subscribes to a stream of this message's type; the body is
+    /// its filter. A request: accept it with
+    /// [`crate::session::Session::respond`] (then
+    /// [`crate::session::Session::push`] items), or refuse it with
+    /// [`crate::session::Session::respond_error`]. Its subscription id is
+    /// `SubscriptionId(message.id.0)`.
+    Subscribe,
+    /// An item of this side's subscription.
+    Item(SubscriptionId),
+    /// The peer ended its subscription to this side: push no more.
+    Unsubscribe(SubscriptionId),
+    /// The peer ended this side's subscription; [`Message::end_reason`]
+    /// says why. No more items follow.
+    End(SubscriptionId),
 }
 
 /// A message from the peer.
@@ -66,6 +87,14 @@ pub struct Message {
 }
 
 impl Message {
+    /// For the end of a subscription ([`MessageKind::End`]): its code and reason.
+    pub fn end_reason(&self) -> Option<(ErrorCode, String)> {
+        if !matches!(self.kind, MessageKind::End(_)) {
+            return None;
+        }
+        super::codec::parse_code_reason(&self.body).map(|(c, r)| (ErrorCode(c), r))
+    }
+
     /// For an Error (`FE`) message: its code and reason.
     pub fn error(&self) -> Option<(ErrorCode, String)> {
         if self.message_type != MessageType::ERROR {
@@ -261,6 +290,8 @@ pub enum SendError {
     InvalidType(MessageType),
     /// `respond` named a message id this side never received as a request.
     NoSuchRequest(MessageId),
+    /// The subscription is not open (never was, was refused, or ended).
+    NoSuchSubscription(SubscriptionId),
 }
 
 impl fmt::Display for SendError {
@@ -272,6 +303,7 @@ impl fmt::Display for SendError {
             SendError::TooLarge { len, max } => write!(f, "message of {len} bytes exceeds the {max}-byte maximum"),
             SendError::InvalidType(t) => write!(f, "message type {t:?} cannot be sent by the application"),
             SendError::NoSuchRequest(id) => write!(f, "no pending request with id {}", id.0),
+            SendError::NoSuchSubscription(id) => write!(f, "no open subscription with id {}", id.0),
         }
     }
 }
@@ -337,6 +369,9 @@ pub struct Stats {
     /// Unreliable messages dropped unread: the application fell a receive
     /// window behind, and the oldest made room for the newest.
     pub messages_dropped: u64,
+    /// Best-effort subscription items dropped before sending because newer
+    /// ones of the same subscription were pushed (a congested path).
+    pub items_superseded: u64,
     /// Bytes of messages handed to the event queue and not taken yet.
     pub unread_bytes: u64,
     /// Whether a reliable message waits for the peer's flow-control credit
@@ -350,6 +385,8 @@ pub struct Stats {
     pub bytes_in_flight: u64,
     /// Reliable messages waiting for acknowledgement.
     pub unacked_messages: u64,
+    /// Subscriptions open, both ways (this side's and the peer's).
+    pub subscriptions: u64,
     /// Bytes held for reassembly and reordering.
     pub reassembly_bytes: u64,
     /// The current sending key generation.

@@ -1,6 +1,7 @@
 //! One XTMP session: the handshake as its first phase, then encrypted
 //! frames with sequencing, replay protection, key rotation, heartbeats,
-//! request/response correlation and close (SPEC.md section 3).
+//! request/response correlation, subscriptions and close (SPEC.md
+//! sections 3 and 4).
 //!
 //! # Driving a session
 //!
@@ -67,13 +68,14 @@ pub(crate) mod record;
 mod rekey;
 mod reliable;
 pub(crate) mod replay;
+mod subscription;
 mod timers;
 
 pub use codec::MAX_REASON_LEN;
 pub use config::{ConfigError, MIN_DATAGRAM, SessionConfig};
 pub use event::{
     BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathId,
-    PathKind, SendError, Stats, Transmit,
+    PathKind, SendError, Stats, SubscriptionId, Transmit,
 };
 
 pub use rekey::{REKEY, REKEY_ACK};
@@ -344,6 +346,8 @@ pub struct Session {
     requests_in: BTreeSet<u64>,
     /// This side's requests not yet answered.
     requests_out: BTreeSet<u64>,
+    /// Open subscriptions, both ways.
+    subs: subscription::Subscriptions,
     disconnect: Option<Outgoing>,
     close_reason: Option<CloseReason>,
     /// Events for the application, each with the flow-control credit its
@@ -456,6 +460,7 @@ impl Session {
             failed_paths: Vec::new(),
             requests_in: BTreeSet::new(),
             requests_out: BTreeSet::new(),
+            subs: subscription::Subscriptions::default(),
             disconnect: None,
             close_reason: None,
             events: VecDeque::new(),
@@ -634,6 +639,7 @@ impl Session {
         s.congestion_window = self.congestion.window();
         s.bytes_in_flight = self.recovery.in_flight();
         s.unacked_messages = self.outbound.len() as u64;
+        s.subscriptions = self.subs.open_count() as u64;
         s.reassembly_bytes = self.inbound.held() as u64;
         s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
@@ -686,12 +692,7 @@ impl Session {
         body: Bytes,
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
-        let class = message_type.class();
-        let allowed =
-            (class == TypeClass::Application && message_type.name().is_some()) || class == TypeClass::Extension;
-        if !allowed {
-            return Err(SendError::InvalidType(message_type));
-        }
+        subscription::check_app_type(message_type)?;
         let kind = if options.request { codec::KIND_REQUEST } else { codec::KIND_MESSAGE };
         let id = self.send_data(message_type, body, options, kind, 0)?;
         if options.request {
@@ -720,6 +721,7 @@ impl Session {
         }
         let id = self.send_data(message_type, body, options, codec::KIND_RESPONSE, to.0)?;
         self.requests_in.remove(&to.0);
+        self.on_answered(to.0, message_type == MessageType::ERROR);
         Ok(id)
     }
 

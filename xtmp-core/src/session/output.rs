@@ -275,6 +275,11 @@ impl Session {
                 if counted {
                     self.queued_bytes -= item.body.len();
                     self.queued_items -= 1;
+                    if let Head::Data(d) = item.head
+                        && d.kind == codec::KIND_ITEM
+                    {
+                        self.item_sent(d.correlation);
+                    }
                 }
                 match item.head {
                     Head::Forward(class) => self.forward_queued[usize::from(class).min(2)] = false,

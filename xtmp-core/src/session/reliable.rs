@@ -321,6 +321,10 @@ impl Session {
         let kind = match head.kind {
             codec::KIND_REQUEST => MessageKind::Request,
             codec::KIND_RESPONSE => MessageKind::Response(MessageId(head.correlation)),
+            codec::KIND_SUBSCRIBE => MessageKind::Subscribe,
+            codec::KIND_ITEM => MessageKind::Item(SubscriptionId(head.correlation)),
+            codec::KIND_UNSUBSCRIBE => MessageKind::Unsubscribe(SubscriptionId(head.correlation)),
+            codec::KIND_END => MessageKind::End(SubscriptionId(head.correlation)),
             _ => MessageKind::Message,
         };
         let message = Message {
@@ -412,31 +416,40 @@ impl Session {
             TypeClass::Error => m.message_type == MessageType::ERROR,
             _ => false,
         };
+        let request = matches!(m.kind, MessageKind::Request | MessageKind::Subscribe);
         if !deliverable {
             self.stats.frames_dropped += 1;
             self.release_credit(credit);
-            if m.kind == MessageKind::Request {
+            if request {
                 self.queue_error(m.id.0, ErrorCode::UNKNOWN_TYPE, "unknown message type");
             }
             return;
         }
-        match m.kind {
-            MessageKind::Request => {
-                if self.requests_in.len() >= self.config.max_queued_messages {
-                    self.release_credit(credit);
-                    return self.queue_error(m.id.0, ErrorCode::REFUSED, "too many pending requests");
-                }
-                self.requests_in.insert(m.id.0);
-            }
+        if request && self.requests_in.len() >= self.config.max_queued_messages {
+            self.release_credit(credit);
+            return self.queue_error(m.id.0, ErrorCode::REFUSED, "too many pending requests");
+        }
+        let accepted = match m.kind {
+            MessageKind::Request => true,
             MessageKind::Response(to) => {
-                if !self.requests_out.remove(&to.0) {
-                    // Not an answer to anything outstanding: drop it.
-                    self.stats.frames_dropped += 1;
-                    self.release_credit(credit);
-                    return;
+                let known = self.requests_out.remove(&to.0);
+                if known {
+                    self.on_response(to.0, m.message_type == MessageType::ERROR);
                 }
+                known
             }
-            MessageKind::Message => {}
+            MessageKind::Message => true,
+            _ => self.on_subscription_message(&m),
+        };
+        if !accepted {
+            // An answer to nothing outstanding, an item of a subscription
+            // already ended, a refused subscription: drop it.
+            self.stats.frames_dropped += 1;
+            self.release_credit(credit);
+            return;
+        }
+        if request {
+            self.requests_in.insert(m.id.0);
         }
         if !reliable {
             credit = Credit::Unreliable(m.body.len());
@@ -521,6 +534,7 @@ impl Session {
         }
         self.queued_bytes = 0;
         self.queued_items = 0;
+        self.subs.clear_queued();
         self.forward_queued = [false; 3];
     }
 }

@@ -60,6 +60,11 @@ pub struct Pair {
     pub server_reading: bool,
 }
 
+/// A pair with the default configuration, connected.
+pub fn established(kind: PathKind) -> Pair {
+    Setup::new(kind).connected()
+}
+
 pub fn provider() -> Arc<dyn CryptoProvider> {
     Arc::new(RustCrypto)
 }
@@ -94,6 +99,13 @@ impl Setup {
 
     pub fn server(&mut self) -> &mut ServerConfig {
         Arc::get_mut(&mut self.endpoint.server).unwrap()
+    }
+
+    /// Starts the pair and completes the handshake.
+    pub fn connected(self) -> Pair {
+        let mut p = self.start();
+        p.connect();
+        p
     }
 
     pub fn start(mut self) -> Pair {
