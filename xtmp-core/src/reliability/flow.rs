@@ -93,6 +93,11 @@ impl RecvCredit {
         self.advertised[class]
     }
 
+    /// The window this side announced.
+    pub(crate) fn window(&self) -> u64 {
+        self.window
+    }
+
     fn limit(&self, class: usize) -> u64 {
         self.consumed[class].saturating_add(self.window)
     }

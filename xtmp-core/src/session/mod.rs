@@ -333,9 +333,6 @@ pub struct Session {
     send_credit: SendCredit,
     /// This side's flow-control window and what the application has read.
     recv_credit: RecvCredit,
-    /// This side's receive window (Parameters id 4): also the bound on
-    /// unread unreliable bytes.
-    local_window: u32,
     /// Bytes of unreliable messages in `events`.
     unread_unreliable: usize,
     /// `send` returned `WouldBlock`: report `Writable` once there is room.
@@ -454,7 +451,6 @@ impl Session {
             max_data_queued: [false; 3],
             send_credit: SendCredit::new(params.receive_window),
             recv_credit: RecvCredit::new(params.receive_window),
-            local_window: params.receive_window,
             unread_unreliable: 0,
             send_blocked: false,
             failed_paths: Vec::new(),
@@ -873,13 +869,19 @@ impl Session {
     /// flow-control window (SPEC.md 4.6): a peer can send only so far
     /// ahead of what this side's application has read.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.send_blocked && matches!(self.state, State::Established) && self.has_room() {
+        if self.writable_due() {
             self.send_blocked = false;
             return Some(Event::Writable);
         }
         let (event, credit) = self.events.pop_front()?;
         self.release_credit(credit);
         Some(event)
+    }
+
+    /// Whether `Writable` is to be reported: a `send` was refused, and
+    /// now there is room.
+    fn writable_due(&self) -> bool {
+        self.send_blocked && matches!(self.state, State::Established) && self.has_room()
     }
 
     /// Whether `send` would take another message now (the queue limits).
@@ -895,7 +897,7 @@ impl Session {
 
     /// Whether an event waits for the application.
     pub(crate) fn has_event(&self) -> bool {
-        !self.events.is_empty() || (self.send_blocked && matches!(self.state, State::Established) && self.has_room())
+        !self.events.is_empty() || self.writable_due()
     }
 
     /// Queues an event that releases no credit.

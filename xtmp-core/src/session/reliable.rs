@@ -461,7 +461,8 @@ impl Session {
     /// Unread unreliable messages are bounded by the receive window: the
     /// oldest go first, so the newest are kept (SPEC.md 4.6).
     fn make_room_unreliable(&mut self, len: usize) {
-        let window = self.local_window as usize;
+        // The window this side announced bounds unread unreliable bytes too.
+        let window = self.recv_credit.window() as usize;
         while self.unread_unreliable + len > window {
             let Some(i) = self.events.iter().position(|(_, c)| matches!(c, Credit::Unreliable(_))) else { break };
             let Some((event, Credit::Unreliable(n))) = self.events.remove(i) else { break };
