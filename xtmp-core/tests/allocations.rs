@@ -11,6 +11,8 @@
 
 mod common;
 
+use core::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use xtmp_core::session::{Event, PathId, PathKind, SendOptions};
@@ -30,6 +32,9 @@ fn main() {
         let mut run = |p: &mut Pair, n: u64| {
             let (mut send, mut open) = (0u64, 0u64);
             for _ in 0..n {
+                // Time passes between messages, as it does for a real
+                // sender (the pacer refills).
+                p.now += Duration::from_micros(100);
                 let s0 = dhat::HeapStats::get().total_blocks;
                 p.client.send(MessageType::BUNDLE_SUBMIT, body.clone(), SendOptions::unreliable()).unwrap();
                 let t = p.client.poll_transmit(p.now, &mut buf).unwrap().unwrap();
@@ -61,6 +66,7 @@ fn main() {
             let mut acked = 0u64;
             let s0 = dhat::HeapStats::get().total_blocks;
             for _ in 0..n {
+                p.now += Duration::from_micros(100);
                 p.client.send(MessageType::BUNDLE_SUBMIT, body.clone(), SendOptions::default()).unwrap();
                 while let Some(t) = p.client.poll_transmit(p.now, &mut buf).unwrap() {
                     p.server.handle_input(p.now, p.remote, &buf[..t.len]);

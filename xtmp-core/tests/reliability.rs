@@ -7,10 +7,12 @@ mod common;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use xtmp_core::reliability::RttEstimator;
 use xtmp_core::session::{CloseCode, Event, FailReason, MessageId, PathId, PathKind, PriorityClass, SendOptions};
 use xtmp_core::wire::{MessageType, Priority};
 
@@ -349,5 +351,74 @@ fn a_sender_with_nothing_more_to_send_is_acknowledged_at_once() {
         assert!(ids.iter().all(|id| p.client_events.contains(&Event::Acked(*id))), "{kind:?}");
         let burst_acks = p.server_session().stats().acks_sent - acks;
         assert!(burst_acks <= 2, "{kind:?}: {burst_acks} ACKs for one burst");
+    }
+}
+
+/// A controller whose window never changes, so only the pacer limits a burst.
+#[derive(Debug)]
+struct FixedWindow(u64);
+
+impl xtmp_core::reliability::Controller for FixedWindow {
+    fn on_sent(&mut self, _: xtmp_core::time::Instant, _: u64) {}
+    fn on_ack(&mut self, _: xtmp_core::time::Instant, _: xtmp_core::time::Instant, _: u64, _: &RttEstimator) {}
+    fn on_congestion_event(&mut self, _: xtmp_core::time::Instant, _: xtmp_core::time::Instant, _: bool) {}
+    fn window(&self) -> u64 {
+        self.0
+    }
+}
+
+impl xtmp_core::reliability::ControllerFactory for FixedWindow {
+    fn build(&self, _: xtmp_core::time::Instant, _: u64) -> Box<dyn xtmp_core::reliability::Controller> {
+        Box::new(FixedWindow(self.0))
+    }
+}
+
+/// Datagrams the client sends at its current time, without advancing it.
+fn burst(p: &mut Pair) -> usize {
+    let mut buf = vec![0u8; 2048];
+    let mut n = 0;
+    while let Some(t) = p.client.poll_transmit(p.now, &mut buf).unwrap() {
+        assert!(t.len <= 1200);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_datagram_path_paces_a_large_window_and_can_be_told_not_to() {
+    for pacing in [true, false] {
+        let mut s = Setup::new(PathKind::Datagram);
+        s.session.congestion = Arc::new(FixedWindow(10 << 20));
+        s.session.pacing = pacing;
+        let mut p = s.connected();
+        for i in 0..400 {
+            let opts = SendOptions::unreliable();
+            p.client.send(MessageType::METRICS_STREAM, body(i, 1000), opts).unwrap();
+        }
+        let first = burst(&mut p);
+        if !pacing {
+            assert_eq!(first, 400, "without pacing the window alone decides");
+            continue;
+        }
+        // A burst is at most 256 full datagrams' worth (MAX_BURST).
+        let limit = 256 * 1200 / 1000;
+        assert!((256..=limit).contains(&first), "a burst of {first} datagrams");
+        let next = p.client.poll_timeout().expect("a pacing deadline");
+        assert!(next > p.now, "the session waits for the pacer instead of spinning");
+        p.now = next;
+        p.client.handle_timeout(next);
+        let more = burst(&mut p);
+        assert!(more >= 1, "the pacer releases the next datagram at its deadline");
+        let mut total = first + more;
+        for _ in 0..10_000 {
+            let Some(t) = p.client.poll_timeout() else { break };
+            if total == 400 {
+                break;
+            }
+            p.now = t.max(p.now);
+            p.client.handle_timeout(p.now);
+            total += burst(&mut p);
+        }
+        assert_eq!(total, 400, "every message goes out, paced");
     }
 }

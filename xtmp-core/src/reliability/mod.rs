@@ -7,6 +7,7 @@
 //! | `recovery` | frames sent and tracked, loss detection, the probe timeout |
 //! | [`rtt`] | round-trip time estimation |
 //! | [`congestion`] | the pluggable congestion controller, NewReno by default |
+//! | [`pacing`] | spreading the window over the round trip |
 //! | `outbound` | reliable messages waiting for acknowledgement, order numbers, credit offsets, deadlines |
 //! | `flow` | flow-control credit: the peer's limits, what this side advertises |
 //! | `reassembly`, `delivery` | fragments into messages, exactly-once in-order delivery, memory bounds |
@@ -18,6 +19,7 @@ pub mod congestion;
 pub(crate) mod delivery;
 pub(crate) mod flow;
 pub(crate) mod outbound;
+pub mod pacing;
 pub(crate) mod ranges;
 pub(crate) mod reassembly;
 pub(crate) mod recovery;

@@ -96,6 +96,10 @@ pub struct SessionConfig {
     pub subscription_queue: usize,
     /// The congestion controller for datagram paths. Default NewReno.
     pub congestion: Arc<dyn ControllerFactory>,
+    /// Whether datagrams are paced: spread over the round trip at 5/4 of
+    /// the congestion window per RTT, in bursts of at most 2 ms of the
+    /// window (10 to 256 datagrams) (SPEC.md 4.6). Default `true`.
+    pub pacing: bool,
 }
 
 impl Default for SessionConfig {
@@ -126,6 +130,7 @@ impl Default for SessionConfig {
             max_subscriptions: 256,
             subscription_queue: 64,
             congestion: Arc::new(NewRenoFactory),
+            pacing: true,
         }
     }
 }

@@ -52,6 +52,7 @@ use crate::reliability::congestion::Controller;
 use crate::reliability::delivery::Inbound;
 use crate::reliability::flow::{RecvCredit, SendCredit};
 use crate::reliability::outbound::Outbound;
+use crate::reliability::pacing::{Pacer, Rate};
 use crate::reliability::recovery::{Recovery, SentFrame};
 use crate::reliability::rtt::RttEstimator;
 use crate::time::Instant;
@@ -317,6 +318,8 @@ pub struct Session {
     recovery: Recovery,
     rtt: RttEstimator,
     congestion: alloc::boxed::Box<dyn Controller>,
+    /// Spreads datagrams over the round trip.
+    pacer: Pacer,
     /// Reliable messages waiting for acknowledgement.
     outbound: Outbound<Outgoing>,
     /// Fragments and reliable messages waiting for their turn.
@@ -442,6 +445,7 @@ impl Session {
             recovery: Recovery::new(),
             rtt: RttEstimator::new(config.initial_rtt),
             congestion: config.congestion.build(now, config.max_datagram as u64),
+            pacer: Pacer::default(),
             outbound: Outbound::new(),
             inbound: Inbound::new(),
             local_max_message: params.max_message_len,

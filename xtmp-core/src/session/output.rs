@@ -72,6 +72,7 @@ impl Session {
         }
         let limit = self.transmit_limit(path, buf);
         self.tx_path = path;
+        let in_flight = self.recovery.in_flight();
         let mut len = 0;
         let mut needed = 0;
         loop {
@@ -96,6 +97,7 @@ impl Session {
         p.sent += len as u64;
         self.last_send = self.now;
         self.stats.bytes_sent += len as u64;
+        self.on_datagram_sent(path, len, in_flight);
         if let State::Closing = self.state
             && self.disconnect.is_none()
         {

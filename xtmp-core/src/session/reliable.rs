@@ -80,10 +80,47 @@ impl Session {
         self.acks.deadline().is_some_and(|d| d <= self.now)
     }
 
-    /// Whether the congestion window lets data go out on the primary path.
+    /// Whether the congestion window and the pacer let data go out on the
+    /// primary path.
     pub(super) fn can_send_data(&self) -> bool {
         self.paths[self.primary.0 as usize].kind == PathKind::Stream
-            || self.recovery.in_flight() < self.congestion.window()
+            || (self.recovery.in_flight() < self.congestion.window() && self.pacing_release().is_none())
+    }
+
+    /// What the pacer is computed from now.
+    pub(super) fn pacing_rate(&self) -> Rate {
+        let datagram = self.frame_room(self.primary) + HEADER_LEN;
+        Rate { window: self.congestion.window(), rtt: self.rtt.get(), datagram: datagram as u64 }
+    }
+
+    /// When the pacer lets the next datagram go on a datagram path:
+    /// `None` for now (or pacing is off).
+    fn pacing_release(&self) -> Option<Instant> {
+        if !self.config.pacing {
+            return None;
+        }
+        self.pacer.release(self.now, self.pacing_rate())
+    }
+
+    /// When data held back only by the pacer may go.
+    fn pacing_deadline(&self) -> Option<Instant> {
+        let p = &self.paths[self.primary.0 as usize];
+        let waiting = p.alive
+            && p.kind == PathKind::Datagram
+            && self.recovery.in_flight() < self.congestion.window()
+            && self.data_ready();
+        waiting.then(|| self.pacing_release()).flatten()
+    }
+
+    /// A datagram of `len` bytes went out; `in_flight_before` is what was
+    /// in flight before it was written. Only datagrams that count against
+    /// the window take the pacer's tokens (an ACK alone does not).
+    pub(super) fn on_datagram_sent(&mut self, path: PathId, len: usize, in_flight_before: u64) {
+        let datagram = self.paths[path.0 as usize].kind == PathKind::Datagram;
+        if datagram && self.config.pacing && self.recovery.in_flight() > in_flight_before {
+            let rate = self.pacing_rate();
+            self.pacer.on_sent(self.now, len as u64, rate);
+        }
     }
 
     /// Whether a queue holds something that may be sent now.
@@ -483,6 +520,7 @@ impl Session {
         let alive = self.paths[self.primary.0 as usize].alive;
         [
             self.acks.deadline().filter(|_| alive),
+            self.pacing_deadline(),
             self.recovery.loss_time(),
             self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay),
             self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay),
