@@ -56,7 +56,11 @@ fn large_messages_are_fragmented_and_reassembled() {
         assert_eq!(got, bodies, "{kind:?}: every message whole, in order");
         assert_eq!(acked(&p.client_events), ids);
         if kind == PathKind::Datagram {
-            assert!(biggest.get() <= 1200, "datagrams stay within the path's size: {}", biggest.get());
+            // Nothing limits the pair's path: discovery takes it to the
+            // default upper bound, and no datagram exceeds what it found.
+            let mtu = p.client.stats().max_datagram as usize;
+            assert_eq!(mtu, 1452, "path MTU discovered");
+            assert!(biggest.get() <= mtu, "datagrams stay within the path's size: {}", biggest.get());
         }
         let s = p.server_session().stats();
         assert_eq!(s.reassembly_bytes, 0, "nothing left held");
@@ -421,4 +425,54 @@ fn a_datagram_path_paces_a_large_window_and_can_be_told_not_to() {
         }
         assert_eq!(total, 400, "every message goes out, paced");
     }
+}
+
+/// A datagram path whose MTU the test sets (0: no limit): larger datagrams vanish.
+fn mtu_limited(p: &mut Pair) -> Rc<Cell<usize>> {
+    let mtu = Rc::new(Cell::new(0usize));
+    let m = mtu.clone();
+    p.filter =
+        Some(Box::new(move |_, b| if m.get() != 0 && b.len() > m.get() { Verdict::Drop } else { Verdict::Deliver }));
+    mtu
+}
+
+#[test]
+fn path_mtu_discovery_finds_the_path_and_falls_back_on_a_black_hole() {
+    let mut p = Setup::new(PathKind::Datagram).start();
+    let mtu = mtu_limited(&mut p);
+    mtu.set(1300);
+    p.connect();
+    let mut ids = Vec::new();
+    let mut send = |p: &mut Pair, i: u64| {
+        ids.push(p.client.send(MessageType::BUNDLE_SUBMIT, body(i, 50_000), SendOptions::default()).unwrap());
+        ids.len()
+    };
+    let n = send(&mut p, 1);
+    p.drive(100_000, |p| acked(&p.client_events).len() == n);
+    // The search goes on while the session idles (lost probes are found by
+    // the probe timeout).
+    p.drive(100_000, |p| p.client.stats().max_datagram > 1300 - 16);
+    let s = p.client.stats();
+    assert!((1300 - 16..=1300).contains(&(s.max_datagram as usize)), "found {}", s.max_datagram);
+    assert!(s.mtu_probes >= 4, "the upper bound three times, then a search: {} probes", s.mtu_probes);
+    // The path narrows: large datagrams vanish until the session falls back.
+    mtu.set(1250);
+    for i in 2..6 {
+        send(&mut p, i);
+    }
+    p.drive(100_000, |p| acked(&p.client_events).len() == 5);
+    let s = p.client.stats();
+    assert_eq!(s.black_holes, 1);
+    assert_eq!(s.max_datagram, 1200, "back at the base until the next search");
+    let got: Vec<Bytes> = p.server_messages().iter().map(|m| m.body.clone()).collect();
+    let want: Vec<Bytes> = (1..6).map(|i| body(i, 50_000)).collect();
+    assert_eq!(got, want, "nothing lost, nothing repeated");
+
+    // Without discovery the path stays at the configured size.
+    let mut s = Setup::new(PathKind::Datagram);
+    s.session.mtu_discovery = None;
+    let mut p = s.connected();
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, body(9, 50_000), SendOptions::default()).unwrap();
+    p.drive(100_000, |p| acked(&p.client_events) == [id]);
+    assert_eq!((p.client.stats().max_datagram, p.client.stats().mtu_probes), (1200, 0));
 }

@@ -237,8 +237,12 @@ fn a_million_messages_with_rotations_every_thousand_frames() {
         }
     }
     let (c, s) = (p.client.stats(), p.server_session().stats());
+    // 500 generations of a thousand frames, less at most one for each of
+    // the five re-keys (an open re-key freezes the sending generation
+    // while at most 500 messages are in flight, and its new key starts
+    // counting afresh).
     assert!(
-        s.recv_generation >= 499 && c.recv_generation >= 499,
+        s.recv_generation >= 494 && c.recv_generation >= 494,
         "rotated {} / {} times",
         s.recv_generation,
         c.recv_generation

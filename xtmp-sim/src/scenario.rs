@@ -146,6 +146,11 @@ pub enum Mark {
     Fragmented,
     /// A sender waited for its peer's flow-control credit.
     FlowBlocked,
+    /// Path MTU discovery raised a datagram path above its base size.
+    MtuRaised,
+    /// A datagram path fell back to its base size after large datagrams
+    /// kept disappearing.
+    BlackHole,
 }
 
 /// Clock faults.

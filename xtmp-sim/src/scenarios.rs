@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use xtmp_core::endpoint::RetryPolicy;
+use xtmp_core::reliability::MtuDiscoveryConfig;
 
 use crate::link::{Latency, LinkConfig, Loss};
 use crate::scenario::{Action, Attacker, ClockFaults, Dir, Mark, Scenario, Transport, Who, Workload};
@@ -33,6 +34,7 @@ pub const NAMES: &[&str] = &[
     "nat_rebinding",
     "clock_faults",
     "mtu_change",
+    "path_mtu",
     "cookies",
     "slow_reader",
     "swarm",
@@ -57,6 +59,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "nat_rebinding" => nat_rebinding(),
         "clock_faults" => clock_faults(),
         "mtu_change" => mtu_change(),
+        "path_mtu" => path_mtu(),
         "cookies" => cookies(),
         "slow_reader" => slow_reader(),
         "swarm" => swarm(),
@@ -241,6 +244,30 @@ pub fn mtu_change() -> Scenario {
         .at(secs(3), Action::SetMtu(Who::All, 1500))
         .expect(&[Mark::Retransmission]);
     s.workload.small = 1000;
+    s
+}
+
+/// Path MTU discovery over a 1,400-byte path with 1 % loss: the sessions
+/// find it, the path narrows to 1,300 bytes (a black hole for what they
+/// found) and they fall back, then it widens again and they search anew.
+pub fn path_mtu() -> Scenario {
+    let link = LinkConfig { mtu: 1400, loss: Loss::Bernoulli(0.01), ..LinkConfig::default() };
+    let mut s = Scenario::new("path_mtu")
+        .links(link)
+        .at(secs(2), Action::SetMtu(Who::All, 1300))
+        .at(secs(5), Action::SetMtu(Who::All, 1500))
+        .expect(&[Mark::MtuRaised, Mark::BlackHole, Mark::Fragmented]);
+    let mut mtu = MtuDiscoveryConfig::default();
+    mtu.interval = secs(2);
+    s.session.mtu_discovery = Some(mtu);
+    s.workload = Workload {
+        messages: 400,
+        interval: ms(20),
+        large_chance: 0.2,
+        large: 64 * 1024,
+        unreliable: 0.1,
+        ..Workload::default()
+    };
     s
 }
 

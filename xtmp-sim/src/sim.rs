@@ -1347,6 +1347,7 @@ impl World {
         let mut endpoints = self.server.past_endpoints.clone();
         endpoints.extend(self.server.endpoint.as_ref().map(|e| e.stats()));
         let sum = |f: &dyn Fn(&xtmp_core::session::Stats) -> u64| all.iter().map(f).sum::<u64>();
+        let base = self.scenario.session.max_datagram as u64;
         self.counters.lost = sum(&|s| s.lost);
         self.counters.retransmissions = sum(&|s| s.retransmissions);
         let marks = [
@@ -1360,6 +1361,8 @@ impl World {
             (Mark::HandshakeRetransmit, sum(&|s| s.handshake_retransmits)),
             (Mark::CookieIssued, endpoints.iter().map(|e| e.retries_sent).sum()),
             (Mark::Migration, endpoints.iter().map(|e| e.migrations).sum()),
+            (Mark::MtuRaised, sum(&|s| u64::from(s.max_datagram > base))),
+            (Mark::BlackHole, sum(&|s| s.black_holes)),
         ];
         for (m, n) in marks {
             if n > 0 {

@@ -103,6 +103,11 @@ fn mtu_change() {
 }
 
 #[test]
+fn path_mtu() {
+    sweep("path_mtu", 100);
+}
+
+#[test]
 fn cookies() {
     sweep("cookies", 100);
 }

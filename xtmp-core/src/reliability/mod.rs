@@ -8,6 +8,7 @@
 //! | [`rtt`] | round-trip time estimation |
 //! | [`congestion`] | the pluggable congestion controller, NewReno by default |
 //! | [`pacing`] | spreading the window over the round trip |
+//! | [`mtu`] | datagram path MTU discovery and black-hole fallback |
 //! | `outbound` | reliable messages waiting for acknowledgement, order numbers, credit offsets, deadlines |
 //! | `flow` | flow-control credit: the peer's limits, what this side advertises |
 //! | `reassembly`, `delivery` | fragments into messages, exactly-once in-order delivery, memory bounds |
@@ -18,6 +19,7 @@ pub(crate) mod ack;
 pub mod congestion;
 pub(crate) mod delivery;
 pub(crate) mod flow;
+pub mod mtu;
 pub(crate) mod outbound;
 pub mod pacing;
 pub(crate) mod ranges;
@@ -27,6 +29,7 @@ pub mod rtt;
 
 pub use ack::MAX_ACK_RANGES;
 pub use congestion::{Controller, ControllerFactory, NewReno, NewRenoFactory};
+pub use mtu::MtuDiscoveryConfig;
 pub use reassembly::MAX_RUNS;
 pub use recovery::{MAX_PACKET_THRESHOLD, MIN_STALL, PACKET_THRESHOLD, STALL_PTOS};
 pub use rtt::RttEstimator;

@@ -51,6 +51,8 @@ pub(crate) enum Content {
     Forward(u8),
     /// A MaxData for a priority class.
     MaxData(u8),
+    /// A path MTU probe of this many bytes.
+    MtuProbe(u32),
 }
 
 /// One frame sent and tracked.
@@ -65,6 +67,9 @@ pub(crate) struct SentFrame {
     /// Sent on a datagram path: counts toward congestion control and is
     /// subject to loss detection.
     pub(crate) datagram: bool,
+    /// Its datagram was larger than the path's base size (its loss may
+    /// mean the path MTU shrank).
+    pub(crate) large: bool,
     pub(crate) content: Content,
 }
 
@@ -72,6 +77,12 @@ impl SentFrame {
     /// Whether it counts toward bytes in flight.
     pub(crate) fn in_flight(&self) -> bool {
         self.eliciting && self.datagram
+    }
+
+    /// Whether its loss says something about congestion: a lost MTU probe
+    /// says only that the path is narrower (RFC 8899 section 3).
+    pub(crate) fn congestion_signal(&self) -> bool {
+        self.in_flight() && !matches!(self.content, Content::MtuProbe(_))
     }
 }
 
@@ -281,7 +292,7 @@ impl Recovery {
                         self.lost.pop_front();
                     }
                     self.lost.push_back((f.seq, largest - f.seq));
-                    if f.in_flight() {
+                    if f.congestion_signal() {
                         span = Some(span.map_or((f.time, f.time), |(a, b)| (a.min(f.time), b.max(f.time))));
                     }
                     lost(f);
@@ -365,6 +376,7 @@ mod tests {
             size: 100,
             eliciting: true,
             datagram,
+            large: false,
             content: Content::Data { id: seq, start: 0, end: 1 },
         }
     }

@@ -6,6 +6,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::reliability::congestion::{ControllerFactory, NewRenoFactory};
+use crate::reliability::mtu::MtuDiscoveryConfig;
 
 /// How a session behaves once it exists. Shared through `Arc`.
 ///
@@ -100,6 +101,10 @@ pub struct SessionConfig {
     /// the congestion window per RTT, in bursts of at most 2 ms of the
     /// window (10 to 256 datagrams) (SPEC.md 4.6). Default `true`.
     pub pacing: bool,
+    /// Path MTU discovery on datagram paths: probe above `max_datagram`
+    /// up to the configured bound, fall back on a black hole (SPEC.md
+    /// 4.10). `None` keeps every datagram path at `max_datagram`. Default on.
+    pub mtu_discovery: Option<MtuDiscoveryConfig>,
 }
 
 impl Default for SessionConfig {
@@ -131,6 +136,7 @@ impl Default for SessionConfig {
             subscription_queue: 64,
             congestion: Arc::new(NewRenoFactory),
             pacing: true,
+            mtu_discovery: Some(MtuDiscoveryConfig::default()),
         }
     }
 }
@@ -195,6 +201,17 @@ impl SessionConfig {
         }
         if self.max_datagram < MIN_DATAGRAM || self.max_datagram > 65_507 {
             return bad("max_datagram", "must be between 512 and 65,507 bytes");
+        }
+        if let Some(m) = &self.mtu_discovery {
+            if m.upper_bound > 65_507 {
+                return bad("mtu_discovery", "upper_bound must be at most 65,507 bytes");
+            }
+            if m.interval < Duration::from_secs(1) {
+                return bad("mtu_discovery", "interval must be at least 1 s");
+            }
+            if m.black_hole_threshold == 0 {
+                return bad("mtu_discovery", "black_hole_threshold must be at least 1");
+            }
         }
         if self.datagram_hello_padding > 16 * 1024 {
             return bad("datagram_hello_padding", "must be at most 16 KiB");

@@ -379,6 +379,15 @@ pub struct Stats {
     pub flow_blocked: bool,
     /// Probe timeouts.
     pub probes: u64,
+    /// Path MTU probes sent (padded datagrams larger than the path's
+    /// current size).
+    pub mtu_probes: u64,
+    /// Datagram paths that fell back to the base size after large
+    /// datagrams kept disappearing (SPEC.md 4.10).
+    pub black_holes: u64,
+    /// The datagram size in use on the primary path (its discovered path
+    /// MTU); 0 on a stream path.
+    pub max_datagram: u64,
     /// The congestion window (datagram paths), bytes.
     pub congestion_window: u64,
     /// Ack-eliciting bytes in flight on datagram paths.

@@ -507,6 +507,8 @@ impl Session {
             self.on_forward_frame(plain);
         } else if ty == MAX_DATA {
             self.on_max_data_frame(plain);
+        } else if ty == PADDING {
+            // Nothing to do: acknowledging it is the point (a probe).
         } else {
             self.protocol_violation("unknown or malformed control frame");
         }

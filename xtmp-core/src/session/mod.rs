@@ -63,6 +63,7 @@ pub(crate) mod codec;
 mod config;
 mod event;
 mod input;
+mod mtu;
 mod output;
 mod path;
 pub(crate) mod record;
@@ -96,6 +97,9 @@ pub const ACK: MessageType = MessageType(0xC0);
 /// Control frame: the sender gave up on reliable messages below a floor
 /// (SPEC.md section 4.4).
 pub const FORWARD: MessageType = MessageType(0xC5);
+/// Control frame: padding, ignored by the receiver; an acknowledged one
+/// is a path MTU probe (SPEC.md section 4.10).
+pub const PADDING: MessageType = MessageType(0xC7);
 /// Control frame: the receiver raises the flow-control limit of a priority
 /// class (SPEC.md section 4.6).
 pub const MAX_DATA: MessageType = MessageType(0xC6);
@@ -201,6 +205,8 @@ pub(super) enum Head {
     Forward(u8),
     /// A MaxData for a priority class, its limit computed when sent.
     MaxData(u8),
+    /// A Padding frame of this many payload bytes: a path MTU probe.
+    Padding(u32),
 }
 
 #[derive(Clone, Debug)]
@@ -320,6 +326,8 @@ pub struct Session {
     congestion: alloc::boxed::Box<dyn Controller>,
     /// Spreads datagrams over the round trip.
     pacer: Pacer,
+    /// Where the frame being written starts in its datagram.
+    tx_offset: usize,
     /// Reliable messages waiting for acknowledgement.
     outbound: Outbound<Outgoing>,
     /// Fragments and reliable messages waiting for their turn.
@@ -446,6 +454,7 @@ impl Session {
             rtt: RttEstimator::new(config.initial_rtt),
             congestion: config.congestion.build(now, config.max_datagram as u64),
             pacer: Pacer::default(),
+            tx_offset: 0,
             outbound: Outbound::new(),
             inbound: Inbound::new(),
             local_max_message: params.max_message_len,
@@ -641,6 +650,11 @@ impl Session {
         s.unacked_messages = self.outbound.len() as u64;
         s.subscriptions = self.subs.open_count() as u64;
         s.reassembly_bytes = self.inbound.held() as u64;
+        let primary = &self.paths[self.primary.0 as usize];
+        s.max_datagram = match primary.kind {
+            PathKind::Datagram => primary.mtu.current() as u64,
+            PathKind::Stream => 0,
+        };
         s.send_generation = self.send_keys.as_ref().map_or(0, |k| k.current.number);
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
         s.previous_recv_key = self.recv_keys.as_ref().is_some_and(|k| k.previous.is_some());

@@ -25,7 +25,7 @@ impl Session {
         let alive = self.paths[self.primary.0 as usize].alive;
         let hs = alive
             && (self.hs_send.as_ref().is_some_and(FlightSend::wants_send) || self.hs_ack_pending || self.hs_probe);
-        let data = alive && !self.data_held() && (self.has_sendable() || self.ack_due());
+        let data = alive && !self.data_held() && (self.has_sendable() || self.ack_due() || self.probe_due());
         match self.state {
             State::Closed | State::Draining { .. } => false,
             State::Established => hs || data || !self.path_queue.is_empty(),
@@ -70,12 +70,16 @@ impl Session {
         if !p.alive {
             return Ok(None);
         }
+        if let Some(t) = self.transmit_probe(buf) {
+            return Ok(Some(t));
+        }
         let limit = self.transmit_limit(path, buf);
         self.tx_path = path;
         let in_flight = self.recovery.in_flight();
         let mut len = 0;
         let mut needed = 0;
         loop {
+            self.tx_offset = len;
             match self.write_frame(&mut buf[len..limit]) {
                 Ok(Some(n)) => len += n,
                 Ok(None) => break,
@@ -109,7 +113,7 @@ impl Session {
     /// How many bytes one transmit on `path` may hold.
     fn transmit_limit(&self, path: PathId, buf: &[u8]) -> usize {
         let mut limit = match self.paths[path.0 as usize].kind {
-            PathKind::Datagram => buf.len().min(self.config.max_datagram),
+            PathKind::Datagram => buf.len().min(self.paths[path.0 as usize].mtu.current()),
             PathKind::Stream => buf.len(),
         };
         if let Some(budget) = self.amplification_budget(path) {
@@ -150,6 +154,7 @@ impl Session {
                 break;
             }
             self.tx_path = path;
+            self.tx_offset = len;
             match self.write_sealed(&item, None, &mut buf[len..limit]) {
                 Ok(n) => len += n,
                 Err(_) => break,
@@ -326,6 +331,7 @@ impl Session {
             Head::Ack => self.acks.encoded_len(),
             Head::Forward(_) => codec::FORWARD_LEN,
             Head::MaxData(_) => codec::MAX_DATA_LEN,
+            Head::Padding(n) => n as usize,
         };
         let total = HEADER_LEN + len;
         if out.len() < total {
@@ -385,6 +391,10 @@ impl Session {
             }
             Head::MaxData(class) => {
                 codec::write_max_data(class, self.recv_credit.advertise(usize::from(class)), payload);
+                len
+            }
+            Head::Padding(_) => {
+                payload.fill(0);
                 len
             }
         };

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use rand_core::Rng as _;
 
 use super::*;
+use crate::reliability::mtu::PathMtu;
 
 /// Challenges sent on a path before it is given up.
 const MAX_CHALLENGES: u8 = 3;
@@ -26,6 +27,8 @@ pub(super) struct Path {
     /// Frames that authenticated on this path.
     pub(super) authenticated: u64,
     pub(super) challenge: Option<Challenge>,
+    /// Datagram paths: the datagram size in use and its discovery.
+    pub(super) mtu: PathMtu,
 }
 
 pub(super) struct Challenge {
@@ -87,6 +90,10 @@ impl Session {
             highest: None,
             authenticated: 0,
             challenge: None,
+            mtu: PathMtu::new(
+                self.config.max_datagram,
+                self.config.mtu_discovery.filter(|_| kind == PathKind::Datagram),
+            ),
         });
         id
     }

@@ -70,7 +70,7 @@ impl Session {
     pub(super) fn frame_room(&self, path: PathId) -> usize {
         let peer = self.peer_max_frame as usize;
         match self.paths[path.0 as usize].kind {
-            PathKind::Datagram => (self.config.max_datagram - HEADER_LEN).min(peer),
+            PathKind::Datagram => (self.paths[path.0 as usize].mtu.current() - HEADER_LEN).min(peer),
             PathKind::Stream => peer,
         }
     }
@@ -163,12 +163,15 @@ impl Session {
             }
             Head::Forward(class) => Content::Forward(class),
             Head::MaxData(class) => Content::MaxData(class),
+            Head::Padding(_) => Content::MtuProbe(size as u32),
             _ => Content::Nothing,
         };
         let path = self.tx_path;
-        let datagram = self.paths[path.0 as usize].kind == PathKind::Datagram;
-        let frame =
-            SentFrame { seq, path: path.0, time: self.now, size: size as u32, eliciting: true, datagram, content };
+        let p = &self.paths[path.0 as usize];
+        let datagram = p.kind == PathKind::Datagram;
+        let large = datagram && self.tx_offset + size > p.mtu.base();
+        let time = self.now;
+        let frame = SentFrame { seq, path: path.0, time, size: size as u32, eliciting: true, datagram, large, content };
         if frame.in_flight() {
             self.congestion.on_sent(self.now, size as u64);
         }
@@ -199,6 +202,7 @@ impl Session {
             if f.in_flight() {
                 self.congestion.on_ack(now, f.time, u64::from(f.size), &self.rtt);
             }
+            self.on_mtu_acked(&f);
             if let Content::Data { id, start, end } = f.content
                 && self.outbound.on_acked(id, start..end).is_some()
             {
@@ -220,10 +224,11 @@ impl Session {
         let mut lost = core::mem::take(&mut self.resolved);
         lost.clear();
         let persistent = self.recovery.detect_lost(self.now, &self.rtt, self.config.max_ack_delay, |f| lost.push(f));
-        let newest = lost.iter().filter(|f| f.in_flight()).map(|f| f.time).max();
+        let newest = lost.iter().filter(|f| f.congestion_signal()).map(|f| f.time).max();
         if let Some(sent) = newest {
             self.congestion.on_congestion_event(self.now, sent, persistent);
         }
+        self.on_large_lost(&lost);
         // Newest first: each repeat goes to the front of its queue, so the
         // oldest ends up first.
         for f in lost.drain(..).rev() {
@@ -239,6 +244,11 @@ impl Session {
             Content::Forward(class) => self.queue_forward(class as usize),
             // Sent again with the limit as it is then.
             Content::MaxData(class) => self.queue_max_data(class as usize),
+            Content::MtuProbe(size) => {
+                if let Some(p) = self.paths.get_mut(f.path as usize) {
+                    p.mtu.on_probe_lost(size as usize, self.now);
+                }
+            }
             Content::Nothing => {}
         }
     }
@@ -521,6 +531,7 @@ impl Session {
         [
             self.acks.deadline().filter(|_| alive),
             self.pacing_deadline(),
+            self.mtu_deadline(),
             self.recovery.loss_time(),
             self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay),
             self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay),
