@@ -43,6 +43,11 @@ pub(crate) struct Outbound<M> {
 }
 
 impl<M> Outbound<M> {
+    /// Gives back spare capacity (an idle session stays small).
+    pub(crate) fn shrink(&mut self) {
+        self.pending.shrink_to_fit();
+    }
+
     pub(crate) fn new() -> Outbound<M> {
         Outbound {
             pending: VecDeque::new(),

@@ -142,6 +142,11 @@ impl Recovery {
         }
     }
 
+    /// Gives back spare capacity (an idle session stays small).
+    pub(crate) fn shrink(&mut self) {
+        self.sent.shrink_to_fit();
+    }
+
     /// The packet threshold in force (it adapts to observed reordering).
     #[cfg(test)]
     pub(crate) fn packet_threshold(&self) -> u64 {

@@ -34,6 +34,12 @@ impl FlightSend {
         FlightSend { stage, data, acked: 0, next: 0, sent_at: None, rto, done: false }
     }
 
+    /// The peer has the whole flight: frees its bytes.
+    pub(crate) fn release(&mut self) {
+        self.done = true;
+        self.data = Vec::new();
+    }
+
     /// Whether bytes are waiting to be (re)sent.
     pub(crate) fn wants_send(&self) -> bool {
         !self.done && self.next < self.data.len()
@@ -150,14 +156,22 @@ impl FlightRecv {
         self.contiguous
     }
 
-    /// The contiguous bytes not yet consumed.
+    /// The contiguous bytes not yet consumed (none once released).
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.buf[self.consumed..self.contiguous]
+        self.buf.get(self.consumed..self.contiguous).unwrap_or_default()
     }
 
-    /// The contiguous prefix from offset 0.
+    /// The contiguous prefix from offset 0 (empty once released).
     pub(crate) fn prefix(&self) -> &[u8] {
-        &self.buf[..self.contiguous]
+        self.buf.get(..self.contiguous).unwrap_or_default()
+    }
+
+    /// The handshake is over: frees the bytes, keeps how many arrived
+    /// (repeated chunks are still acknowledged with it).
+    pub(crate) fn release(&mut self) {
+        self.buf = Vec::new();
+        self.ranges = Vec::new();
+        self.consumed = self.contiguous;
     }
 }
 

@@ -309,7 +309,7 @@ impl Session {
             Role::Server => (server_secret, client_secret),
         };
         let keys = Generation::new(p, cipher, send, 0)
-            .and_then(|send| Ok((send, RecvKeys::new(p, cipher, Generation::new(p, cipher, recv, 0)?)?)));
+            .and_then(|send| Ok((send, RecvKeys::new(p, Generation::new(p, cipher, recv, 0)?)?)));
         let (send, recv) = match keys {
             Ok(k) => k,
             Err(e) => return self.fail_handshake(HandshakeError::Crypto(e)),
@@ -331,9 +331,12 @@ impl Session {
         self.rekey.last = self.now;
         self.state = State::Established;
         let connected = Event::Connected { peer: peer_identity, cipher };
+        self.hs_recv.release();
+        self.scratch = Vec::new();
         if self.role == Role::Server {
+            // The client's flight shows it has ours.
             if let Some(s) = &mut self.hs_send {
-                s.done = true;
+                s.release();
             }
             self.hs_ack_pending = self.path_kind() == PathKind::Datagram;
             for p in &mut self.paths {
@@ -361,7 +364,7 @@ impl Session {
     /// sides.
     fn confirm(&mut self) {
         if let Some(s) = self.hs_send.as_mut() {
-            s.done = true;
+            s.release();
         }
         if !self.confirmed {
             self.confirmed = true;
@@ -378,6 +381,11 @@ impl Session {
     }
 
     pub(super) fn on_encrypted(&mut self, path: PathId, frame: &Frame<'_>) {
+        if let (Some(cipher), Some(keys)) = (self.cipher, self.recv_keys.as_mut())
+            && keys.prepare(&*self.provider, cipher, &frame.header().key_id).is_err()
+        {
+            return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation"));
+        }
         let (Some(cipher), Some(keys)) = (self.cipher, self.recv_keys.as_ref()) else {
             return self.drop_frame();
         };
@@ -394,7 +402,11 @@ impl Session {
         if plain.capacity() < frame.payload().len() {
             // Room for this frame and more: bodies are split off this buffer,
             // and it is reclaimed whole once the application drops them.
-            plain.reserve(frame.payload().len().max(RX_BUFFER_MIN));
+            // Control and connection frames are parsed, never kept: they
+            // need only their own size (an idle session stays small).
+            let data =
+                matches!(h.message_type.class(), TypeClass::Application | TypeClass::Extension | TypeClass::Error);
+            plain.reserve(frame.payload().len().max(if data { RX_BUFFER_MIN } else { 0 }));
         }
         let slot = match keys.open(cipher, frame, &mut plain) {
             Ok(slot) => slot,
@@ -432,7 +444,7 @@ impl Session {
         // Anything encrypted from the server means it has our flight.
         self.confirm();
         let grace = self.now + self.config.key_grace;
-        let promoted = self.recv_keys.as_mut().map(|k| k.promote(&*self.provider, cipher, slot, grace));
+        let promoted = self.recv_keys.as_mut().map(|k| k.promote(&*self.provider, slot, grace));
         match promoted {
             Some(Ok(Some(generation))) => {
                 self.recv_since = self.now;

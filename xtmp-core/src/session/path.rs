@@ -80,6 +80,8 @@ impl Session {
     pub(super) fn push_path(&mut self, kind: PathKind, validated: bool) -> PathId {
         let id = PathId(self.paths.len() as u32);
         let deframer = (kind == PathKind::Stream).then(|| Deframer::new(self.local_max_frame));
+        // Most sessions keep one path: grow one at a time.
+        self.paths.reserve_exact(1);
         self.paths.push(Path {
             kind,
             deframer,

@@ -13,7 +13,10 @@ pub(crate) struct Generation {
     pub(crate) number: u32,
     secret: Secret<HASH_LEN>,
     keys: TrafficKeys,
-    aead: Box<dyn AeadKey>,
+    /// The keyed cipher (about 1 KiB of heap for AES-256-GCM): built at
+    /// once for generations in use, on first use for the receiver's
+    /// precomputed ones ([`RecvKeys::prepare`]).
+    aead: Option<Box<dyn AeadKey>>,
 }
 
 impl core::fmt::Debug for Generation {
@@ -29,9 +32,28 @@ impl Generation {
         secret: Secret<HASH_LEN>,
         number: u32,
     ) -> Result<Generation, CryptoError> {
+        let mut g = Generation::unkeyed(p, secret, number)?;
+        g.key_cipher(p, alg)?;
+        Ok(g)
+    }
+
+    /// A generation whose cipher is keyed only when first needed.
+    fn unkeyed(p: &dyn CryptoProvider, secret: Secret<HASH_LEN>, number: u32) -> Result<Generation, CryptoError> {
         let keys = TrafficKeys::derive(p, &secret)?;
-        let aead = p.aead(alg, &keys.key)?;
-        Ok(Generation { number, secret, keys, aead })
+        Ok(Generation { number, secret, keys, aead: None })
+    }
+
+    fn key_cipher(&mut self, p: &dyn CryptoProvider, alg: AeadAlgorithm) -> Result<(), CryptoError> {
+        if self.aead.is_none() {
+            self.aead = Some(p.aead(alg, &self.keys.key)?);
+        }
+        Ok(())
+    }
+
+    /// The next generation, its cipher keyed on first use.
+    fn next_unkeyed(&self, p: &dyn CryptoProvider) -> Result<Generation, CryptoError> {
+        let s = schedule::next_traffic_secret(p, &self.secret)?;
+        Generation::unkeyed(p, s, self.number.wrapping_add(1))
     }
 
     /// The next generation: the symmetric ratchet (`"traffic upd"`).
@@ -94,7 +116,8 @@ impl SendKeys {
         let (head, payload) = out[..total].split_at_mut(HEADER_LEN);
         let head: &mut [u8; HEADER_LEN] = head.try_into().map_err(|_| CryptoError::InvalidKey)?;
         header.write(head);
-        let tag = self.current.aead.seal(&self.current.nonce(header.sequence), head, payload)?;
+        let aead = self.current.aead.as_deref().ok_or(CryptoError::InvalidKey)?;
+        let tag = aead.seal(&self.current.nonce(header.sequence), head, payload)?;
         head[offset::TAG..offset::TAG + TAG_LEN].copy_from_slice(&tag);
         wire::write_crc(&mut out[..total]).map_err(|_| CryptoError::InvalidKey)?;
         self.sealed += 1;
@@ -136,10 +159,27 @@ pub(crate) struct RecvKeys {
 }
 
 impl RecvKeys {
-    pub(crate) fn new(p: &dyn CryptoProvider, alg: AeadAlgorithm, current: Generation) -> Result<Self, CryptoError> {
-        let next = current.next(p, alg)?;
-        let after_next = next.next(p, alg)?;
+    pub(crate) fn new(p: &dyn CryptoProvider, current: Generation) -> Result<Self, CryptoError> {
+        let next = current.next_unkeyed(p)?;
+        let after_next = next.next_unkeyed(p)?;
         Ok(RecvKeys { previous: None, current, next, after_next })
+    }
+
+    /// Keys the cipher of the generation `key_id` names, if it is not yet:
+    /// before [`RecvKeys::open`]. (A cache: it changes nothing a frame
+    /// could observe, so input stays transactional, and a forged key id
+    /// costs one key expansion per generation, not one per frame.)
+    pub(crate) fn prepare(
+        &mut self,
+        p: &dyn CryptoProvider,
+        alg: AeadAlgorithm,
+        key_id: &[u8; 16],
+    ) -> Result<(), CryptoError> {
+        match self.find(key_id) {
+            Some(Slot::Next) => self.next.key_cipher(p, alg),
+            Some(Slot::AfterNext) => self.after_next.key_cipher(p, alg),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn find(&self, key_id: &[u8; 16]) -> Option<Slot> {
@@ -191,7 +231,8 @@ impl RecvKeys {
         let aad = wire::associated_data(frame.raw_header());
         plain.clear();
         plain.extend_from_slice(frame.payload());
-        g.aead.open(&nonce, &aad, &mut plain[..], &h.tag).map_err(|_| OpenError::Tag)?;
+        let aead = g.aead.as_deref().ok_or(OpenError::UnknownKey)?;
+        aead.open(&nonce, &aad, &mut plain[..], &h.tag).map_err(|_| OpenError::Tag)?;
         Ok(slot)
     }
 
@@ -201,7 +242,6 @@ impl RecvKeys {
     pub(crate) fn promote(
         &mut self,
         p: &dyn CryptoProvider,
-        alg: AeadAlgorithm,
         slot: Slot,
         grace_until: Instant,
     ) -> Result<Option<u32>, CryptoError> {
@@ -211,7 +251,7 @@ impl RecvKeys {
             Slot::AfterNext => 2,
         };
         for _ in 0..steps {
-            let fresh = self.after_next.next(p, alg)?;
+            let fresh = self.after_next.next_unkeyed(p)?;
             let old_after = core::mem::replace(&mut self.after_next, fresh);
             let old_next = core::mem::replace(&mut self.next, old_after);
             let old_current = core::mem::replace(&mut self.current, old_next);
@@ -222,14 +262,10 @@ impl RecvKeys {
 
     /// The peer will re-key after its current generation: replaces the
     /// precomputed next two generations with the re-keyed ones.
-    pub(crate) fn rekey_next(
-        &mut self,
-        p: &dyn CryptoProvider,
-        alg: AeadAlgorithm,
-        rk: &Secret<HASH_LEN>,
-    ) -> Result<(), CryptoError> {
-        let next = self.current.rekeyed(p, alg, rk)?;
-        self.after_next = next.next(p, alg)?;
+    pub(crate) fn rekey_next(&mut self, p: &dyn CryptoProvider, rk: &Secret<HASH_LEN>) -> Result<(), CryptoError> {
+        let s = schedule::rekeyed_traffic_secret(p, &self.current.secret, rk)?;
+        let next = Generation::unkeyed(p, s, self.current.number.wrapping_add(1))?;
+        self.after_next = next.next_unkeyed(p)?;
         self.next = next;
         Ok(())
     }

@@ -293,7 +293,7 @@ impl Session {
     /// Server: the whole request arrived: encapsulate, answer, and expect
     /// the client's next generation to be the re-keyed one.
     fn answer_rekey(&mut self, id: u32, client_generation: u32, request: &[u8]) {
-        let (Some(cipher), Some(send), Some(recv)) = (self.cipher, &self.send_keys, &self.recv_keys) else { return };
+        let (Some(_), Some(send), Some(recv)) = (self.cipher, &self.send_keys, &self.recv_keys) else { return };
         if recv.current.number != client_generation {
             return self.protocol_violation("re-key request under a stale key generation");
         }
@@ -316,7 +316,7 @@ impl Session {
         answer.extend_from_slice(&ct[..]);
         let th = exchange_hash(&*p, id, client_generation, server_generation, request, &answer);
         let rk = schedule::rekey_secret(&*p, &th, &ss_k, &ss_x);
-        let installed = self.recv_keys.as_mut().map(|r| r.rekey_next(&*p, cipher, &rk));
+        let installed = self.recv_keys.as_mut().map(|r| r.rekey_next(&*p, &rk));
         if !matches!(installed, Some(Ok(()))) {
             return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation"));
         }
@@ -342,7 +342,7 @@ impl Session {
         let th = exchange_hash(&*p, id, generation, server_generation, &body, answer);
         let rk = schedule::rekey_secret(&*p, &th, &ss_k, &ss_x);
         let send = self.send_keys.as_ref().map(|k| k.current.rekeyed(&*p, cipher, &rk));
-        let recv = self.recv_keys.as_mut().map(|r| r.rekey_next(&*p, cipher, &rk));
+        let recv = self.recv_keys.as_mut().map(|r| r.rekey_next(&*p, &rk));
         match (send, recv) {
             (Some(Ok(next)), Some(Ok(()))) => self.install_rekeyed_send(next),
             _ => return self.close_with(CloseCode::INTERNAL, CloseReason::Internal("key derivation")),

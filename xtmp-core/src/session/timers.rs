@@ -136,6 +136,7 @@ impl Session {
                     && self.is_established()
                 {
                     self.last_heartbeat = now;
+                    self.release_idle_memory();
                     self.queue_ping(Flags::empty());
                 }
             }
@@ -150,6 +151,22 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Nothing was sent for a heartbeat interval: buffers and queues sized
+    /// for past traffic are given back until data flows again, so an idle
+    /// session holds little (the README's figure).
+    fn release_idle_memory(&mut self) {
+        self.rx_buf = BytesMut::new();
+        for q in &mut self.queues {
+            q.shrink_to_fit();
+        }
+        self.events.shrink_to_fit();
+        self.path_queue.shrink_to_fit();
+        self.resolved = Vec::new();
+        self.acked_ranges = Vec::new();
+        self.outbound.shrink();
+        self.recovery.shrink();
     }
 
     /// A probe timeout from the measured RTT (the handshake's initial RTO
