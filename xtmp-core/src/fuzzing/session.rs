@@ -22,7 +22,7 @@ fn cipher(bit: bool) -> AeadAlgorithm {
 /// A message type the fuzzer picks, weighted towards the ones a session
 /// handles after the handshake.
 fn message_type(u: &mut Unstructured<'_>) -> arbitrary::Result<MessageType> {
-    const KNOWN: [u8; 11] = [0x03, 0x04, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xFE, 0x01];
+    const KNOWN: [u8; 12] = [0x03, 0x04, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xFE, 0x01];
     Ok(MessageType(match u.int_in_range(0..=3u8)? {
         0 => *u.choose(&KNOWN)?,
         1 => u.int_in_range(0x10..=0x4F)?,
@@ -170,13 +170,17 @@ pub fn session_tamper(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
     let mut u = Unstructured::new(rest);
     let alg = cipher(mode & 1 != 0);
-    let config = Arc::new(fixture::small_config());
+    // The client sends a few messages; its frames are collected one by one.
+    // They fit in the initial congestion window, so all leave at once: no
+    // pacer or path MTU probe holds any back while time stands still.
+    let mut config = fixture::small_config();
+    config.pacing = false;
+    config.mtu_discovery = None;
+    let config = Arc::new(config);
     let mut client = established(Role::Client, PathKind::Datagram, alg, config.clone());
     let mut server = established(Role::Server, PathKind::Datagram, alg, config);
     let now = fixture::start();
     let mut buf = alloc::vec![0u8; 65_536];
-    // The client sends a few messages; its frames are collected one by one.
-    // They fit in the initial congestion window, so all leave at once.
     let count = u.int_in_range(1..=6usize).unwrap_or(1);
     let mut bodies = BTreeSet::new();
     for i in 0..count {
