@@ -56,10 +56,18 @@ impl Generation {
         Generation::unkeyed(p, s, self.number.wrapping_add(1))
     }
 
+    /// The next generation after a hybrid re-key with secret `rk`, its
+    /// cipher keyed on first use.
+    fn rekeyed_unkeyed(&self, p: &dyn CryptoProvider, rk: &Secret<HASH_LEN>) -> Result<Generation, CryptoError> {
+        let s = schedule::rekeyed_traffic_secret(p, &self.secret, rk)?;
+        Generation::unkeyed(p, s, self.number.wrapping_add(1))
+    }
+
     /// The next generation: the symmetric ratchet (`"traffic upd"`).
     pub(crate) fn next(&self, p: &dyn CryptoProvider, alg: AeadAlgorithm) -> Result<Generation, CryptoError> {
-        let s = schedule::next_traffic_secret(p, &self.secret)?;
-        Generation::new(p, alg, s, self.number.wrapping_add(1))
+        let mut g = self.next_unkeyed(p)?;
+        g.key_cipher(p, alg)?;
+        Ok(g)
     }
 
     /// The next generation after a hybrid re-key with secret `rk`.
@@ -69,8 +77,9 @@ impl Generation {
         alg: AeadAlgorithm,
         rk: &Secret<HASH_LEN>,
     ) -> Result<Generation, CryptoError> {
-        let s = schedule::rekeyed_traffic_secret(p, &self.secret, rk)?;
-        Generation::new(p, alg, s, self.number.wrapping_add(1))
+        let mut g = self.rekeyed_unkeyed(p, rk)?;
+        g.key_cipher(p, alg)?;
+        Ok(g)
     }
 
     pub(crate) fn key_id(&self) -> &[u8; 16] {
@@ -263,8 +272,7 @@ impl RecvKeys {
     /// The peer will re-key after its current generation: replaces the
     /// precomputed next two generations with the re-keyed ones.
     pub(crate) fn rekey_next(&mut self, p: &dyn CryptoProvider, rk: &Secret<HASH_LEN>) -> Result<(), CryptoError> {
-        let s = schedule::rekeyed_traffic_secret(p, &self.current.secret, rk)?;
-        let next = Generation::unkeyed(p, s, self.current.number.wrapping_add(1))?;
+        let next = self.current.rekeyed_unkeyed(p, rk)?;
         self.after_next = next.next_unkeyed(p)?;
         self.next = next;
         Ok(())
