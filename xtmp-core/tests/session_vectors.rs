@@ -70,6 +70,8 @@ fn generate() -> Value {
     // and move the flow-control window.
     s.server().params.max_frame_payload = 1024;
     s.server().params.receive_window = 2048;
+    // And the client's subscription window, for the SubscriptionCredit.
+    s.client.params.subscription_window = 2048;
     let mut p = s.start();
     let wire: Wire = Rc::new(RefCell::new(Vec::new()));
     let w = wire.clone();
@@ -189,6 +191,18 @@ fn reliability_frames(p: &mut Pair, wire: &Wire) -> Vec<Value> {
     take(wire, "Forward past a message that waited for credit", Dir::ToServer, 0xC5);
     p.server_reading = true;
     p.settle();
+
+    // The client subscribes with a 2,048-byte subscription window; the
+    // server pushes a 1,200-byte reliable item; once the client's
+    // application read it (1,232 of credit, above half the window), the
+    // client raises the limit to 1,232 + 2,048.
+    wire.borrow_mut().clear();
+    let sub = p.client.subscribe(MessageType::LIVE_UPDATES, Bytes::from_static(b"bundle 7"), SendOptions::default());
+    p.settle();
+    let sub = sub.unwrap();
+    p.server_session().push(sub, Bytes::from(vec![9u8; 1200]), SendOptions::default()).unwrap();
+    p.settle();
+    take(wire, "SubscriptionCredit after the application read a 1,200-byte item", Dir::ToServer, 0xC8);
     out
 }
 
@@ -266,7 +280,7 @@ fn records_open_from_the_logged_secrets() {
     }
     let frames = v["reliability_frames"].as_array().unwrap();
     let types: Vec<u8> = frames.iter().map(|r| hex::decode(r["frame"].as_str().unwrap()).unwrap()[5]).collect();
-    assert_eq!(types, [0x20, 0xC0, 0xC6, 0xC5], "a fragment, an ACK, a MaxData, a Forward");
+    assert_eq!(types, [0x20, 0xC0, 0xC6, 0xC5, 0xC8], "a fragment, an ACK, a MaxData, a Forward, a SubscriptionCredit");
     for (r, ty) in frames.iter().zip(types) {
         let plain = open(&v, r);
         let name = r["name"].as_str().unwrap();
@@ -279,17 +293,26 @@ fn records_open_from_the_logged_secrets() {
                 assert!(plain[33..].iter().enumerate().all(|(i, b)| *b == i as u8), "{name}");
             }
             // MaxData: class 0, limit: what was read (the client's two
-            // 17-byte records, then 1,500 bytes) + the 2,048-byte window.
-            0xC6 => assert_eq!(plain, [0, 0, 0, 0, 0, 0, 0, 0x0d, 0xfe], "{name}"),
+            // 17-byte records, then 1,500 bytes, each with 32 bytes of
+            // overhead: 1,630) + the 2,048-byte window = 3,678.
+            0xC6 => assert_eq!(plain, [0, 0, 0, 0, 0, 0, 0, 0x0e, 0x5e], "{name}"),
             // Forward: class 0; floor 6, the next order number (the two
             // records, the 1,500 and 2,100-byte messages and the one given
             // up on are 1 to 5); its credit offset 2 × 17 + 1,500 + 2,100 +
-            // 8 = 3,642.
+            // 8 + 5 × 32 = 3,802.
             0xC5 => {
                 assert_eq!(plain.len(), 17, "{name}");
                 assert_eq!(plain[0], 0, "{name}");
                 assert_eq!(u64::from_be_bytes(plain[1..9].try_into().unwrap()), 6, "{name}");
-                assert_eq!(u64::from_be_bytes(plain[9..17].try_into().unwrap()), 3642, "{name}");
+                assert_eq!(u64::from_be_bytes(plain[9..17].try_into().unwrap()), 3802, "{name}");
+            }
+            // SubscriptionCredit: the subscription id (the subscribe's
+            // message id: the client's sixth message, after its two
+            // records and three bundles) ‖ limit 1,232 + 2,048.
+            0xC8 => {
+                assert_eq!(plain.len(), 16, "{name}");
+                assert_eq!(u64::from_be_bytes(plain[..8].try_into().unwrap()), 6, "{name}");
+                assert_eq!(u64::from_be_bytes(plain[8..].try_into().unwrap()), 3280, "{name}");
             }
             // ACK: largest ‖ delay ‖ count ‖ first range ‖ ranges.
             _ => assert_eq!(plain.len(), 21 + 16 * usize::from(plain[12]), "{name}"),

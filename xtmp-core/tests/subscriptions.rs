@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use xtmp_core::session::{
-    ErrorCode, Event, Message, MessageId, MessageKind, PathKind, SendError, SendOptions, SubscriptionId,
+    ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathKind, SendError, SendOptions, SubscriptionId,
 };
 use xtmp_core::wire::MessageType;
 
@@ -136,4 +136,135 @@ fn only_application_and_extension_types_can_be_subscribed_to() {
         assert_eq!(p.client.subscribe(ty, Bytes::new(), SendOptions::default()), Err(SendError::InvalidType(ty)));
     }
     assert!(p.client.subscribe(MessageType(0x80), Bytes::new(), SendOptions::default()).is_ok(), "extension");
+}
+
+/// A pair whose client subscribes with an 8 KiB subscription window and
+/// releases items itself (as an adapter with one consumer per
+/// subscription does).
+fn windowed(kind: PathKind) -> Pair {
+    let mut s = Setup::new(kind);
+    s.client.params.subscription_window = WINDOW;
+    s.session.explicit_item_release = true;
+    s.connected()
+}
+
+const WINDOW: u32 = 8 * 1024;
+
+fn accepted(p: &mut Pair, filter: &'static [u8]) -> SubscriptionId {
+    let (sub, m) = subscribe(p, filter);
+    p.server_session().respond(m.id, MessageType::LIVE_UPDATES, Bytes::new(), SendOptions::default()).unwrap();
+    p.settle();
+    sub
+}
+
+fn item(sub: SubscriptionId, i: usize) -> Bytes {
+    Bytes::from(vec![(sub.0 as u8).wrapping_mul(16).wrapping_add(i as u8); 1024])
+}
+
+#[test]
+fn a_subscription_whose_consumer_is_slow_holds_back_only_itself() {
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let mut p = windowed(kind);
+        let (slow, fast) = (accepted(&mut p, b"slow"), accepted(&mut p, b"fast"));
+        for i in 0..20 {
+            for sub in [slow, fast] {
+                p.server_session().push(sub, item(sub, i), SendOptions::default()).unwrap();
+            }
+        }
+        // A message of the same class pushed after them all.
+        let after =
+            p.server_session().send(MessageType::LIVE_UPDATES, Bytes::from_static(b"after"), SendOptions::default());
+        let after = after.unwrap();
+        // Five seconds (the items' deadlines are 30 s): the fast consumer
+        // keeps up, the slow one reads nothing.
+        let until = p.now + std::time::Duration::from_secs(5);
+        while p.now < until {
+            while p.client.release_item(fast) {}
+            if !p.step() {
+                break;
+            }
+        }
+        // 1,056 bytes of credit each: 8 items start below 8 KiB.
+        assert_eq!(items(&p, slow).len(), 8, "{kind:?}: a window's worth of the slow subscription");
+        assert_eq!(items(&p, fast), (0..20).map(|i| item(fast, i)).collect::<Vec<_>>(), "{kind:?}");
+        assert!(p.client_messages().iter().any(|m| m.id == after), "{kind:?}: the class is not blocked");
+        let stats = p.server_session().stats();
+        assert_eq!(stats.items_waiting, 12, "{kind:?}: 12 items wait for credit");
+        assert!(stats.flow_blocked, "{kind:?}");
+        // The slow consumer catches up: the rest follows, in order.
+        for _ in 0..10_000 {
+            while p.client.release_item(slow) {}
+            if items(&p, slow).len() == 20 || !p.step() {
+                break;
+            }
+        }
+        assert_eq!(items(&p, slow), (0..20).map(|i| item(slow, i)).collect::<Vec<_>>(), "{kind:?}");
+        // The last acknowledgements come back.
+        let until = p.now + std::time::Duration::from_secs(1);
+        while p.now < until && p.step() {}
+        let stats = p.server_session().stats();
+        assert_eq!((stats.unacked_messages, stats.items_waiting, stats.messages_failed), (0, 0, 0), "{kind:?}");
+        assert!(!p.client.release_item(slow), "{kind:?}: nothing left to release");
+    }
+}
+
+#[test]
+fn items_waiting_for_credit_fail_at_their_deadline_or_when_unsubscribed() {
+    let mut p = windowed(PathKind::Datagram);
+    let sub = accepted(&mut p, b"bundles");
+    let short = SendOptions { deadline: Some(std::time::Duration::from_secs(2)), ..SendOptions::default() };
+    let ids: Vec<MessageId> = (0..10).map(|i| p.server_session().push(sub, item(sub, i), short).unwrap()).collect();
+    p.drive(100_000, |p| p.server_events.iter().filter(|e| matches!(e, Event::Failed(..))).count() == 2);
+    for id in &ids[8..] {
+        assert!(p.server_events.contains(&Event::Failed(*id, FailReason::Timeout)), "{id:?} never started");
+    }
+    assert_eq!(items(&p, sub).len(), 8);
+    // Those that never started took no credit: once the consumer reads,
+    // the next item goes at once.
+    while p.client.release_item(sub) {}
+    let next = p.server_session().push(sub, item(sub, 10), SendOptions::default()).unwrap();
+    p.drive(10_000, |p| p.server_events.contains(&Event::Acked(next)));
+    p.settle();
+    assert!(p.client.release_item(sub) && !p.client.release_item(sub), "item 10, read");
+    // Items waiting when the subscriber leaves fail as unsubscribed.
+    let waiting: Vec<MessageId> =
+        (11..30).map(|i| p.server_session().push(sub, item(sub, i), SendOptions::default()).unwrap()).collect();
+    p.settle();
+    p.client.unsubscribe(sub).unwrap();
+    p.settle();
+    let unsubscribed =
+        p.server_events.iter().filter(|e| matches!(e, Event::Failed(_, FailReason::Unsubscribed))).count();
+    // The subscriber read 9 items (9,504 bytes of credit) but advertised
+    // its limit last at 8 read (8 × 1,056 + 8,192 = 16,640: a SubscriptionCredit
+    // goes once the limit grows by half a window), so 7 more start.
+    assert_eq!(unsubscribed, waiting.len() - 7, "those beyond the limit");
+    assert_eq!(p.server_session().stats().subscriptions, 0);
+}
+
+#[test]
+fn an_end_waits_behind_items_waiting_for_credit() {
+    let mut p = windowed(PathKind::Stream);
+    let sub = accepted(&mut p, b"bundle 9");
+    for i in 0..12 {
+        p.server_session().push(sub, item(sub, i), SendOptions::default()).unwrap();
+    }
+    p.server_session().end_subscription(sub, ErrorCode(0x100), "confirmed").unwrap();
+    assert_eq!(
+        p.server_session().push(sub, Bytes::new(), SendOptions::default()),
+        Err(SendError::NoSuchSubscription(sub)),
+        "nothing after the end, even while it waits"
+    );
+    p.settle();
+    assert_eq!(items(&p, sub).len(), 8);
+    assert!(!p.client_messages().iter().any(|m| m.kind == MessageKind::End(sub)), "not before the items");
+    for _ in 0..1000 {
+        while p.client.release_item(sub) {}
+        if !p.step() {
+            break;
+        }
+    }
+    let kinds: Vec<MessageKind> = p.client_messages().iter().map(|m| m.kind).collect();
+    assert_eq!(items(&p, sub).len(), 12);
+    assert_eq!(kinds.last(), Some(&MessageKind::End(sub)));
+    assert_eq!((p.client.stats().subscriptions, p.server_session().stats().subscriptions), (0, 0));
 }

@@ -22,7 +22,7 @@ fn cipher(bit: bool) -> AeadAlgorithm {
 /// A message type the fuzzer picks, weighted towards the ones a session
 /// handles after the handshake.
 fn message_type(u: &mut Unstructured<'_>) -> arbitrary::Result<MessageType> {
-    const KNOWN: [u8; 12] = [0x03, 0x04, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xFE, 0x01];
+    const KNOWN: [u8; 13] = [0x03, 0x04, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xFE, 0x01];
     Ok(MessageType(match u.int_in_range(0..=3u8)? {
         0 => *u.choose(&KNOWN)?,
         1 => u.int_in_range(0x10..=0x4F)?,

@@ -129,6 +129,11 @@ pub struct SessionParams {
     /// what this side's application has read, and the bound on unread
     /// unreliable bytes. At least 1.
     pub receive_window: u32,
+    /// Parameter 5: the flow-control window of each subscription this side
+    /// holds (SPEC.md 4.9): bytes of a subscription's reliable items the
+    /// publisher may send beyond what this side's application has read.
+    /// 0: none (the class windows alone apply).
+    pub subscription_window: u32,
 }
 
 impl Default for SessionParams {
@@ -138,6 +143,7 @@ impl Default for SessionParams {
             max_frame_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
             max_message_len: 16 * 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
+            subscription_window: 1024 * 1024,
         }
     }
 }
@@ -146,6 +152,7 @@ const PARAM_IDLE: u16 = 1;
 const PARAM_MAX_FRAME: u16 = 2;
 const PARAM_MAX_MESSAGE: u16 = 3;
 const PARAM_RECEIVE_WINDOW: u16 = 4;
+const PARAM_SUBSCRIPTION_WINDOW: u16 = 5;
 
 impl SessionParams {
     /// Writes a Parameters message: a list of `id u16 ‖ length u16 ‖ value`.
@@ -156,6 +163,7 @@ impl SessionParams {
             (PARAM_MAX_FRAME, self.max_frame_payload),
             (PARAM_MAX_MESSAGE, self.max_message_len),
             (PARAM_RECEIVE_WINDOW, self.receive_window),
+            (PARAM_SUBSCRIPTION_WINDOW, self.subscription_window),
         ] {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&4u16.to_be_bytes());
@@ -168,7 +176,7 @@ impl SessionParams {
     /// once with a 4-byte value; unknown ids are skipped.
     pub(crate) fn parse(body: &[u8]) -> Result<SessionParams, HandshakeError> {
         let mut r = Reader::new("Parameters", body);
-        let mut seen = [None::<u32>; 4];
+        let mut seen = [None::<u32>; 5];
         while !r.buf.is_empty() {
             let id = r.u16("parameter id")?;
             let len = r.u16("parameter length")? as usize;
@@ -179,7 +187,7 @@ impl SessionParams {
                 return Err(r.err("duplicate parameter"));
             }
         }
-        let [Some(idle), Some(frame), Some(message), Some(window)] = seen else {
+        let [Some(idle), Some(frame), Some(message), Some(window), Some(subscription_window)] = seen else {
             return Err(r.err("missing parameter"));
         };
         if frame < crate::wire::MIN_MAX_PAYLOAD || message < frame.min(64 * 1024) || window == 0 {
@@ -190,6 +198,7 @@ impl SessionParams {
             max_frame_payload: frame,
             max_message_len: message,
             receive_window: window,
+            subscription_window,
         })
     }
 }

@@ -79,17 +79,24 @@ impl<M> Outbound<M> {
         self.next_credit[class]
     }
 
-    /// Registers message `id` (ids increase) and returns its order number in `class`.
+    /// Registers message `id` and returns its order number in `class`. Ids
+    /// are unique; they usually increase, but an item that waited for its
+    /// subscription's credit registers after later messages.
     pub(crate) fn register(&mut self, id: u64, class: usize, total: u64, deadline: Instant, message: M) -> u64 {
         let order = self.next_order[class];
         self.next_order[class] += 1;
         let credit = self.next_credit[class];
-        self.next_credit[class] += total;
+        self.next_credit[class] += total + super::flow::MESSAGE_OVERHEAD;
         self.live += 1;
         self.bytes += total;
         self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
         let p = Pending { id, class, order, total, credit, deadline, message, acked: RangeSet::new() };
-        self.pending.push_back((id, Some(p)));
+        if self.pending.back().is_none_or(|e| e.0 < id) {
+            self.pending.push_back((id, Some(p)));
+        } else {
+            let i = self.pending.partition_point(|e| e.0 < id);
+            self.pending.insert(i, (id, Some(p)));
+        }
         order
     }
 
@@ -138,7 +145,8 @@ impl<M> Outbound<M> {
         self.pending
             .iter()
             .filter_map(|e| e.1.as_ref())
-            .find(|p| p.class == class)
+            .filter(|p| p.class == class)
+            .min_by_key(|p| p.order)
             .map_or((self.next_order[class], self.next_credit[class]), |p| (p.order, p.credit))
     }
 
@@ -186,15 +194,28 @@ mod tests {
         assert_eq!(o.get(1).unwrap().acked_gaps(40..100).collect::<Vec<_>>(), [(60..100)]);
         assert_eq!(o.floor(0), (1, 0));
         assert_eq!(o.on_acked(1, 60..100).map(|p| p.id), Some(1));
-        assert_eq!(o.floor(0), (2, 100), "after the 100 bytes of message 1");
+        assert_eq!(o.floor(0), (2, 132), "after the 100 bytes of message 1 and its overhead");
         assert!(o.get(1).is_none(), "gone once acknowledged");
         assert!(o.pop_expired(t(29)).is_none());
         assert_eq!(o.pop_expired(t(30)).map(|p| p.id), Some(2));
-        assert_eq!(o.floor(0), (3, 110), "nothing pending: the next order and credit");
+        assert_eq!(o.floor(0), (3, 174), "nothing pending: the next order and credit");
         assert_eq!(o.floor(1), (1, 0));
-        assert_eq!(o.next_credit(1), 10);
+        assert_eq!(o.next_credit(1), 42);
         assert_eq!(o.next_deadline(), Some(t(70)));
         assert_eq!(o.drain().map(|p| p.id).collect::<Vec<_>>(), [3]);
         assert_eq!((o.len(), o.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_message_registered_late_keeps_id_order_and_the_floor_follows_order() {
+        let mut o: Outbound<()> = Outbound::new();
+        assert_eq!(o.register(5, 0, 10, t(50), ()), 1);
+        assert_eq!(o.register(3, 0, 10, t(50), ()), 2, "id 3 waited: it registers second");
+        assert_eq!(o.get(3).map(|p| p.order), Some(2));
+        assert_eq!(o.floor(0), (1, 0), "the floor is the lowest order pending, not the lowest id");
+        assert!(o.on_acked(5, 0..10).is_some());
+        assert_eq!(o.floor(0), (2, 42));
+        assert_eq!(o.on_acked(3, 0..10).map(|p| p.order), Some(2));
+        assert_eq!(o.len(), 0);
     }
 }

@@ -51,6 +51,8 @@ pub(crate) enum Content {
     Forward(u8),
     /// A MaxData for a priority class.
     MaxData(u8),
+    /// A SubscriptionCredit for a subscription.
+    SubCredit(u64),
     /// A path MTU probe of this many bytes.
     MtuProbe(u32),
 }

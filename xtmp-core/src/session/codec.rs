@@ -107,6 +107,21 @@ pub(crate) fn write_max_data(class: u8, limit: u64, out: &mut [u8]) {
     out[1..9].copy_from_slice(&limit.to_be_bytes());
 }
 
+/// SubscriptionCredit (`C8`): `subscription id u64 ‖ limit u64`.
+pub(crate) const SUB_CREDIT_LEN: usize = 16;
+
+/// Parses a SubscriptionCredit: `(subscription id, limit)`.
+pub(crate) fn parse_sub_credit(p: &[u8]) -> Option<(u64, u64)> {
+    let b: &[u8; SUB_CREDIT_LEN] = p.try_into().ok()?;
+    let (id, limit) = b.split_at(8);
+    Some((u64::from_be_bytes(id.try_into().ok()?), u64::from_be_bytes(limit.try_into().ok()?)))
+}
+
+pub(crate) fn write_sub_credit(id: u64, limit: u64, out: &mut [u8]) {
+    out[..8].copy_from_slice(&id.to_be_bytes());
+    out[8..16].copy_from_slice(&limit.to_be_bytes());
+}
+
 /// Heartbeat kinds.
 pub(crate) const PING: u8 = 0;
 pub(crate) const PONG: u8 = 1;

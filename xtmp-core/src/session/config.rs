@@ -95,6 +95,13 @@ pub struct SessionConfig {
     /// Best-effort items of one subscription waiting to be sent; pushing
     /// another drops the oldest of them (the newest are kept). Default 64.
     pub subscription_queue: usize,
+    /// Whether the application counts the reliable items of its
+    /// subscriptions as read itself, with
+    /// [`crate::session::Session::release_item`], rather than by taking
+    /// them from `poll_event`: an adapter that hands each subscription's
+    /// items to its own consumer sets it, so a consumer that falls behind
+    /// holds back only its own subscription (SPEC.md 4.9). Default `false`.
+    pub explicit_item_release: bool,
     /// The congestion controller for datagram paths. Default NewReno.
     pub congestion: Arc<dyn ControllerFactory>,
     /// Whether datagrams are paced: spread over the round trip at 5/4 of
@@ -134,6 +141,7 @@ impl Default for SessionConfig {
             reassembly_timeout: Duration::from_secs(10),
             max_subscriptions: 256,
             subscription_queue: 64,
+            explicit_item_release: false,
             congestion: Arc::new(NewRenoFactory),
             pacing: true,
             mtu_discovery: Some(MtuDiscoveryConfig::default()),

@@ -255,6 +255,10 @@ pub enum FailReason {
     Timeout,
     /// The session closed (or was aborted) first.
     Closed,
+    /// An item that waited for its subscription's flow-control credit:
+    /// the subscription ended first (the subscriber unsubscribed, or the
+    /// subscription was refused).
+    Unsubscribed,
 }
 
 impl fmt::Display for FailReason {
@@ -262,6 +266,7 @@ impl fmt::Display for FailReason {
         match self {
             FailReason::Timeout => f.write_str("not acknowledged before its deadline"),
             FailReason::Closed => f.write_str("the session closed before it was acknowledged"),
+            FailReason::Unsubscribed => f.write_str("the subscription ended before the item could be sent"),
         }
     }
 }
@@ -375,8 +380,12 @@ pub struct Stats {
     /// Bytes of messages handed to the event queue and not taken yet.
     pub unread_bytes: u64,
     /// Whether a reliable message waits for the peer's flow-control credit
-    /// (its application is not reading fast enough).
+    /// (its application is not reading fast enough): for its priority
+    /// class, or for its subscription.
     pub flow_blocked: bool,
+    /// Reliable items (and ends) of the peer's subscriptions waiting for
+    /// the subscriber's credit for their subscription (SPEC.md 4.9).
+    pub items_waiting: u64,
     /// Probe timeouts.
     pub probes: u64,
     /// Path MTU probes sent (padded datagrams larger than the path's

@@ -321,6 +321,7 @@ impl Session {
         self.peer_max_frame = peer_params.max_frame_payload.min(self.local_max_frame.max(1024));
         self.peer_max_message = peer_params.max_message_len;
         self.send_credit = SendCredit::new(peer_params.receive_window);
+        self.subs.set_peer_window(peer_params.subscription_window);
         let idle = match (self.local_idle_ms, peer_params.idle_timeout_ms) {
             (0, 0) => None,
             (0, x) | (x, 0) => Some(x),
@@ -519,6 +520,8 @@ impl Session {
             self.on_forward_frame(plain);
         } else if ty == MAX_DATA {
             self.on_max_data_frame(plain);
+        } else if ty == SUBSCRIPTION_CREDIT {
+            self.on_sub_credit_frame(plain);
         } else if ty == PADDING {
             // Nothing to do: acknowledging it is the point (a probe).
         } else {

@@ -65,6 +65,8 @@ mod event;
 mod input;
 mod mtu;
 mod output;
+#[cfg(test)]
+mod overrun_tests;
 mod path;
 pub(crate) mod record;
 mod rekey;
@@ -103,6 +105,9 @@ pub const PADDING: MessageType = MessageType(0xC7);
 /// Control frame: the receiver raises the flow-control limit of a priority
 /// class (SPEC.md section 4.6).
 pub const MAX_DATA: MessageType = MessageType(0xC6);
+/// Control frame: a subscriber raises the flow-control limit of one of its
+/// subscriptions (SPEC.md section 4.9).
+pub const SUBSCRIPTION_CREDIT: MessageType = MessageType(0xC8);
 
 /// Options of [`Session::send`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +210,8 @@ pub(super) enum Head {
     Forward(u8),
     /// A MaxData for a priority class, its limit computed when sent.
     MaxData(u8),
+    /// A SubscriptionCredit for a subscription, its limit computed when sent.
+    SubCredit(u64),
     /// A Padding frame of this many payload bytes: a path MTU probe.
     Padding(u32),
 }
@@ -222,6 +229,23 @@ pub(super) struct Outgoing {
     total: u64,
     /// For reliable data: the message's credit offset (SPEC.md 4.6).
     credit: u64,
+}
+
+/// A data message built but not queued (SPEC.md 4.9: an item waiting for
+/// its subscription's credit gets its place in its class only when it
+/// goes).
+#[derive(Debug)]
+pub(super) struct Staged {
+    /// Its send queue.
+    q: usize,
+    ty: MessageType,
+    flags: Flags,
+    /// Order 0 until it is queued.
+    head: DataHeader,
+    body: Bytes,
+    /// For a reliable message, when it fails; `None`: the default from
+    /// when it is queued.
+    deadline: Option<Instant>,
 }
 
 impl Outgoing {
@@ -469,7 +493,7 @@ impl Session {
             failed_paths: Vec::new(),
             requests_in: BTreeSet::new(),
             requests_out: BTreeSet::new(),
-            subs: subscription::Subscriptions::default(),
+            subs: subscription::Subscriptions::new(params.subscription_window),
             disconnect: None,
             close_reason: None,
             events: VecDeque::new(),
@@ -660,7 +684,9 @@ impl Session {
         s.previous_recv_key = self.recv_keys.as_ref().is_some_and(|k| k.previous.is_some());
         let reliable: u64 = (0..3).map(|c| self.recv_credit.unread(c)).sum();
         s.unread_bytes = reliable + self.unread_unreliable as u64;
-        s.flow_blocked = (Q_EMERGENCY..self.queues.len()).any(|q| !self.queues[q].is_empty() && !self.queue_ready(q));
+        s.items_waiting = self.subs.waiting_count() as u64;
+        s.flow_blocked = s.items_waiting > 0
+            || (Q_EMERGENCY..self.queues.len()).any(|q| !self.queues[q].is_empty() && !self.queue_ready(q));
         s
     }
 
@@ -760,6 +786,14 @@ impl Session {
         kind: u8,
         correlation: u64,
     ) -> Result<MessageId, SendError> {
+        self.check_send(body.len())?;
+        Ok(self.enqueue_data(ty, body, options, kind, correlation))
+    }
+
+    /// Whether a message of `len` bytes may be sent now: the session is
+    /// established, the message within the peer's limit, and the send
+    /// queues below their limits (else `WouldBlock`, and `Writable` later).
+    pub(super) fn check_send(&mut self, len: usize) -> Result<(), SendError> {
         match self.state {
             State::Established => {}
             State::ClientHello(_) | State::ClientFlight(_) | State::ServerFlight(_) => {
@@ -768,16 +802,16 @@ impl Session {
             _ => return Err(SendError::Closed),
         }
         let max = self.max_message_len();
-        if body.len() > max {
-            return Err(SendError::TooLarge { len: body.len(), max });
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
         }
         let items = self.queued_items + self.outbound.len();
-        let bytes = self.queued_bytes as u64 + self.outbound.bytes() + body.len() as u64;
+        let bytes = self.queued_bytes as u64 + self.outbound.bytes() + len as u64;
         if items >= self.config.max_queued_messages || bytes > self.config.max_queued_bytes as u64 {
             self.send_blocked = true;
             return Err(SendError::WouldBlock);
         }
-        Ok(self.enqueue_data(ty, body, options, kind, correlation))
+        Ok(())
     }
 
     /// Queues a data message (reliable ones are registered for
@@ -785,11 +819,25 @@ impl Session {
     fn enqueue_data(
         &mut self,
         ty: MessageType,
-        mut body: Bytes,
+        body: Bytes,
         options: SendOptions,
         kind: u8,
         correlation: u64,
     ) -> MessageId {
+        let staged = self.stage_data(ty, body, options, kind, correlation);
+        self.commit_data(staged)
+    }
+
+    /// A data message with its message id, flags and (compressed) body,
+    /// not yet in a queue: reliable ones have no order number yet.
+    pub(super) fn stage_data(
+        &mut self,
+        ty: MessageType,
+        mut body: Bytes,
+        options: SendOptions,
+        kind: u8,
+        correlation: u64,
+    ) -> Staged {
         let id = self.next_message_id;
         self.next_message_id += 1;
         let (q, mut flags) = match options.priority {
@@ -806,22 +854,33 @@ impl Session {
             body = Bytes::from(packed);
             flags |= Flags::COMPRESSED;
         }
-        let class = reliable::class_index(flags);
-        let order = if options.reliable { self.outbound.next_order(class) } else { 0 };
+        let mut deadline = None;
         if options.reliable {
             flags |= Flags::REQUIRES_ACK;
+            deadline = Some(self.now + options.deadline.unwrap_or(self.config.delivery_timeout));
         }
-        let mut item =
-            Outgoing::new(ty, flags, Head::Data(DataHeader { kind, id, correlation, order, ack_now: false }), body);
-        if options.reliable {
+        let head = DataHeader { kind, id, correlation, order: 0, ack_now: false };
+        Staged { q, ty, flags, head, body, deadline }
+    }
+
+    /// Queues a staged message: a reliable one gets its order number and
+    /// credit offset in its class now and is registered for
+    /// acknowledgement (with its deadline, or the default from now).
+    pub(super) fn commit_data(&mut self, staged: Staged) -> MessageId {
+        let Staged { q, ty, flags, mut head, body, deadline } = staged;
+        let reliable = flags.contains(Flags::REQUIRES_ACK);
+        let class = reliable::class_index(flags);
+        if reliable {
+            head.order = self.outbound.next_order(class);
+        }
+        let mut item = Outgoing::new(ty, flags, Head::Data(head), body);
+        if reliable {
             item.credit = self.outbound.next_credit(class);
-        }
-        if options.reliable {
-            let deadline = self.now + options.deadline.unwrap_or(self.config.delivery_timeout);
-            self.outbound.register(id, class, item.total, deadline, item.clone());
+            let deadline = deadline.unwrap_or(self.now + self.config.delivery_timeout);
+            self.outbound.register(head.id, class, item.total, deadline, item.clone());
         }
         self.queue(q, item);
-        MessageId(id)
+        MessageId(head.id)
     }
 
     pub(super) fn queue(&mut self, q: usize, out: Outgoing) {

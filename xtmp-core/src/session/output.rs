@@ -284,6 +284,7 @@ impl Session {
                     self.queued_items -= 1;
                     if let Head::Data(d) = item.head
                         && d.kind == codec::KIND_ITEM
+                        && d.order == 0
                     {
                         self.item_sent(d.correlation);
                     }
@@ -291,6 +292,7 @@ impl Session {
                 match item.head {
                     Head::Forward(class) => self.forward_queued[usize::from(class).min(2)] = false,
                     Head::MaxData(class) => self.max_data_queued[usize::from(class).min(2)] = false,
+                    Head::SubCredit(id) => self.subs.credit_sent(id),
                     _ => {}
                 }
                 Ok(n)
@@ -331,6 +333,7 @@ impl Session {
             Head::Ack => self.acks.encoded_len(),
             Head::Forward(_) => codec::FORWARD_LEN,
             Head::MaxData(_) => codec::MAX_DATA_LEN,
+            Head::SubCredit(_) => codec::SUB_CREDIT_LEN,
             Head::Padding(n) => n as usize,
         };
         let total = HEADER_LEN + len;
@@ -391,6 +394,10 @@ impl Session {
             }
             Head::MaxData(class) => {
                 codec::write_max_data(class, self.recv_credit.advertise(usize::from(class)), payload);
+                len
+            }
+            Head::SubCredit(id) => {
+                codec::write_sub_credit(id, self.subs.advertise(id), payload);
                 len
             }
             Head::Padding(_) => {

@@ -12,6 +12,7 @@ use super::*;
 use crate::compression;
 use crate::reliability::ack::AckFrame;
 use crate::reliability::delivery::{Accepted, Limits, Refused, WithBody};
+use crate::reliability::flow::credit_size;
 use crate::reliability::recovery::Content;
 use crate::wire::Priority;
 
@@ -46,10 +47,12 @@ pub(super) struct Incoming {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Credit {
     None,
-    /// A reliable message: the application has read its class up to `end`.
+    /// A reliable message: the application has read its class up to `end`
+    /// and, for an item, this much of its subscription's credit.
     Reliable {
         class: usize,
         end: u64,
+        item: Option<(u64, u64)>,
     },
     /// An unreliable message of this many bytes.
     Unreliable(usize),
@@ -163,6 +166,7 @@ impl Session {
             }
             Head::Forward(class) => Content::Forward(class),
             Head::MaxData(class) => Content::MaxData(class),
+            Head::SubCredit(id) => Content::SubCredit(id),
             Head::Padding(_) => Content::MtuProbe(size as u32),
             _ => Content::Nothing,
         };
@@ -244,6 +248,7 @@ impl Session {
             Content::Forward(class) => self.queue_forward(class as usize),
             // Sent again with the limit as it is then.
             Content::MaxData(class) => self.queue_max_data(class as usize),
+            Content::SubCredit(id) => self.queue_sub_credit(id),
             Content::MtuProbe(size) => {
                 if let Some(p) = self.paths.get_mut(f.path as usize) {
                     p.mtu.on_probe_lost(size as usize, self.now);
@@ -322,12 +327,12 @@ impl Session {
             return;
         }
         let last = self.events.iter_mut().rev().find_map(|(_, c)| match c {
-            Credit::Reliable { class: k, end } if *k == class => Some(end),
+            Credit::Reliable { class: k, end, .. } if *k == class => Some(end),
             _ => None,
         });
         match last {
             Some(end) => *end = (*end).max(credit),
-            None => self.release_credit(Credit::Reliable { class, end: credit }),
+            None => self.release_credit(Credit::Reliable { class, end: credit, item: None }),
         }
     }
 
@@ -337,9 +342,12 @@ impl Session {
         match credit {
             Credit::None => {}
             Credit::Unreliable(n) => self.unread_unreliable -= n,
-            Credit::Reliable { class, end } => {
+            Credit::Reliable { class, end, item } => {
                 if self.recv_credit.on_read(class, end) && matches!(self.state, State::Established) {
                     self.queue_max_data(class);
+                }
+                if let Some((id, credit)) = item {
+                    self.item_read(id, credit);
                 }
             }
         }
@@ -362,6 +370,15 @@ impl Session {
         };
         if head.order != 0 && !flags.contains(Flags::REQUIRES_ACK) {
             self.protocol_violation("reliable message without REQUIRES_ACK");
+            return false;
+        }
+        if head.kind == codec::KIND_ITEM
+            && head.order != 0
+            && !self.subs.admits(head.correlation, self.local_max_message)
+        {
+            // Beyond the subscription's window: taken once the application
+            // reads (SPEC.md 4.9); the publisher repeats it meanwhile.
+            self.stats.frames_dropped += 1;
             return false;
         }
         self.rx_ack_now = head.ack_now;
@@ -442,10 +459,11 @@ impl Session {
         let Incoming { mut message, compressed, reliable } = incoming;
         let class = priority_index(message.priority);
         let mut credit = Credit::None;
+        // Counted as sent: compressed bytes for a compressed message.
+        let sent_len = message.body.len();
         if reliable {
-            // Counted as sent: compressed bytes for a compressed message.
-            match self.recv_credit.on_delivered(class, message.body.len(), self.local_max_message) {
-                Ok(end) => credit = Credit::Reliable { class, end },
+            match self.recv_credit.on_delivered(class, sent_len, self.local_max_message) {
+                Ok(end) => credit = Credit::Reliable { class, end, item: None },
                 Err(what) if matches!(self.state, State::Established) => return self.protocol_violation(what),
                 Err(_) => {}
             }
@@ -498,15 +516,20 @@ impl Session {
         if request {
             self.requests_in.insert(m.id.0);
         }
+        if let (MessageKind::Item(sub), Credit::Reliable { item, .. }) = (m.kind, &mut credit) {
+            *item = self.item_delivered(sub.0, credit_size(sent_len));
+        }
         if !reliable {
-            credit = Credit::Unreliable(m.body.len());
-            self.make_room_unreliable(m.body.len());
+            let size = credit_size(m.body.len()) as usize;
+            credit = Credit::Unreliable(size);
+            self.make_room_unreliable(size);
         }
         self.events.push_back((Event::Message(m), credit));
     }
 
     /// Unread unreliable messages are bounded by the receive window: the
-    /// oldest go first, so the newest are kept (SPEC.md 4.6).
+    /// oldest go first, so the newest are kept (SPEC.md 4.6). `len` is the
+    /// new message's credit size.
     fn make_room_unreliable(&mut self, len: usize) {
         // The window this side announced bounds unread unreliable bytes too.
         let window = self.recv_credit.window() as usize;
@@ -536,6 +559,7 @@ impl Session {
             self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay),
             self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay),
             self.outbound.next_deadline(),
+            self.subs.waiting_deadline(),
             self.inbound.next_expiry(self.config.reassembly_timeout),
         ]
         .into_iter()
@@ -565,7 +589,13 @@ impl Session {
             self.stats.messages_failed += 1;
             self.push_event(Event::Failed(MessageId(p.id), FailReason::Timeout));
             self.queue_forward(p.class);
+            if let Head::Data(d) = p.message.head
+                && d.kind == codec::KIND_ITEM
+            {
+                self.item_abandoned(d.correlation, p.total);
+            }
         }
+        self.fail_waiting(None, Some(now), FailReason::Timeout);
         self.stats.reassembly_expired += self.inbound.expire(now, self.config.reassembly_timeout) as u64;
     }
 
@@ -579,6 +609,8 @@ impl Session {
     }
 
     pub(super) fn clear_queues(&mut self) {
+        // Items waiting for their subscription's credit fail with the rest.
+        self.fail_waiting(None, None, FailReason::Closed);
         for q in &mut self.queues {
             q.clear();
         }

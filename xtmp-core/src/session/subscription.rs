@@ -3,31 +3,69 @@
 //! pushes items (reliable or best-effort) and may end it; the subscriber
 //! may unsubscribe. Either side of a session may be either role.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::reliability::flow::{ItemRecvCredit, ItemSendCredit, credit_size};
 
 /// A subscription the peer holds on this side.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(super) struct Publishing {
     message_type: MessageType,
     /// Best-effort items queued and not yet sent.
     queued: usize,
+    /// The subscriber's limit on reliable items (SPEC.md 4.9).
+    credit: ItemSendCredit,
+    /// Reliable items (and the end) waiting for credit, in push order.
+    waiting: VecDeque<Staged>,
+    /// The end was sent or waits: nothing more can be pushed.
+    ended: bool,
+}
+
+/// This side's subscription.
+#[derive(Debug)]
+struct Subscribed {
+    message_type: MessageType,
+    credit: ItemRecvCredit,
+    /// With [`SessionConfig::explicit_item_release`]: the credit of each
+    /// reliable item delivered and not yet released, oldest first.
+    unreleased: VecDeque<u64>,
 }
 
 /// Both directions' open subscriptions.
 #[derive(Debug, Default)]
 pub(super) struct Subscriptions {
-    /// This side's, by id: the stream's type.
-    subscribed: BTreeMap<u64, MessageType>,
+    /// This side's, by id.
+    subscribed: BTreeMap<u64, Subscribed>,
     /// The peer's, by id.
     publishing: BTreeMap<u64, Publishing>,
+    /// Staged messages waiting in `publishing`, all subscriptions together.
+    waiting: usize,
+    /// This side's subscription window (Parameters id 5), and the peer's.
+    local_window: u32,
+    peer_window: u32,
+    /// Subscriptions with a SubscriptionCredit queued.
+    credit_queued: BTreeSet<u64>,
 }
 
 impl Subscriptions {
+    pub(super) fn new(local_window: u32) -> Subscriptions {
+        Subscriptions { local_window, ..Subscriptions::default() }
+    }
+
+    /// The peer announced its subscription window.
+    pub(super) fn set_peer_window(&mut self, window: u32) {
+        self.peer_window = window;
+    }
+
     /// Subscriptions open, both ways.
     pub(super) fn open_count(&self) -> usize {
-        self.subscribed.len() + self.publishing.len()
+        self.subscribed.len() + self.publishing.values().filter(|p| !p.ended).count()
+    }
+
+    /// Messages waiting for their subscription's credit.
+    pub(super) fn waiting_count(&self) -> usize {
+        self.waiting
     }
 
     /// The send queues were cleared.
@@ -35,6 +73,41 @@ impl Subscriptions {
         for p in self.publishing.values_mut() {
             p.queued = 0;
         }
+    }
+
+    /// Whether a frame of a reliable item of this side's subscription `id`
+    /// may be taken: frames beyond the subscription's window and one
+    /// message are dropped unacknowledged (SPEC.md 4.9).
+    pub(super) fn admits(&self, id: u64, max_message: u32) -> bool {
+        self.subscribed.get(&id).is_none_or(|s| s.credit.admits(max_message))
+    }
+
+    /// The limit to write in a SubscriptionCredit for `id` now (0, which
+    /// the publisher ignores, if the subscription ended meanwhile).
+    pub(super) fn advertise(&mut self, id: u64) -> u64 {
+        self.subscribed.get_mut(&id).map_or(0, |s| s.credit.advertise())
+    }
+
+    /// A SubscriptionCredit for `id` left.
+    pub(super) fn credit_sent(&mut self, id: u64) {
+        self.credit_queued.remove(&id);
+    }
+
+    /// Makes this side publish subscription `id` as if the subscriber had
+    /// announced no window: a misbehaving publisher, for tests.
+    #[cfg(test)]
+    pub(super) fn ignore_peer_window(&mut self, id: u64) {
+        if let Some(p) = self.publishing.get_mut(&id) {
+            p.credit = ItemSendCredit::new(0);
+        }
+    }
+
+    /// The earliest deadline of a reliable item waiting for credit.
+    pub(super) fn waiting_deadline(&self) -> Option<Instant> {
+        if self.waiting == 0 {
+            return None;
+        }
+        self.publishing.values().flat_map(|p| p.waiting.iter()).filter_map(|w| w.deadline).min()
     }
 }
 
@@ -56,14 +129,17 @@ impl Session {
         let options = SendOptions { reliable: true, request: false, ..options };
         let id = self.send_data(message_type, filter, options, codec::KIND_SUBSCRIBE, 0)?;
         self.requests_out.insert(id.0);
-        self.subs.subscribed.insert(id.0, message_type);
+        let credit = ItemRecvCredit::new(self.subs.local_window);
+        self.subs.subscribed.insert(id.0, Subscribed { message_type, credit, unreleased: VecDeque::new() });
         Ok(SubscriptionId(id.0))
     }
 
     /// Ends this side's subscription `id`: the peer stops pushing, and
     /// items still on their way are dropped on arrival.
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SendError> {
-        let Some(&ty) = self.subs.subscribed.get(&id.0) else { return Err(SendError::NoSuchSubscription(id)) };
+        let Some(ty) = self.subs.subscribed.get(&id.0).map(|s| s.message_type) else {
+            return Err(SendError::NoSuchSubscription(id));
+        };
         self.send_data(ty, Bytes::new(), SendOptions::default(), codec::KIND_UNSUBSCRIBE, id.0)?;
         self.subs.subscribed.remove(&id.0);
         self.requests_out.remove(&id.0);
@@ -72,40 +148,208 @@ impl Session {
 
     /// Pushes an item to the peer's subscription `id` (its type, with
     /// STREAM_DATA). A reliable item is delivered exactly once and in
-    /// order within its priority class, like any reliable message. A
-    /// best-effort one (`options.reliable == false`) may be lost; when
+    /// order within its priority class, like any reliable message; while
+    /// the subscriber's window for this subscription is full, it waits
+    /// (and those pushed after it with it) and takes its place in its
+    /// class when credit comes (SPEC.md 4.9). A best-effort one
+    /// (`options.reliable == false`) may be lost; when
     /// [`SessionConfig::subscription_queue`] best-effort items of this
     /// subscription already wait to be sent (the path is congested), the
     /// oldest of them is dropped so the newest go out.
     pub fn push(&mut self, id: SubscriptionId, body: Bytes, options: SendOptions) -> Result<MessageId, SendError> {
-        let Some(p) = self.subs.publishing.get(&id.0).copied() else {
+        let Some(p) = self.subs.publishing.get(&id.0).filter(|p| !p.ended) else {
             return Err(SendError::NoSuchSubscription(id));
         };
+        let (message_type, queued) = (p.message_type, p.queued);
         let options = SendOptions { stream_data: true, request: false, ..options };
-        if !options.reliable && p.queued >= self.config.subscription_queue {
-            self.drop_oldest_item(id.0);
+        if !options.reliable {
+            self.check_send(body.len())?;
+            if queued >= self.config.subscription_queue {
+                self.drop_oldest_item(id.0);
+            }
+            let m = self.enqueue_data(message_type, body, options, codec::KIND_ITEM, id.0);
+            if let Some(p) = self.subs.publishing.get_mut(&id.0) {
+                p.queued += 1;
+            }
+            return Ok(m);
         }
-        let m = self.send_data(p.message_type, body, options, codec::KIND_ITEM, id.0)?;
-        if !options.reliable
-            && let Some(p) = self.subs.publishing.get_mut(&id.0)
-        {
-            p.queued += 1;
+        self.check_send(body.len())?;
+        let staged = self.stage_data(message_type, body, options, codec::KIND_ITEM, id.0);
+        Ok(self.send_item(id.0, staged))
+    }
+
+    /// Queues a reliable item or the end of publishing subscription `id`,
+    /// or keeps it waiting behind those without credit.
+    fn send_item(&mut self, id: u64, staged: Staged) -> MessageId {
+        let message = MessageId(staged.head.id);
+        let Some(p) = self.subs.publishing.get_mut(&id) else { return message };
+        let item = staged.head.kind == codec::KIND_ITEM;
+        if p.waiting.is_empty() && (!item || p.credit.allows()) {
+            if item {
+                p.credit.on_started(credit_size(staged.body.len()));
+            }
+            return self.commit_data(staged);
         }
-        Ok(m)
+        self.queued_bytes += staged.body.len();
+        self.queued_items += 1;
+        p.waiting.push_back(staged);
+        self.subs.waiting += 1;
+        message
+    }
+
+    /// Queues what waits for subscription `id`'s credit, as far as it goes.
+    fn release_waiting(&mut self, id: u64) {
+        loop {
+            let Some(p) = self.subs.publishing.get_mut(&id) else { return };
+            let Some(front) = p.waiting.front() else {
+                if p.ended {
+                    self.subs.publishing.remove(&id);
+                }
+                return;
+            };
+            let item = front.head.kind == codec::KIND_ITEM;
+            if item && !p.credit.allows() {
+                return;
+            }
+            let Some(staged) = p.waiting.pop_front() else { return };
+            if item {
+                p.credit.on_started(credit_size(staged.body.len()));
+            }
+            self.subs.waiting -= 1;
+            self.queued_bytes -= staged.body.len();
+            self.queued_items -= 1;
+            self.commit_data(staged);
+        }
+    }
+
+    /// Reports reliable items still waiting for credit as failed: every
+    /// one of subscription `id`, or only those past their deadline
+    /// (`expired_at`) of every subscription.
+    pub(super) fn fail_waiting(&mut self, only: Option<u64>, expired_at: Option<Instant>, reason: FailReason) {
+        if self.subs.waiting == 0 {
+            return;
+        }
+        let ids: Vec<u64> = match only {
+            Some(id) => alloc::vec![id],
+            None => self.subs.publishing.keys().copied().collect(),
+        };
+        for id in ids {
+            let Some(p) = self.subs.publishing.get_mut(&id) else { continue };
+            let mut kept = VecDeque::new();
+            let mut failed = Vec::new();
+            for w in p.waiting.drain(..) {
+                let expired = expired_at.is_none_or(|now| w.deadline.is_some_and(|d| d <= now));
+                if expired { failed.push(w) } else { kept.push_back(w) }
+            }
+            p.waiting = kept;
+            for w in failed {
+                self.subs.waiting -= 1;
+                self.queued_bytes -= w.body.len();
+                self.queued_items -= 1;
+                if w.head.kind == codec::KIND_ITEM {
+                    self.stats.messages_failed += 1;
+                    self.push_event(Event::Failed(MessageId(w.head.id), reason));
+                }
+            }
+            if only.is_none() {
+                self.release_waiting(id);
+            }
+        }
     }
 
     /// Ends the peer's subscription `id` with `code` and `reason` (an end
     /// of stream): sent reliably after the items pushed before it (in the
     /// same priority class), and nothing can be pushed after it.
     pub fn end_subscription(&mut self, id: SubscriptionId, code: ErrorCode, reason: &str) -> Result<(), SendError> {
-        let Some(p) = self.subs.publishing.get(&id.0).copied() else {
+        let Some(p) = self.subs.publishing.get(&id.0).filter(|p| !p.ended) else {
             return Err(SendError::NoSuchSubscription(id));
         };
+        let message_type = p.message_type;
         let body = Bytes::from(codec::encode_code_reason(code.0, reason));
-        self.send_data(p.message_type, body, SendOptions::default(), codec::KIND_END, id.0)?;
-        self.subs.publishing.remove(&id.0);
+        self.check_send(body.len())?;
+        let mut staged = self.stage_data(message_type, body, SendOptions::default(), codec::KIND_END, id.0);
+        // The end fails only once it is on its way.
+        staged.deadline = None;
+        self.send_item(id.0, staged);
         self.requests_in.remove(&id.0);
+        if let Some(p) = self.subs.publishing.get_mut(&id.0) {
+            p.ended = true;
+        }
+        self.release_waiting(id.0);
         Ok(())
+    }
+
+    /// Counts items of this side's subscriptions as read by the
+    /// application, one at a time, when
+    /// [`SessionConfig::explicit_item_release`] is set: the reliable items
+    /// of subscription `id` delivered and not yet released, oldest first.
+    /// Their bytes then leave the subscription's flow-control window, so
+    /// the publisher may send more (SPEC.md 4.9). Returns whether there
+    /// was such an item. (Without that option, taking an item from
+    /// [`Session::poll_event`] releases it.)
+    pub fn release_item(&mut self, id: SubscriptionId) -> bool {
+        let Some(credit) = self.subs.subscribed.get_mut(&id.0).and_then(|s| s.unreleased.pop_front()) else {
+            return false;
+        };
+        self.item_read(id.0, credit);
+        true
+    }
+
+    /// The application read a reliable item of subscription `id` worth
+    /// `credit`: a SubscriptionCredit goes once the limit grew by half a
+    /// window.
+    pub(super) fn item_read(&mut self, id: u64, credit: u64) {
+        let Some(s) = self.subs.subscribed.get_mut(&id) else { return };
+        if s.credit.on_read(credit) && matches!(self.state, State::Established) {
+            self.queue_sub_credit(id);
+        }
+    }
+
+    /// Queues a SubscriptionCredit for `id` unless one is queued (it is
+    /// written with the limit as it is when it goes).
+    pub(super) fn queue_sub_credit(&mut self, id: u64) {
+        if self.subs.subscribed.contains_key(&id) && self.subs.credit_queued.insert(id) {
+            self.queue(
+                Q_CONTROL,
+                Outgoing::new(SUBSCRIPTION_CREDIT, Flags::REQUIRES_ACK, Head::SubCredit(id), Bytes::new()),
+            );
+        }
+    }
+
+    /// A SubscriptionCredit (`C8`) arrived.
+    pub(super) fn on_sub_credit_frame(&mut self, plain: &[u8]) {
+        let Some((id, limit)) = codec::parse_sub_credit(plain) else {
+            return self.protocol_violation("malformed SubscriptionCredit");
+        };
+        // One for a subscription already over is ignored.
+        if let Some(p) = self.subs.publishing.get_mut(&id)
+            && p.credit.on_limit(limit)
+        {
+            self.release_waiting(id);
+        }
+    }
+
+    /// A reliable item of publishing subscription `id`, `len` bytes as
+    /// sent, was given up on: its credit comes back.
+    pub(super) fn item_abandoned(&mut self, id: u64, len: u64) {
+        if let Some(p) = self.subs.publishing.get_mut(&id) {
+            p.credit.on_abandoned(len + crate::reliability::flow::MESSAGE_OVERHEAD);
+            self.release_waiting(id);
+        }
+    }
+
+    /// A reliable item of this side's subscription `id` worth `credit`
+    /// was delivered. Returns the credit that taking the event releases
+    /// (none when the application releases items itself).
+    pub(super) fn item_delivered(&mut self, id: u64, credit: u64) -> Option<(u64, u64)> {
+        let explicit = self.config.explicit_item_release;
+        let s = self.subs.subscribed.get_mut(&id)?;
+        s.credit.on_delivered(credit);
+        if explicit {
+            s.unreleased.push_back(credit);
+            return None;
+        }
+        Some((id, credit))
     }
 
     /// Drops the oldest best-effort item of subscription `id` that has not
@@ -141,12 +385,23 @@ impl Session {
                     self.queue_error(m.id.0, ErrorCode::REFUSED, "too many subscriptions");
                     return false;
                 }
-                self.subs.publishing.insert(m.id.0, Publishing { message_type: m.message_type, queued: 0 });
+                let credit = ItemSendCredit::new(self.subs.peer_window);
+                let p = Publishing {
+                    message_type: m.message_type,
+                    queued: 0,
+                    credit,
+                    waiting: VecDeque::new(),
+                    ended: false,
+                };
+                self.subs.publishing.insert(m.id.0, p);
                 true
             }
             // Items of a subscription this side ended are still on their way.
             MessageKind::Item(sub) => self.subs.subscribed.contains_key(&sub.0),
-            MessageKind::Unsubscribe(sub) => self.subs.publishing.remove(&sub.0).is_some(),
+            MessageKind::Unsubscribe(sub) => {
+                self.fail_waiting(Some(sub.0), None, FailReason::Unsubscribed);
+                self.subs.publishing.remove(&sub.0).is_some_and(|p| !p.ended)
+            }
             MessageKind::End(sub) => {
                 self.requests_out.remove(&sub.0);
                 self.subs.subscribed.remove(&sub.0).is_some()
@@ -167,6 +422,7 @@ impl Session {
     /// subscription.
     pub(super) fn on_answered(&mut self, to: u64, error: bool) {
         if error {
+            self.fail_waiting(Some(to), None, FailReason::Unsubscribed);
             self.subs.publishing.remove(&to);
         }
     }
