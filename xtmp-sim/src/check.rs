@@ -164,6 +164,14 @@ pub struct Totals {
     pub server_sent: u64,
     /// Server messages the clients got.
     pub server_delivered: u64,
+    /// Body bytes of the client messages the server's application got.
+    pub delivered_bytes: u64,
+    /// Virtual time (ns) of the first client message handed to a session.
+    pub first_sent_at: Option<u64>,
+    /// Virtual time (ns) of the last client message the server's
+    /// application got: with `first_sent_at` and `delivered_bytes`, the
+    /// goodput of a bulk transfer.
+    pub last_delivered_at: Option<u64>,
 }
 
 /// The checker.
@@ -256,7 +264,11 @@ impl Checker {
             }
         }
         match side {
-            Side::Server => self.totals.delivered += 1,
+            Side::Server => {
+                self.totals.delivered += 1;
+                self.totals.delivered_bytes += m.body.len() as u64;
+                self.totals.last_delivered_at = Some(at);
+            }
             Side::Client => self.totals.server_delivered += 1,
         }
         for p in problems {

@@ -222,6 +222,10 @@ pub struct Scenario {
     /// Whether every client must be connected at the end of the fault phase
     /// (reconnections included).
     pub reconnect: bool,
+    /// Keep the link faults on until every client message was
+    /// acknowledged or failed, not only until the workload is generated
+    /// (a bulk transfer measured under loss).
+    pub hold_faults: bool,
     /// How long (simulated) the run may take before it is a liveness failure.
     pub time_limit: Duration,
     /// How long the liveness phase (faults calmed) may take to settle.
@@ -254,6 +258,7 @@ impl Scenario {
             marks: Vec::new(),
             lossless: true,
             reconnect: true,
+            hold_faults: false,
             time_limit: Duration::from_secs(600),
             settle_limit: Duration::from_secs(120),
         }

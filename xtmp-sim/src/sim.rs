@@ -390,7 +390,12 @@ impl World {
     fn advance_phase(&mut self) {
         match self.phase {
             Phase::Faults => {
-                let workload_done = self.clients.iter().all(|c| c.generated >= self.scenario.workload.messages);
+                let mut workload_done = self.clients.iter().all(|c| c.generated >= self.scenario.workload.messages);
+                if self.scenario.hold_faults {
+                    let t = &self.checker.totals;
+                    let all = self.scenario.workload.messages * self.clients.len() as u64;
+                    workload_done &= t.sent >= all && t.acked + t.failed >= t.sent;
+                }
                 if workload_done && self.schedule_pos >= self.scenario.schedule.len() {
                     self.calm();
                     self.phase = Phase::Settle;
@@ -751,6 +756,7 @@ impl World {
             match s.send(m.message_type, m.body.clone(), opts) {
                 Ok(id) => {
                     self.checker.sent(Side::Client, sid, id.0, &m.body, m.class, m.reliable, m.request, None);
+                    self.checker.totals.first_sent_at.get_or_insert(self.now);
                     if let Some(m) = c.pending.pop_front() {
                         c.in_flight.insert(id.0, m);
                     }
