@@ -162,8 +162,8 @@ impl Session {
         };
         let (message_type, queued) = (p.message_type, p.queued);
         let options = SendOptions { stream_data: true, request: false, ..options };
+        self.check_send(body.len())?;
         if !options.reliable {
-            self.check_send(body.len())?;
             if queued >= self.config.subscription_queue {
                 self.drop_oldest_item(id.0);
             }
@@ -173,7 +173,6 @@ impl Session {
             }
             return Ok(m);
         }
-        self.check_send(body.len())?;
         let staged = self.stage_data(message_type, body, options, codec::KIND_ITEM, id.0);
         Ok(self.send_item(id.0, staged))
     }
@@ -333,7 +332,7 @@ impl Session {
     /// sent, was given up on: its credit comes back.
     pub(super) fn item_abandoned(&mut self, id: u64, len: u64) {
         if let Some(p) = self.subs.publishing.get_mut(&id) {
-            p.credit.on_abandoned(len + crate::reliability::flow::MESSAGE_OVERHEAD);
+            p.credit.on_abandoned(credit_size(len as usize));
             self.release_waiting(id);
         }
     }
