@@ -103,6 +103,15 @@ pub struct EndpointConfig {
     pub token_key_lifetime: Duration,
     /// A ClientHello not complete after this long is forgotten. Default 5 s.
     pub hello_timeout: Duration,
+    /// Bytes all sessions together hold for reassembly and reordering
+    /// (each also within its own
+    /// [`SessionConfig::max_reassembly_bytes`]). A session may take what
+    /// the others left; beyond it, frames are dropped unacknowledged and
+    /// their senders repeat them. The next message in line of each
+    /// priority class of a session is still taken (so no session stalls
+    /// behind the others), which makes the bound this plus three messages
+    /// per session being reassembled. Default 256 MiB.
+    pub max_reassembly_bytes: usize,
 }
 
 impl EndpointConfig {
@@ -117,6 +126,7 @@ impl EndpointConfig {
             token_lifetime: Duration::from_secs(10),
             token_key_lifetime: Duration::from_secs(120),
             hello_timeout: Duration::from_secs(5),
+            max_reassembly_bytes: 256 << 20,
         }
     }
 
@@ -132,6 +142,9 @@ impl EndpointConfig {
         }
         if self.hello_timeout.is_zero() {
             return bad("hello_timeout", "must be positive");
+        }
+        if self.max_reassembly_bytes < 64 * 1024 {
+            return bad("max_reassembly_bytes", "must be at least 64 KiB");
         }
         Ok(())
     }
@@ -182,6 +195,8 @@ struct Entry {
     paths: Vec<Remote>,
     /// The client's session id from its hello.
     hello_key: u64,
+    /// What the session held for reassembly when last looked at.
+    held: usize,
 }
 
 struct PartialHello {
@@ -227,6 +242,8 @@ pub struct Endpoint {
     cursor: u64,
     /// Sessions lent out by `session_mut` since the last `poll_event`.
     touched: Vec<u64>,
+    /// The sum of every session's `Entry::held`.
+    held: usize,
     stats: EndpointStats,
 }
 
@@ -266,6 +283,7 @@ impl Endpoint {
             token_keys: [None, None],
             cursor: 0,
             touched: Vec::new(),
+            held: 0,
             stats: EndpointStats::default(),
         })
     }
@@ -295,6 +313,20 @@ impl Endpoint {
         Some(session)
     }
 
+    /// Bytes every session together holds for reassembly and reordering.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Session `sid`, about to take input: it may hold what it holds plus
+    /// what the endpoint's budget has left.
+    fn entry_for_input(&mut self, sid: u64) -> Option<&mut Entry> {
+        let free = self.config.max_reassembly_bytes.saturating_sub(self.held);
+        let e = self.sessions.get_mut(&sid)?;
+        e.session.set_reassembly_budget(e.held + free);
+        Some(e)
+    }
+
     fn half_open(&self) -> usize {
         self.hellos.len() + self.sessions.values().filter(|e| !e.session.is_established()).count()
     }
@@ -303,9 +335,10 @@ impl Endpoint {
     pub fn handle_input(&mut self, now: Instant, remote: Remote, data: &[u8]) {
         self.now = self.now.max(now);
         if let Some(&sid) = self.routes.get(&remote) {
-            if let Some(e) = self.sessions.get_mut(&sid) {
+            let now = self.now;
+            if let Some(e) = self.entry_for_input(sid) {
                 let path = e.paths.iter().rposition(|r| *r == remote).map_or(PathId(0), |i| PathId(i as u32));
-                e.session.handle_input(self.now, path, data);
+                e.session.handle_input(now, path, data);
                 self.collect(sid);
             }
             return;
@@ -406,8 +439,9 @@ impl Endpoint {
     /// Offers `data` from a new remote to session `sid` as a new path; the
     /// remote is routed to it only if a frame authenticated (SPEC.md 3.7).
     fn migrate(&mut self, remote: Remote, sid: u64, data: &[u8]) {
-        let Some(e) = self.sessions.get_mut(&sid) else { return };
-        match e.session.handle_new_path_input(self.now, remote.path_kind(), data) {
+        let now = self.now;
+        let Some(e) = self.entry_for_input(sid) else { return };
+        match e.session.handle_new_path_input(now, remote.path_kind(), data) {
             Some(path) => {
                 let i = path.0 as usize;
                 if e.paths.len() <= i {
@@ -452,10 +486,11 @@ impl Endpoint {
         if let Some(&sid) = self.by_hello.get(&h.session_id) {
             // A retransmitted hello for a session we created: it has lost
             // our flight (its route moved on, e.g. a new stream).
-            if let Some(e) = self.sessions.get_mut(&sid) {
+            let now = self.now;
+            if let Some(e) = self.entry_for_input(sid) {
                 let mut raw = frame.raw_header().to_vec();
                 raw.extend_from_slice(frame.payload());
-                e.session.handle_input(self.now, PathId(0), &raw);
+                e.session.handle_input(now, PathId(0), &raw);
             }
             self.collect(sid);
             return;
@@ -548,7 +583,7 @@ impl Endpoint {
         self.stats.sessions_created += 1;
         self.routes.insert(remote, sid);
         self.by_hello.insert(client_sid, sid);
-        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: client_sid });
+        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: client_sid, held: 0 });
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
         self.collect(sid);
     }
@@ -640,9 +675,13 @@ impl Endpoint {
         if e.session.has_event() {
             self.ready.insert(sid);
         }
+        let held = e.session.reassembly_held();
+        self.held = self.held - e.held + held;
+        e.held = held;
         if e.session.is_closed()
             && let Some(e) = self.sessions.remove(&sid)
         {
+            self.held -= e.held;
             for r in &e.paths {
                 if self.routes.get(r) == Some(&sid) {
                     self.routes.remove(r);

@@ -151,6 +151,8 @@ pub enum Mark {
     /// A datagram path fell back to its base size after large datagrams
     /// kept disappearing.
     BlackHole,
+    /// A frame was refused unacknowledged for lack of reassembly budget.
+    ReassemblyRefused,
 }
 
 /// Clock faults.
@@ -186,6 +188,9 @@ pub struct Scenario {
     pub server_session: Option<SessionConfig>,
     /// The server's cookie policy.
     pub retry: RetryPolicy,
+    /// What all the server's sessions together may hold for reassembly
+    /// (`None`: the endpoint's default).
+    pub endpoint_reassembly: Option<usize>,
     /// The idle timeout both sides announce. Default 30 s.
     pub idle_timeout: Duration,
     /// The flow-control window both sides announce (`None`: the default).
@@ -244,6 +249,7 @@ impl Scenario {
             session,
             server_session: None,
             retry: RetryPolicy::UnderLoad(64),
+            endpoint_reassembly: None,
             idle_timeout: Duration::from_secs(30),
             receive_window: None,
             up: LinkConfig::default(),

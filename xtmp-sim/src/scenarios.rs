@@ -28,6 +28,7 @@ pub const NAMES: &[&str] = &[
     "key_rotation",
     "many_clients",
     "large_messages",
+    "shared_reassembly",
     "attacker",
     "stream_severed",
     "hybrid",
@@ -53,6 +54,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "key_rotation" => key_rotation(),
         "many_clients" => many_clients(),
         "large_messages" => large_messages(),
+        "shared_reassembly" => shared_reassembly(),
         "attacker" => attacker(),
         "stream_severed" => stream_severed(),
         "hybrid" => hybrid(),
@@ -168,6 +170,34 @@ pub fn large_messages() -> Scenario {
         ..Workload::default()
     };
     s.session.max_reassembly_bytes = 2 << 20;
+    s
+}
+
+/// Eight clients send messages up to 128 KiB over links that lose and
+/// reorder, to a server whose sessions share 256 KiB of reassembly (each
+/// could hold 2 MiB alone; their messages next in line alone exceed the
+/// budget): frames beyond it are refused and sent again, the total stays
+/// within the budget plus the messages next in line, nothing is lost, and
+/// no session starves.
+pub fn shared_reassembly() -> Scenario {
+    let link = LinkConfig { mtu: 1200, loss: Loss::Bernoulli(0.03), reorder: 0.1, ..LinkConfig::default() };
+    let mut s = Scenario::new("shared_reassembly").links(link).expect(&[
+        Mark::Fragmented,
+        Mark::Retransmission,
+        Mark::ReassemblyRefused,
+    ]);
+    s.clients = 8;
+    s.endpoint_reassembly = Some(256 * 1024);
+    s.hold_faults = true;
+    s.session.max_reassembly_bytes = 2 << 20;
+    s.workload = Workload {
+        messages: 12,
+        interval: ms(2),
+        large_chance: 0.6,
+        large: 128 * 1024,
+        unreliable: 0.0,
+        ..Workload::default()
+    };
     s
 }
 

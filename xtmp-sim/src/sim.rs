@@ -159,6 +159,9 @@ impl World {
         let server_session = scenario.server_session.clone().unwrap_or_else(|| scenario.session.clone());
         let mut endpoint = EndpointConfig::new(Arc::new(server_session), Arc::new(server));
         endpoint.retry = scenario.retry;
+        if let Some(b) = scenario.endpoint_reassembly {
+            endpoint.max_reassembly_bytes = b;
+        }
         let clocks = scenario.clocks;
         let clock = |c: &mut Choices| {
             let offset = c.below(nanos(clocks.max_offset) + 1) + SECOND;
@@ -1311,6 +1314,14 @@ impl World {
         }
         let server_cfg = self.endpoint_config.session.clone();
         if let Some(e) = &mut self.server.endpoint {
+            // All sessions together: the endpoint's budget, plus the
+            // messages next in line (each up to twice its size while its
+            // buffer grows) of each class of each session.
+            let next_in_line = 3 * 2 * (w.large.max(w.small) + 64) * e.session_count();
+            let b = self.endpoint_config.max_reassembly_bytes + next_in_line;
+            if e.reassembly_bytes() > b {
+                problems.push(format!("server: {} bytes held for reassembly in all (bound {b})", e.reassembly_bytes()));
+            }
             let local = self.server.clock.local_ns(now);
             for (sid, ss) in self.server.sessions.iter_mut() {
                 let Some(s) = e.session_mut(SessionHandle(*sid)) else { continue };
@@ -1369,6 +1380,7 @@ impl World {
             (Mark::Migration, endpoints.iter().map(|e| e.migrations).sum()),
             (Mark::MtuRaised, sum(&|s| u64::from(s.max_datagram > base))),
             (Mark::BlackHole, sum(&|s| s.black_holes)),
+            (Mark::ReassemblyRefused, sum(&|s| s.reassembly_refused)),
         ];
         for (m, n) in marks {
             if n > 0 {

@@ -73,6 +73,11 @@ fn large_messages() {
 }
 
 #[test]
+fn shared_reassembly() {
+    sweep("shared_reassembly", 20);
+}
+
+#[test]
 fn attacker() {
     sweep("attacker", 200);
 }

@@ -5,6 +5,7 @@
 //! never with the size a fragment declares.
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
 
 /// Separate runs of out-of-order bytes one message may hold. Beyond this a
@@ -35,15 +36,16 @@ pub(crate) enum Stored {
 #[derive(Debug)]
 pub(crate) struct Reassembly {
     total: u32,
-    /// Bytes `0..head.len()`.
-    head: BytesMut,
+    /// Bytes `0..head.len()`. A `Vec` rather than a `BytesMut` so that its
+    /// growth stops at `total` (see [`Reassembly::extend_head`]).
+    head: Vec<u8>,
     /// Disjoint, non-adjacent runs beyond the head, by start offset.
     runs: BTreeMap<u32, BytesMut>,
 }
 
 impl Reassembly {
     pub(crate) fn new(total: u32) -> Reassembly {
-        Reassembly { total, head: BytesMut::new(), runs: BTreeMap::new() }
+        Reassembly { total, head: Vec::new(), runs: BTreeMap::new() }
     }
 
     pub(crate) fn total(&self) -> u32 {
@@ -88,9 +90,22 @@ impl Reassembly {
             return Ok(Stored::Duplicate);
         }
         if self.head.len() as u32 == self.total {
-            return Ok(Stored::Complete(core::mem::take(&mut self.head).freeze()));
+            return Ok(Stored::Complete(Bytes::from(core::mem::take(&mut self.head))));
         }
         Ok(Stored::Progress)
+    }
+
+    /// Appends to the head. Its capacity grows by half at a time (amortised
+    /// copies stay linear) but never beyond the message's length, so a
+    /// message is charged at most 1.5 times what arrived, and exactly its
+    /// length once whole.
+    fn extend_head(&mut self, bytes: &[u8]) {
+        let needed = self.head.len() + bytes.len();
+        if needed > self.head.capacity() {
+            let grown = (self.head.capacity() + self.head.capacity() / 2).max(needed).min(self.total as usize);
+            self.head.reserve_exact(grown - self.head.len());
+        }
+        self.head.extend_from_slice(bytes);
     }
 
     /// Stores bytes at `at`, which no held byte covers.
@@ -99,10 +114,10 @@ impl Reassembly {
         let before = self.runs.range(..at).next_back().filter(|(s, r)| **s + r.len() as u32 == at).map(|(s, _)| *s);
         let after = self.runs.contains_key(&end);
         if at == self.head.len() as u32 {
-            self.head.extend_from_slice(bytes);
+            self.extend_head(bytes);
             // Absorb the runs the head now reaches.
             while let Some(run) = self.runs.remove(&(self.head.len() as u32)) {
-                self.head.extend_from_slice(&run);
+                self.extend_head(&run);
             }
             return Ok(());
         }
@@ -165,6 +180,20 @@ mod tests {
         // Filling a hole between runs still works: it opens no run.
         assert_eq!(r.insert(11, &[7]), Ok(Stored::Progress));
         assert!(r.held() >= MAX_RUNS);
+    }
+
+    #[test]
+    fn the_head_is_charged_at_most_half_again_what_arrived_and_never_past_the_total() {
+        let msg: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut r = Reassembly::new(msg.len() as u32);
+        let mut at = 0;
+        while at + 1000 < msg.len() {
+            assert_eq!(r.insert(at as u32, &msg[at..at + 1000]), Ok(Stored::Progress));
+            at += 1000;
+            assert!(r.held() <= at + at / 2 + 1000, "{} bytes charged for {at}", r.held());
+            assert!(r.held() <= msg.len());
+        }
+        assert_eq!(r.insert(at as u32, &msg[at..]), Ok(Stored::Complete(Bytes::from(msg.clone()))));
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub struct SessionConfig {
     /// waiting for earlier ones. Beyond it, frames are dropped without an
     /// acknowledgement (the sender repeats them), except those of the next
     /// message in line of each priority class, so the bound is this plus
-    /// three messages. Default 16 MiB.
+    /// three messages. Default 16 MiB. A server's endpoint also shares
+    /// one budget among its sessions
+    /// ([`crate::endpoint::EndpointConfig::max_reassembly_bytes`]).
     pub max_reassembly_bytes: usize,
     /// An unreliable message whose fragments stop arriving is dropped after
     /// this. Default 10 s.

@@ -371,6 +371,11 @@ pub struct Stats {
     pub messages_failed: u64,
     /// Unreliable messages dropped incomplete (fragments missing).
     pub reassembly_expired: u64,
+    /// Frames dropped unacknowledged because reassembly could not take
+    /// them: the budget (the session's, or its share of its endpoint's)
+    /// was spent, or a message arrived in too many separate pieces. Their
+    /// senders repeat them. Also counted in `frames_dropped`.
+    pub reassembly_refused: u64,
     /// Unreliable messages dropped unread: the application fell a receive
     /// window behind, and the oldest made room for the newest.
     pub messages_dropped: u64,

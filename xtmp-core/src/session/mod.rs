@@ -356,6 +356,9 @@ pub struct Session {
     outbound: Outbound<Outgoing>,
     /// Fragments and reliable messages waiting for their turn.
     inbound: Inbound<reliable::Incoming>,
+    /// What `inbound` may hold: the configured bound, or less when an
+    /// endpoint shares a budget among its sessions.
+    reassembly_budget: usize,
     local_max_message: u32,
     peer_max_message: u32,
     /// Reusable buffer for frames resolved by an ACK or a loss.
@@ -481,6 +484,7 @@ impl Session {
             tx_offset: 0,
             outbound: Outbound::new(),
             inbound: Inbound::new(),
+            reassembly_budget: usize::MAX,
             local_max_message: params.max_message_len,
             peer_max_message: params.max_message_len,
             resolved: Vec::new(),
@@ -688,6 +692,23 @@ impl Session {
         s.flow_blocked = s.items_waiting > 0
             || (Q_EMERGENCY..self.queues.len()).any(|q| !self.queues[q].is_empty() && !self.queue_ready(q));
         s
+    }
+
+    /// Bytes held for reassembly and reordering now (as
+    /// [`Stats::reassembly_bytes`], without computing the rest).
+    pub fn reassembly_held(&self) -> usize {
+        self.inbound.held()
+    }
+
+    /// Lowers what this session holds for reassembly and reordering below
+    /// [`SessionConfig::max_reassembly_bytes`] (a larger value restores
+    /// it): how a server shares one budget among its sessions. Frames
+    /// beyond it are dropped unacknowledged and the peer repeats them; the
+    /// next message in line of each priority class is still taken, so the
+    /// session always progresses. [`crate::endpoint::Endpoint`] does this
+    /// itself with [`crate::endpoint::EndpointConfig::max_reassembly_bytes`].
+    pub fn set_reassembly_budget(&mut self, bytes: usize) {
+        self.reassembly_budget = bytes;
     }
 
     /// The largest body [`Session::send`] accepts: the peer's announced

@@ -66,7 +66,10 @@ impl WithBody for Incoming {
 
 impl Session {
     fn limits(&self) -> Limits {
-        Limits { max_message: self.local_max_message, max_held: self.config.max_reassembly_bytes }
+        Limits {
+            max_message: self.local_max_message,
+            max_held: self.config.max_reassembly_bytes.min(self.reassembly_budget),
+        }
     }
 
     /// The largest frame payload on `path`.
@@ -259,18 +262,25 @@ impl Session {
     }
 
     /// Queues the unacknowledged parts of bytes `start..end` of reliable
-    /// message `id` again, ahead of its class's new messages.
+    /// message `id` again, ahead of its class's new messages and behind
+    /// the repeats of earlier bytes of the class: the receiver delivers in
+    /// order, so the oldest missing bytes go first. (Always at the front,
+    /// a message's repeat could starve behind those of later messages that
+    /// a receiver out of reassembly budget keeps refusing, which return to
+    /// the front each time they are declared lost.)
     fn requeue(&mut self, id: u64, start: u64, end: u64) {
         let Some(p) = self.outbound.get(id) else { return };
         let gaps: Vec<_> = p.acked_gaps(start..end).collect();
         let template = p.message.clone();
-        let q = class_queue(p.class);
-        for gap in gaps.into_iter().rev() {
+        let order = template.order();
+        let q = &mut self.queues[class_queue(p.class)];
+        for gap in gaps {
             let mut item = template.clone();
             item.body = template.body.slice(gap.start as usize..gap.end as usize);
             item.offset = gap.start;
             self.stats.retransmissions += 1;
-            self.queues[q].push_front(item);
+            let at = q.iter().position(|o| o.order() == 0 || (o.order(), o.offset) > (order, gap.start));
+            q.insert(at.unwrap_or(q.len()), item);
         }
     }
 
@@ -442,6 +452,7 @@ impl Session {
             Ok(Accepted::New | Accepted::Duplicate) => true,
             Err(Refused::Busy) => {
                 self.stats.frames_dropped += 1;
+                self.stats.reassembly_refused += 1;
                 false
             }
             Err(Refused::Violation(what)) => {
