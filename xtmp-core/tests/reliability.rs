@@ -263,6 +263,25 @@ fn abort_fails_what_was_not_acknowledged() {
 }
 
 #[test]
+fn an_empty_reliable_message_is_sent_again_when_lost() {
+    // An empty body has no bytes to be missing, but its frame still is.
+    let mut p = established(PathKind::Datagram);
+    let mut dropped = 0;
+    p.filter = Some(Box::new(move |dir, _| {
+        if dir == Dir::ToServer && dropped < 2 {
+            dropped += 1;
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    let id = p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::new(), SendOptions::default()).unwrap();
+    p.drive(10_000, |p| p.client_events.contains(&Event::Acked(id)));
+    assert_eq!(p.server_messages().iter().filter(|m| m.id == id && m.body.is_empty()).count(), 1);
+    assert!(p.client.stats().retransmissions > 0);
+}
+
+#[test]
 fn a_small_reassembly_budget_slows_but_never_loses() {
     // The server holds at most 64 KiB out of order; with reordering, many
     // frames are refused unacknowledged and sent again, and all arrive.

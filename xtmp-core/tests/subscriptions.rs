@@ -40,14 +40,16 @@ fn a_subscription_is_accepted_fed_and_ended() {
         for i in 0..10u8 {
             p.server_session().push(sub, Bytes::from(vec![i; 100]), SendOptions::default()).unwrap();
         }
-        p.server_session().end_subscription(sub, ErrorCode(0x100), "bundle confirmed").unwrap();
+        let end_id = p.server_session().end_subscription(sub, ErrorCode(0x100), "bundle confirmed").unwrap();
         p.settle();
+        assert!(p.server_events.contains(&Event::Acked(end_id)), "{kind:?}: the end's own id is acknowledged");
         let got = items(&p, sub);
         assert_eq!(got, (0..10u8).map(|i| Bytes::from(vec![i; 100])).collect::<Vec<_>>(), "{kind:?}");
         assert!(p.client_messages().iter().all(|m| m.kind != MessageKind::Item(sub) || m.stream_data));
         let kinds: Vec<MessageKind> = p.client_messages().iter().map(|m| m.kind).collect();
         assert_eq!(kinds.first(), Some(&MessageKind::Response(MessageId(sub.0))), "{kind:?}: accepted first");
         let end = p.client_messages().into_iter().find(|m| m.kind == MessageKind::End(sub)).unwrap().clone();
+        assert_eq!(end.id, end_id);
         assert_eq!(end.end_reason(), Some((ErrorCode(0x100), "bundle confirmed".into())));
         assert_eq!(kinds.last(), Some(&MessageKind::End(sub)), "{kind:?}: the end comes after every item");
         assert_eq!(
@@ -57,6 +59,31 @@ fn a_subscription_is_accepted_fed_and_ended() {
         assert_eq!(p.client.unsubscribe(sub), Err(SendError::NoSuchSubscription(sub)), "already ended");
         assert_eq!((p.client.stats().subscriptions, p.server_session().stats().subscriptions), (0, 0));
     }
+}
+
+#[test]
+fn items_not_yet_taken_are_withdrawn_by_an_unsubscribe() {
+    let mut p = established(PathKind::Datagram);
+    let (sub, m) = subscribe(&mut p, b"");
+    p.server_session().respond(m.id, MessageType::LIVE_UPDATES, Bytes::new(), SendOptions::default()).unwrap();
+    p.settle();
+    // The client's application stops reading; items and a plain message arrive.
+    p.client_reading = false;
+    for i in 0..6u8 {
+        let opts = if i % 2 == 0 { SendOptions::default() } else { SendOptions::unreliable() };
+        p.server_session().push(sub, Bytes::from(vec![i; 500]), opts).unwrap();
+    }
+    let plain =
+        p.server_session().send(MessageType::LIVE_UPDATES, Bytes::from_static(b"plain"), SendOptions::default());
+    p.settle();
+    assert!(p.client.stats().unread_bytes > 6 * 500, "delivered, not yet taken");
+    p.client.unsubscribe(sub).unwrap();
+    p.client_reading = true;
+    p.settle();
+    assert!(items(&p, sub).is_empty(), "no item after unsubscribe returned");
+    let got: Vec<MessageId> = p.client_messages().iter().map(|m| m.id).collect();
+    assert!(got.contains(&plain.unwrap()), "other messages are still delivered");
+    assert_eq!(p.client.stats().unread_bytes, 0, "the withdrawn items' credit is released");
 }
 
 #[test]
@@ -80,11 +107,12 @@ fn an_unsubscribe_stops_the_publisher_and_late_items_are_dropped() {
     let (sub, m) = subscribe(&mut p, b"");
     p.server_session().respond(m.id, MessageType::LIVE_UPDATES, Bytes::new(), SendOptions::default()).unwrap();
     p.settle();
-    p.client.unsubscribe(sub).unwrap();
+    let unsub_id = p.client.unsubscribe(sub).unwrap();
     // Pushed before the server learns of it: on its way, then dropped.
     p.server_session().push(sub, Bytes::from_static(b"late"), SendOptions::default()).unwrap();
     p.settle();
     assert!(server_kinds(&p).contains(&MessageKind::Unsubscribe(sub)));
+    assert!(p.client_events.contains(&Event::Acked(unsub_id)), "the unsubscribe's own id is acknowledged");
     assert!(items(&p, sub).is_empty(), "an item after unsubscribing is not delivered");
     assert_eq!(
         p.server_session().push(sub, Bytes::new(), SendOptions::default()),

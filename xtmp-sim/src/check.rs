@@ -2,7 +2,10 @@
 //! application got, and the promises between them (SPEC.md section 4):
 //! reliable messages exactly once, unmodified and in send order within
 //! their priority class; unreliable ones at most once and unmodified;
-//! responses answer the request they name; nothing after a close.
+//! responses answer the request they name; nothing after a close;
+//! subscription messages carry the kind and subscription they were sent
+//! with, and no item reaches a subscriber after its subscription ended or
+//! it unsubscribed.
 //!
 //! Sessions are keyed by the server's session id, which the client learns
 //! in the handshake ([`xtmp_core::session::Session::peer_session_id`]) and
@@ -24,26 +27,82 @@ pub struct Violation {
     pub what: String,
 }
 
+/// What a message was sent as (the sender's call), by message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentKind {
+    /// `send`.
+    Message,
+    /// `send` as a request.
+    Request,
+    /// `respond` to this request (or subscribe).
+    Response(u64),
+    /// `subscribe` (answered like a request).
+    Subscribe,
+    /// `push` to this subscription.
+    Item(u64),
+    /// `unsubscribe` of this subscription.
+    Unsubscribe(u64),
+    /// `end_subscription` of this subscription.
+    End(u64),
+}
+
+impl SentKind {
+    /// Whether the receiver answers it with a response.
+    fn is_request(self) -> bool {
+        matches!(self, SentKind::Request | SentKind::Subscribe)
+    }
+
+    /// Whether a delivered message's kind is this one.
+    fn matches(self, kind: MessageKind) -> bool {
+        match (self, kind) {
+            (SentKind::Message, MessageKind::Message)
+            | (SentKind::Request, MessageKind::Request)
+            | (SentKind::Subscribe, MessageKind::Subscribe) => true,
+            (SentKind::Response(a), MessageKind::Response(b)) => a == b.0,
+            (SentKind::Item(a), MessageKind::Item(b))
+            | (SentKind::Unsubscribe(a), MessageKind::Unsubscribe(b))
+            | (SentKind::End(a), MessageKind::End(b)) => a == b.0,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Sent {
     hash: u64,
     len: usize,
     class: u8,
-    /// 1-based position among the reliable messages of its class; 0 for unreliable.
+    /// 1-based position in its sequence; 0 for unreliable.
     index: u64,
-    request: bool,
-    response_to: Option<u64>,
+    kind: SentKind,
+}
+
+impl Sent {
+    /// What its delivery is ordered within: a reliable item or end, its
+    /// subscription (an item waiting for its subscription's credit takes
+    /// its place in its class only when it starts: SPEC.md 4.9); any other
+    /// reliable message, its priority class.
+    fn sequence(kind: SentKind, class: u8) -> (bool, u64) {
+        match kind {
+            SentKind::Item(sub) | SentKind::End(sub) => (true, sub),
+            _ => (false, u64::from(class)),
+        }
+    }
 }
 
 /// One direction of one session.
 #[derive(Debug, Default)]
 struct Flow {
     sent: BTreeMap<u64, Sent>,
-    next_index: [u64; 3],
+    /// Reliable messages sent, by sequence (see [`Sent::sequence`]).
+    next_index: BTreeMap<(bool, u64), u64>,
     acked: BTreeSet<u64>,
     failed: BTreeSet<u64>,
+    /// Items that failed because their subscriber unsubscribed.
+    withdrawn: BTreeSet<u64>,
     delivered: BTreeSet<u64>,
-    last_index: [u64; 3],
+    /// The last reliable message delivered, by sequence.
+    last_index: BTreeMap<(bool, u64), u64>,
 }
 
 /// The priority class index of a delivered message (0 normal, 1 high, 2 emergency).
@@ -56,14 +115,15 @@ pub fn class_of(p: Priority) -> u8 {
 }
 
 impl Flow {
-    fn on_send(&mut self, id: u64, body: &[u8], class: u8, reliable: bool, request: bool, response_to: Option<u64>) {
+    fn on_send(&mut self, id: u64, body: &[u8], class: u8, reliable: bool, kind: SentKind) {
         let index = if reliable {
-            self.next_index[class as usize] += 1;
-            self.next_index[class as usize]
+            let n = self.next_index.entry(Sent::sequence(kind, class)).or_default();
+            *n += 1;
+            *n
         } else {
             0
         };
-        let sent = Sent { hash: digest(body), len: body.len(), class, index, request, response_to };
+        let sent = Sent { hash: digest(body), len: body.len(), class, index, kind };
         self.sent.insert(id, sent);
     }
 
@@ -72,7 +132,9 @@ impl Flow {
         let Some(sent) = self.sent.get(&id).copied() else {
             return Err(format!("message {id} delivered but never sent (forged or misrouted)"));
         };
-        if sent.len != m.body.len() || sent.hash != digest(&m.body) {
+        // An end's body (code and reason) is the session's encoding.
+        let end = matches!(sent.kind, SentKind::End(_));
+        if !end && (sent.len != m.body.len() || sent.hash != digest(&m.body)) {
             return Err(format!(
                 "message {id} delivered modified ({} bytes sent, {} delivered)",
                 sent.len,
@@ -87,11 +149,13 @@ impl Flow {
             return Err(format!("message {id} sent in class {} but delivered in class {class}", sent.class));
         }
         if sent.index > 0 {
-            let last = &mut self.last_index[class as usize];
+            let sequence = Sent::sequence(sent.kind, class);
+            let last = self.last_index.entry(sequence).or_default();
             if sent.index <= *last {
+                let within = if sequence.0 { "subscription" } else { "class" };
                 return Err(format!(
-                    "reliable message {id} (number {} of class {class}) delivered after number {last}",
-                    sent.index
+                    "reliable message {id} (number {} of {within} {}) delivered after number {last}",
+                    sent.index, sequence.1
                 ));
             }
             *last = sent.index;
@@ -105,32 +169,48 @@ impl Flow {
             Some(s) if s.index == 0 => return Err(format!("Acked({id}) for an unreliable message")),
             Some(_) => {}
         }
-        if self.failed.contains(&id) || !self.acked.insert(id) {
+        if self.failed.contains(&id) || self.withdrawn.contains(&id) || !self.acked.insert(id) {
             return Err(format!("message {id} reported twice (Acked after Acked or Failed)"));
         }
         Ok(())
     }
 
-    fn on_failed(&mut self, id: u64) -> Result<(), String> {
-        match self.sent.get(&id) {
+    /// `withdrawn`: the message failed because its subscriber
+    /// unsubscribed, these being the subscriptions it left.
+    fn on_failed(&mut self, id: u64, withdrawn: Option<&BTreeSet<u64>>) -> Result<(), String> {
+        let sent = match self.sent.get(&id) {
             None => return Err(format!("Failed({id}) for a message never sent")),
             Some(s) if s.index == 0 => return Err(format!("Failed({id}) for an unreliable message")),
-            Some(_) => {}
-        }
-        if self.acked.contains(&id) || !self.failed.insert(id) {
+            Some(s) => *s,
+        };
+        if self.acked.contains(&id) || self.failed.contains(&id) || self.withdrawn.contains(&id) {
             return Err(format!("message {id} reported twice (Failed after Acked or Failed)"));
         }
+        match (withdrawn, sent.kind) {
+            (None, _) => self.failed.insert(id),
+            (Some(left), SentKind::Item(sub)) if left.contains(&sub) => self.withdrawn.insert(id),
+            (Some(_), kind) => {
+                return Err(format!("message {id} ({kind:?}) failed as Unsubscribed, but its subscriber never left"));
+            }
+        };
         Ok(())
     }
 
     /// Reliable messages neither acknowledged nor failed.
     fn unresolved(&self) -> usize {
-        self.sent.iter().filter(|(id, s)| s.index > 0 && !self.acked.contains(id) && !self.failed.contains(id)).count()
+        let resolved = |id| self.acked.contains(id) || self.failed.contains(id) || self.withdrawn.contains(id);
+        self.sent.iter().filter(|(id, s)| s.index > 0 && !resolved(id)).count()
     }
 
-    /// Acknowledged messages the receiver never delivered.
-    fn acked_undelivered(&self) -> Vec<u64> {
-        self.acked.iter().filter(|id| !self.delivered.contains(id)).copied().collect()
+    /// Acknowledged messages the receiver never delivered, but for items
+    /// of the subscriptions in `unsubscribed` and answers to them (dropped
+    /// on arrival).
+    fn acked_undelivered(&self, unsubscribed: &BTreeSet<u64>) -> Vec<u64> {
+        let dropped = |id: &u64| {
+            matches!(self.sent.get(id).map(|s| s.kind),
+                Some(SentKind::Item(sub) | SentKind::Response(sub)) if unsubscribed.contains(&sub))
+        };
+        self.acked.iter().filter(|id| !self.delivered.contains(id) && !dropped(id)).copied().collect()
     }
 }
 
@@ -145,8 +225,11 @@ struct Log {
     /// The server's incarnation (a restart loses its sessions).
     server_lost: bool,
     /// Requests the server got, and responses the client got.
-    requests_delivered: u64,
-    responses_delivered: u64,
+    requests_delivered: BTreeSet<u64>,
+    responses_delivered: BTreeSet<u64>,
+    /// Subscriptions the client unsubscribed from, and those whose end it got.
+    unsubscribed: BTreeSet<u64>,
+    ended: BTreeSet<u64>,
 }
 
 /// Run totals, for the report.
@@ -209,20 +292,13 @@ impl Checker {
 
     /// A side sent a message.
     #[allow(clippy::too_many_arguments)]
-    pub fn sent(
-        &mut self,
-        side: Side,
-        sid: u64,
-        id: u64,
-        body: &[u8],
-        class: u8,
-        reliable: bool,
-        request: bool,
-        response_to: Option<u64>,
-    ) {
+    pub fn sent(&mut self, side: Side, sid: u64, id: u64, body: &[u8], class: u8, reliable: bool, kind: SentKind) {
         let log = self.log(sid);
+        if let (Side::Client, SentKind::Unsubscribe(sub)) = (side, kind) {
+            log.unsubscribed.insert(sub);
+        }
         let flow = if side == Side::Client { &mut log.up } else { &mut log.down };
-        flow.on_send(id, body, class, reliable, request, response_to);
+        flow.on_send(id, body, class, reliable, kind);
         match side {
             Side::Client => self.totals.sent += 1,
             Side::Server => self.totals.server_sent += 1,
@@ -247,19 +323,39 @@ impl Checker {
         match result {
             Err(e) => problems.push(format!("{side:?} of session {sid:016x}: {e}")),
             Ok(sent) => {
-                request = sent.request;
+                request = sent.kind.is_request();
                 match side {
-                    Side::Server => log.requests_delivered += u64::from(sent.request),
-                    Side::Client => log.responses_delivered += u64::from(sent.response_to.is_some()),
+                    Side::Server if request => {
+                        log.requests_delivered.insert(m.id.0);
+                    }
+                    Side::Client => {
+                        if let SentKind::Response(to) = sent.kind {
+                            log.responses_delivered.insert(to);
+                        }
+                    }
+                    Side::Server => {}
                 }
-                let kind_ok = match (m.kind, sent.response_to) {
-                    (MessageKind::Response(to), Some(r)) => to.0 == r && back.sent.get(&r).is_some_and(|s| s.request),
-                    (MessageKind::Request, None) => sent.request,
-                    (MessageKind::Message, None) => !sent.request,
-                    _ => false,
+                let answers_a_request = match sent.kind {
+                    SentKind::Response(r) => back.sent.get(&r).is_some_and(|s| s.kind.is_request()),
+                    _ => true,
                 };
-                if !kind_ok {
-                    problems.push(format!("{side:?} of session {sid:016x}: message {} has kind {:?}", m.id.0, m.kind));
+                if !sent.kind.matches(m.kind) || !answers_a_request {
+                    problems.push(format!(
+                        "{side:?} of session {sid:016x}: message {} sent as {:?} has kind {:?}",
+                        m.id.0, sent.kind, m.kind
+                    ));
+                }
+                match m.kind {
+                    MessageKind::Item(sub) if log.unsubscribed.contains(&sub.0) || log.ended.contains(&sub.0) => {
+                        problems.push(format!(
+                            "{side:?} of session {sid:016x}: item {} of subscription {} after it ended or was left",
+                            m.id.0, sub.0
+                        ));
+                    }
+                    MessageKind::End(sub) if side == Side::Client => {
+                        log.ended.insert(sub.0);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -287,12 +383,16 @@ impl Checker {
         }
     }
 
-    /// A side's reliable message failed.
-    pub fn failed(&mut self, at: u64, side: Side, sid: u64, id: u64) {
+    /// A side's reliable message failed; `unsubscribed`: as
+    /// [`xtmp_core::session::FailReason::Unsubscribed`].
+    pub fn failed(&mut self, at: u64, side: Side, sid: u64, id: u64, unsubscribed: bool) {
         let log = self.log(sid);
-        let flow = if side == Side::Client { &mut log.up } else { &mut log.down };
-        match flow.on_failed(id) {
-            Ok(()) => self.totals.failed += 1,
+        let result = match side {
+            Side::Client => log.up.on_failed(id, unsubscribed.then_some(&BTreeSet::new())),
+            Side::Server => log.down.on_failed(id, unsubscribed.then_some(&log.unsubscribed)),
+        };
+        match result {
+            Ok(()) => self.totals.failed += u64::from(!unsubscribed),
             Err(e) => self.fail(at, format!("{side:?} of session {sid:016x}: {e}")),
         }
     }
@@ -344,7 +444,9 @@ impl Checker {
                         "{side:?} of session {sid:016x}: {n} reliable messages neither Acked nor Failed"
                     ));
                 }
-                let undelivered = flow.acked_undelivered();
+                let none = BTreeSet::new();
+                let left = if side == Side::Server { &log.unsubscribed } else { &none };
+                let undelivered = flow.acked_undelivered(left);
                 if !undelivered.is_empty() && (lossless || !log.server_lost) {
                     problems.push(format!(
                         "{side:?} of session {sid:016x}: {} messages Acked but never delivered (first {})",
@@ -374,7 +476,14 @@ impl Checker {
     /// Requests of session `sid` the server got and whose response the
     /// client has not got yet.
     pub fn awaiting_responses(&self, sid: u64) -> u64 {
-        self.sessions.get(&sid).map_or(0, |l| l.requests_delivered.saturating_sub(l.responses_delivered))
+        // The answer to a subscription the client left first is dropped.
+        let waiting = |l: &&Log| {
+            l.requests_delivered
+                .iter()
+                .filter(|r| !l.responses_delivered.contains(r) && !l.unsubscribed.contains(r))
+                .count()
+        };
+        self.sessions.get(&sid).as_ref().map_or(0, waiting) as u64
     }
 
     /// Number of sessions seen.

@@ -50,6 +50,8 @@ pub(crate) struct Attempt {
     /// Local time the session was established.
     pub(crate) established_local: Option<u64>,
     pub(crate) closing: bool,
+    /// The session's subscriptions, by id.
+    pub(crate) subs: BTreeMap<u64, ClientSub>,
 }
 
 impl Attempt {
@@ -62,6 +64,7 @@ impl Attempt {
             recv_key_changed: None,
             established_local: None,
             closing: false,
+            subs: BTreeMap::new(),
         }
     }
 }
@@ -149,6 +152,56 @@ pub(crate) struct ServerSession {
     pub(crate) established: bool,
     pub(crate) recv_key_changed: Option<u64>,
     pub(crate) last_stats: Stats,
+    /// The subscriptions it publishes to, by id.
+    pub(crate) subs: BTreeMap<u64, ServerSub>,
+}
+
+/// What a subscriber asked for, in its filter: `reliable u8 ‖ items u64 ‖
+/// server_ends u8` (the simulated application's own convention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Filter {
+    /// Items are reliable (bundle status) or best-effort (metrics).
+    pub(crate) reliable: bool,
+    /// How many items the subscription runs for.
+    pub(crate) items: u64,
+    /// The server ends it after the last item; otherwise the client
+    /// unsubscribes once it got half of them.
+    pub(crate) server_ends: bool,
+}
+
+impl Filter {
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut b = vec![u8::from(self.reliable)];
+        b.extend_from_slice(&self.items.to_be_bytes());
+        b.push(u8::from(self.server_ends));
+        b.into()
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<Filter> {
+        if b.len() != 10 {
+            return None;
+        }
+        let items = u64::from_be_bytes(b[1..9].try_into().ok()?);
+        Some(Filter { reliable: b[0] == 1, items, server_ends: b[9] == 1 })
+    }
+}
+
+/// A subscription the server publishes to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerSub {
+    pub(crate) filter: Filter,
+    /// Items pushed so far.
+    pub(crate) pushed: u64,
+}
+
+/// A subscription of a client's current session.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientSub {
+    pub(crate) filter: Filter,
+    /// Items received.
+    pub(crate) received: u64,
+    /// Ended by the server, or left by the client.
+    pub(crate) done: bool,
 }
 
 /// The server node.

@@ -90,8 +90,19 @@ pub struct Workload {
     pub high: f64,
     /// Chance of `EMERGENCY`.
     pub emergency: f64,
-    /// The server pushes an unreliable stream item to every client this often.
+    /// The server pushes an unreliable stream item to every client this
+    /// often, and an item to each of the clients' subscriptions.
     pub push_interval: Option<Duration>,
+    /// Subscriptions each client opens on every session once connected
+    /// (to live updates, events and metrics in turn). Each runs for
+    /// `items` items: then the server ends it, or, for half of them, the
+    /// client unsubscribes once it got half of its items.
+    pub subscriptions: usize,
+    /// Items of each subscription.
+    pub items: u64,
+    /// Chance that a subscription's items are reliable (otherwise
+    /// best-effort).
+    pub reliable_items: f64,
 }
 
 impl Default for Workload {
@@ -107,6 +118,9 @@ impl Default for Workload {
             high: 0.1,
             emergency: 0.02,
             push_interval: Some(Duration::from_millis(100)),
+            subscriptions: 0,
+            items: 20,
+            reliable_items: 0.5,
         }
     }
 }
@@ -153,6 +167,8 @@ pub enum Mark {
     BlackHole,
     /// A frame was refused unacknowledged for lack of reassembly budget.
     ReassemblyRefused,
+    /// A reliable subscription item failed because its subscriber left.
+    ItemWithdrawn,
 }
 
 /// Clock faults.
@@ -195,6 +211,8 @@ pub struct Scenario {
     pub idle_timeout: Duration,
     /// The flow-control window both sides announce (`None`: the default).
     pub receive_window: Option<u32>,
+    /// The subscription window the clients announce (`None`: the default).
+    pub subscription_window: Option<u32>,
     /// Faults from the client to the server.
     pub up: LinkConfig,
     /// Faults from the server to the client.
@@ -252,6 +270,7 @@ impl Scenario {
             endpoint_reassembly: None,
             idle_timeout: Duration::from_secs(30),
             receive_window: None,
+            subscription_window: None,
             up: LinkConfig::default(),
             down: LinkConfig::default(),
             split_stream_writes: true,

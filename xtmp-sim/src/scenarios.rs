@@ -29,6 +29,7 @@ pub const NAMES: &[&str] = &[
     "many_clients",
     "large_messages",
     "shared_reassembly",
+    "subscriptions",
     "attacker",
     "stream_severed",
     "hybrid",
@@ -55,6 +56,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "many_clients" => many_clients(),
         "large_messages" => large_messages(),
         "shared_reassembly" => shared_reassembly(),
+        "subscriptions" => subscriptions(),
         "attacker" => attacker(),
         "stream_severed" => stream_severed(),
         "hybrid" => hybrid(),
@@ -129,6 +131,7 @@ pub fn server_restart() -> Scenario {
     s.idle_timeout = secs(5);
     s.session.heartbeat_interval = Some(secs(1));
     s.workload.messages = 400;
+    s.workload.subscriptions = 2;
     s.lossless = false;
     s
 }
@@ -196,6 +199,31 @@ pub fn shared_reassembly() -> Scenario {
         large_chance: 0.6,
         large: 128 * 1024,
         unreliable: 0.0,
+        ..Workload::default()
+    };
+    s
+}
+
+/// Four clients each hold three subscriptions (live updates, events,
+/// metrics) per session, reliable or best-effort, over links that lose,
+/// reorder and duplicate, with a stream reset and a rebinding: the server
+/// pushes an item to each every 20 ms and ends half of them; the clients
+/// leave the others halfway. Each subscription's window holds four items,
+/// so reliable ones wait for credit, and those waiting when their
+/// subscriber leaves fail as withdrawn. Reliable items arrive exactly once
+/// in order, best-effort ones at most once, none after an end or an
+/// unsubscribe.
+pub fn subscriptions() -> Scenario {
+    let link = LinkConfig { loss: Loss::Bernoulli(0.03), reorder: 0.05, duplicate: 0.02, ..LinkConfig::default() };
+    let mut s = Scenario::new("subscriptions").links(link).expect(&[Mark::Retransmission, Mark::ItemWithdrawn]);
+    s.clients = 4;
+    s.subscription_window = Some(4 * (40 + 32));
+    s.workload = Workload {
+        messages: 60,
+        interval: ms(20),
+        push_interval: Some(ms(20)),
+        subscriptions: 3,
+        items: 40,
         ..Workload::default()
     };
     s
@@ -320,6 +348,7 @@ pub fn swarm() -> Scenario {
     s.clients = 2;
     s.workload.messages = 150;
     s.workload.large_chance = 0.05;
+    s.workload.subscriptions = 2;
     s
 }
 

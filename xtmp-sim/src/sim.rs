@@ -17,15 +17,18 @@ use xtmp_core::crypto::RustCrypto;
 use xtmp_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle};
 use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig, SessionParams};
 use xtmp_core::session::{
-    CloseCode, CloseReason, Event, FailReason, MessageKind, PathId, PathKind, SendOptions, Session, SessionConfig,
+    CloseCode, CloseReason, ErrorCode, Event, FailReason, MessageKind, PathId, PathKind, SendError, SendOptions,
+    Session, SessionConfig, SubscriptionId,
 };
 use xtmp_core::wire::MessageType;
 
-use crate::check::{Checker, Side, class_of};
+use crate::check::{Checker, SentKind, Side, class_of};
 use crate::choices::{Choices, protocol_seed};
 use crate::clock::NodeClock;
 use crate::link::{Arrival, Fault, LinkConfig};
-use crate::node::{AppMsg, CLIENT_TYPES, ClientNode, ClientPath, SERVER, ServerNode, ServerSession, body};
+use crate::node::{
+    AppMsg, CLIENT_TYPES, ClientNode, ClientPath, ClientSub, Filter, SERVER, ServerNode, ServerSession, ServerSub, body,
+};
 use crate::scenario::{Action, Dir, Mark, Scenario, Transport, Who};
 use crate::trace::{Trace, TraceMode, digest};
 
@@ -152,6 +155,9 @@ impl World {
         let idle = scenario.idle_timeout.as_millis() as u32;
         server.params.idle_timeout_ms = idle;
         client.params.idle_timeout_ms = idle;
+        if let Some(w) = scenario.subscription_window {
+            client.params.subscription_window = w;
+        }
         if let Some(w) = scenario.receive_window {
             server.params.receive_window = w;
             client.params.receive_window = w;
@@ -295,6 +301,15 @@ impl World {
             );
             if let Some(session) = &c.session {
                 s += &format!("\n    {session:?}");
+            }
+            let open: Vec<_> = c.attempt.subs.iter().filter(|(_, s)| !s.done).collect();
+            if !open.is_empty() {
+                s += &format!("\n    subscriptions not done: {open:?}");
+            }
+        }
+        for (sid, ss) in &self.server.sessions {
+            if !ss.subs.is_empty() {
+                s += &format!("\n  server {sid:016x} publishes to {:?}", ss.subs);
             }
         }
         s
@@ -474,6 +489,7 @@ impl World {
         }
         let clients = self.clients.iter().all(|c| {
             c.pending.is_empty()
+                && c.attempt.subs.values().all(|s| s.done)
                 && c.attempt.sid.is_some_and(|sid| self.checker.awaiting_responses(sid) == 0)
                 && c.paths.iter().any(|p| p.alive)
                 && c.session
@@ -551,13 +567,25 @@ impl World {
         self.note(&[6, sid, event_code(&ev)], || "server".into(), "event", || format!("{sid:016x} {}", describe(&ev)));
         match ev {
             Event::Message(m) => {
-                let request = self.checker.delivered(now, Side::Server, sid, &m);
-                if request && m.kind == MessageKind::Request {
-                    self.answer(sid, &m);
+                self.checker.delivered(now, Side::Server, sid, &m);
+                match m.kind {
+                    MessageKind::Request => self.answer(sid, &m),
+                    MessageKind::Subscribe => self.accept_subscription(sid, &m),
+                    MessageKind::Unsubscribe(sub) => {
+                        if let Some(s) = self.server.sessions.get_mut(&sid) {
+                            s.subs.remove(&sub.0);
+                        }
+                    }
+                    _ => {}
                 }
             }
             Event::Acked(id) => self.checker.acked(now, Side::Server, sid, id.0),
-            Event::Failed(id, _) => self.checker.failed(now, Side::Server, sid, id.0),
+            Event::Failed(id, why) => {
+                if why == FailReason::Unsubscribed {
+                    self.marks.insert(Mark::ItemWithdrawn);
+                }
+                self.checker.failed(now, Side::Server, sid, id.0, why == FailReason::Unsubscribed);
+            }
             Event::Closed(_) => {
                 self.checker.closed(now, Side::Server, sid);
                 if let Some(s) = self.server.sessions.remove(&sid) {
@@ -590,7 +618,7 @@ impl World {
         let opts = SendOptions { priority: priority(class), ..SendOptions::default() };
         match s.respond(m.id, m.message_type, b.clone().into(), opts) {
             Ok(id) => {
-                self.checker.sent(Side::Server, sid, id.0, &b, class, true, false, Some(m.id.0));
+                self.checker.sent(Side::Server, sid, id.0, &b, class, true, SentKind::Response(m.id.0));
                 let req = m.id.0;
                 self.note(&[16, id.0], || "server".into(), "respond", || format!("{} to request {req}", id.0));
             }
@@ -603,14 +631,72 @@ impl World {
         self.server.next_push = Some(self.now + nanos(interval));
         let Some(e) = self.server.endpoint.as_mut() else { return };
         let sids: Vec<u64> = self.server.sessions.iter().filter(|(_, s)| s.established).map(|(k, _)| *k).collect();
-        for sid in sids {
+        for &sid in &sids {
             let Some(s) = e.session_mut(SessionHandle(sid)) else { continue };
             self.server.pushes += 1;
             let b = body(u32::MAX, (sid >> 32) as u32, self.server.pushes, 48);
             let opts = SendOptions { stream_data: true, ..SendOptions::unreliable() };
             if let Ok(id) = s.send(MessageType::LIVE_UPDATES, b.clone(), opts) {
-                self.checker.sent(Side::Server, sid, id.0, &b, 0, false, false, None);
+                self.checker.sent(Side::Server, sid, id.0, &b, 0, false, SentKind::Message);
             }
+        }
+        for sid in sids {
+            self.push_items(sid);
+        }
+    }
+
+    /// The server accepts a subscription and publishes to it from the next
+    /// push on.
+    fn accept_subscription(&mut self, sid: u64, m: &xtmp_core::session::Message) {
+        let Some(e) = self.server.endpoint.as_mut() else { return };
+        let Some(s) = e.session_mut(SessionHandle(sid)) else { return };
+        let Some(filter) = Filter::decode(&m.body) else {
+            return self.violation(format!("server: subscription {} has a filter it cannot read", m.id.0));
+        };
+        match s.respond(m.id, m.message_type, bytes::Bytes::new(), SendOptions::default()) {
+            Ok(id) => {
+                self.checker.sent(Side::Server, sid, id.0, &[], 0, true, SentKind::Response(m.id.0));
+                if let Some(ss) = self.server.sessions.get_mut(&sid) {
+                    ss.subs.insert(m.id.0, ServerSub { filter, pushed: 0 });
+                }
+            }
+            Err(e) => self.violation(format!("server could not accept subscription {}: {e}", m.id.0)),
+        }
+    }
+
+    /// One item to each of session `sid`'s subscriptions; the last one's
+    /// end, when the server ends it. A subscription its client ends is fed
+    /// until the client leaves (best-effort items may all be lost).
+    fn push_items(&mut self, sid: u64) {
+        let Some(e) = self.server.endpoint.as_mut() else { return };
+        let Some(ss) = self.server.sessions.get_mut(&sid) else { return };
+        let Some(s) = e.session_mut(SessionHandle(sid)) else { return };
+        let mut gone = Vec::new();
+        for (&sub, state) in ss.subs.iter_mut() {
+            let f = state.filter;
+            let id = SubscriptionId(sub);
+            if state.pushed < f.items || !f.server_ends {
+                let b = body(u32::MAX - 1, sub as u32, state.pushed, 40);
+                let opts = if f.reliable { SendOptions::default() } else { SendOptions::unreliable() };
+                match s.push(id, b.clone(), opts) {
+                    Ok(m) => {
+                        state.pushed += 1;
+                        self.checker.sent(Side::Server, sid, m.0, &b, 0, f.reliable, SentKind::Item(sub));
+                    }
+                    Err(SendError::WouldBlock) => {}
+                    Err(_) => gone.push(sub),
+                }
+            } else {
+                match s.end_subscription(id, ErrorCode(0x100), "done") {
+                    Ok(m) => self.checker.sent(Side::Server, sid, m.0, b"", 0, true, SentKind::End(sub)),
+                    Err(SendError::WouldBlock) => continue,
+                    Err(_) => {}
+                }
+                gone.push(sub);
+            }
+        }
+        for sub in gone {
+            ss.subs.remove(&sub);
         }
     }
 
@@ -758,7 +844,8 @@ impl World {
             };
             match s.send(m.message_type, m.body.clone(), opts) {
                 Ok(id) => {
-                    self.checker.sent(Side::Client, sid, id.0, &m.body, m.class, m.reliable, m.request, None);
+                    let kind = if m.request { SentKind::Request } else { SentKind::Message };
+                    self.checker.sent(Side::Client, sid, id.0, &m.body, m.class, m.reliable, kind);
                     self.checker.totals.first_sent_at.get_or_insert(self.now);
                     if let Some(m) = c.pending.pop_front() {
                         c.in_flight.insert(id.0, m);
@@ -802,16 +889,18 @@ impl World {
                     if self.scenario.transport == Transport::Hybrid {
                         self.add_datagram_path(i);
                     }
+                    self.open_subscriptions(i);
                 }
                 Event::Message(m) => {
                     self.checker.delivered(now, Side::Client, sid, &m);
+                    self.subscription_message(i, &m);
                 }
                 Event::Acked(id) => {
                     self.checker.acked(now, Side::Client, sid, id.0);
                     self.clients[i].in_flight.remove(&id.0);
                 }
                 Event::Failed(id, why) => {
-                    self.checker.failed(now, Side::Client, sid, id.0);
+                    self.checker.failed(now, Side::Client, sid, id.0, why == FailReason::Unsubscribed);
                     self.marks.insert(Mark::MessageFailed);
                     let c = &mut self.clients[i];
                     if let Some(m) = c.in_flight.remove(&id.0)
@@ -829,6 +918,64 @@ impl World {
                 }
                 other => self.checker.event(now, Side::Client, sid, brief(&other)),
             }
+        }
+    }
+
+    /// The client application subscribes, on each new session.
+    fn open_subscriptions(&mut self, i: usize) {
+        let w = &self.scenario.workload;
+        let (n, items, reliable) = (w.subscriptions, w.items, w.reliable_items);
+        const TYPES: [MessageType; 3] =
+            [MessageType::LIVE_UPDATES, MessageType::EVENT_STREAM, MessageType::METRICS_STREAM];
+        for k in 0..n {
+            let filter =
+                Filter { reliable: self.choices.chance(reliable), items, server_ends: self.choices.chance(0.5) };
+            let c = &mut self.clients[i];
+            let (Some(s), Some(sid)) = (&mut c.session, c.attempt.sid) else { return };
+            let f = filter.encode();
+            match s.subscribe(TYPES[k % 3], f.clone(), SendOptions::default()) {
+                Ok(id) => {
+                    c.attempt.subs.insert(id.0, ClientSub { filter, received: 0, done: false });
+                    self.checker.sent(Side::Client, sid, id.0, &f, 0, true, SentKind::Subscribe);
+                }
+                Err(e) => return self.violation(format!("client{i}: subscribe refused: {e}")),
+            }
+        }
+    }
+
+    /// The client application reads its subscriptions: it leaves one the
+    /// server does not end once an item from its second half arrives.
+    fn subscription_message(&mut self, i: usize, m: &xtmp_core::session::Message) {
+        if let MessageKind::End(sub) = m.kind
+            && m.end_reason() != Some((ErrorCode(0x100), "done".into()))
+        {
+            self.violation(format!("client{i}: subscription {} ended with {:?}", sub.0, m.end_reason()));
+        }
+        let c = &mut self.clients[i];
+        let (Some(s), Some(sid)) = (&mut c.session, c.attempt.sid) else { return };
+        match m.kind {
+            MessageKind::Item(sub) => {
+                let Some(cs) = c.attempt.subs.get_mut(&sub.0) else { return };
+                cs.received += 1;
+                let seq = m.body.get(8..16).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+                if cs.filter.server_ends || cs.done || 2 * seq < cs.filter.items {
+                    return;
+                }
+                match s.unsubscribe(sub) {
+                    Ok(id) => {
+                        cs.done = true;
+                        self.checker.sent(Side::Client, sid, id.0, b"", 0, true, SentKind::Unsubscribe(sub.0));
+                    }
+                    Err(SendError::WouldBlock) => {}
+                    Err(e) => self.violation(format!("client{i}: unsubscribe refused: {e}")),
+                }
+            }
+            MessageKind::End(sub) => {
+                if let Some(cs) = c.attempt.subs.get_mut(&sub.0) {
+                    cs.done = true;
+                }
+            }
+            _ => {}
         }
     }
 

@@ -78,6 +78,11 @@ fn shared_reassembly() {
 }
 
 #[test]
+fn subscriptions() {
+    sweep("subscriptions", 20);
+}
+
+#[test]
 fn attacker() {
     sweep("attacker", 200);
 }

@@ -25,9 +25,12 @@ pub(crate) struct Pending<M> {
 }
 
 impl<M> Pending<M> {
-    /// The parts of `range` not yet acknowledged.
+    /// The parts of `range` not yet acknowledged. An empty range (the
+    /// frame of an empty message) is one part while the message is
+    /// pending: it has no bytes to be missing, yet its frame must go again.
     pub(crate) fn acked_gaps(&self, range: Range<u64>) -> impl Iterator<Item = Range<u64>> + '_ {
-        self.acked.gaps(range)
+        let empty = range.is_empty().then(|| range.clone());
+        empty.into_iter().chain(self.acked.gaps(range))
     }
 }
 

@@ -386,8 +386,9 @@ pub struct Session {
     disconnect: Option<Outgoing>,
     close_reason: Option<CloseReason>,
     /// Events for the application, each with the flow-control credit its
-    /// reading releases.
-    events: VecDeque<(Event, reliable::Credit)>,
+    /// reading releases. `None`: an item of a subscription this side left
+    /// before the application took it (its credit is released in turn).
+    events: VecDeque<(Option<Event>, reliable::Credit)>,
     stats: Stats,
     idle_timeout: Option<Duration>,
     last_recv: Instant,
@@ -971,9 +972,13 @@ impl Session {
             self.send_blocked = false;
             return Some(Event::Writable);
         }
-        let (event, credit) = self.events.pop_front()?;
-        self.release_credit(credit);
-        Some(event)
+        while let Some((event, credit)) = self.events.pop_front() {
+            self.release_credit(credit);
+            if event.is_some() {
+                return event;
+            }
+        }
+        None
     }
 
     /// Whether `Writable` is to be reported: a `send` was refused, and
@@ -993,14 +998,15 @@ impl Session {
         self.failed_paths.pop()
     }
 
-    /// Whether an event waits for the application.
+    /// Whether an event may wait for the application (`poll_event` may
+    /// still find only withdrawn items).
     pub(crate) fn has_event(&self) -> bool {
         !self.events.is_empty() || self.writable_due()
     }
 
     /// Queues an event that releases no credit.
     pub(super) fn push_event(&mut self, event: Event) {
-        self.events.push_back((event, reliable::Credit::None));
+        self.events.push_back((Some(event), reliable::Credit::None));
     }
 }
 

@@ -117,7 +117,7 @@ impl Session {
         let kept = self.paths.get(id.0 as usize).is_some_and(|p| p.authenticated > 0 && p.alive);
         if !kept {
             self.paths.truncate(id.0 as usize);
-            self.events.retain(|(e, _)| !matches!(e, Event::PathFailed { path, .. } if *path == id));
+            self.events.retain(|(e, _)| !matches!(e, Some(Event::PathFailed { path, .. }) if *path == id));
             self.failed_paths.retain(|p| *p != id);
             if self.primary == id {
                 self.primary = PathId(0);

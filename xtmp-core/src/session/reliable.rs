@@ -535,7 +535,7 @@ impl Session {
             credit = Credit::Unreliable(size);
             self.make_room_unreliable(size);
         }
-        self.events.push_back((Event::Message(m), credit));
+        self.events.push_back((Some(Event::Message(m)), credit));
     }
 
     /// Unread unreliable messages are bounded by the receive window: the
@@ -549,7 +549,7 @@ impl Session {
             let Some((event, Credit::Unreliable(n))) = self.events.remove(i) else { break };
             self.unread_unreliable -= n;
             self.stats.messages_dropped += 1;
-            if let Event::Message(m) = event
+            if let Some(Event::Message(m)) = event
                 && m.kind == MessageKind::Request
             {
                 self.requests_in.remove(&m.id.0);

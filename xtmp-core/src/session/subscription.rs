@@ -134,16 +134,25 @@ impl Session {
         Ok(SubscriptionId(id.0))
     }
 
-    /// Ends this side's subscription `id`: the peer stops pushing, and
-    /// items still on their way are dropped on arrival.
-    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), SendError> {
+    /// Ends this side's subscription `id`: the peer stops pushing, items
+    /// still on their way are dropped on arrival, and those delivered but
+    /// not yet taken from [`Session::poll_event`] are withdrawn, so none
+    /// reaches the application after this returns. Returns the id of
+    /// the reliable message that carries the unsubscribe (its `Acked` or
+    /// `Failed` event names it).
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<MessageId, SendError> {
         let Some(ty) = self.subs.subscribed.get(&id.0).map(|s| s.message_type) else {
             return Err(SendError::NoSuchSubscription(id));
         };
-        self.send_data(ty, Bytes::new(), SendOptions::default(), codec::KIND_UNSUBSCRIBE, id.0)?;
+        let m = self.send_data(ty, Bytes::new(), SendOptions::default(), codec::KIND_UNSUBSCRIBE, id.0)?;
+        for (event, _) in self.events.iter_mut() {
+            if matches!(event, Some(Event::Message(m)) if m.kind == MessageKind::Item(id)) {
+                *event = None;
+            }
+        }
         self.subs.subscribed.remove(&id.0);
         self.requests_out.remove(&id.0);
-        Ok(())
+        Ok(m)
     }
 
     /// Pushes an item to the peer's subscription `id` (its type, with
@@ -258,8 +267,15 @@ impl Session {
 
     /// Ends the peer's subscription `id` with `code` and `reason` (an end
     /// of stream): sent reliably after the items pushed before it (in the
-    /// same priority class), and nothing can be pushed after it.
-    pub fn end_subscription(&mut self, id: SubscriptionId, code: ErrorCode, reason: &str) -> Result<(), SendError> {
+    /// same priority class), and nothing can be pushed after it. Returns
+    /// the id of the message that carries the end (its `Acked` or `Failed`
+    /// event names it).
+    pub fn end_subscription(
+        &mut self,
+        id: SubscriptionId,
+        code: ErrorCode,
+        reason: &str,
+    ) -> Result<MessageId, SendError> {
         let Some(p) = self.subs.publishing.get(&id.0).filter(|p| !p.ended) else {
             return Err(SendError::NoSuchSubscription(id));
         };
@@ -269,13 +285,13 @@ impl Session {
         let mut staged = self.stage_data(message_type, body, SendOptions::default(), codec::KIND_END, id.0);
         // The end fails only once it is on its way.
         staged.deadline = None;
-        self.send_item(id.0, staged);
+        let m = self.send_item(id.0, staged);
         self.requests_in.remove(&id.0);
         if let Some(p) = self.subs.publishing.get_mut(&id.0) {
             p.ended = true;
         }
         self.release_waiting(id.0);
-        Ok(())
+        Ok(m)
     }
 
     /// Counts items of this side's subscriptions as read by the

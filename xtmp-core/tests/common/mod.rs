@@ -58,6 +58,8 @@ pub struct Pair {
     /// Whether the server's application takes its events (a slow
     /// application stops: flow control must hold the client back).
     pub server_reading: bool,
+    /// Whether the client's application takes its events.
+    pub client_reading: bool,
 }
 
 /// A pair with the default configuration, connected.
@@ -135,6 +137,7 @@ impl Setup {
             server_received: 0,
             server_sent_by_remote: Default::default(),
             server_reading: true,
+            client_reading: true,
         }
     }
 }
@@ -220,7 +223,7 @@ impl Pair {
     }
 
     pub fn collect(&mut self) {
-        while let Some(e) = self.client.poll_event() {
+        while let Some(e) = self.client_reading.then(|| self.client.poll_event()).flatten() {
             self.client_events.push(e);
         }
         while let Some(e) = self.server_reading.then(|| self.server.poll_event()).flatten() {
