@@ -147,6 +147,39 @@ fn generate() -> Value {
         "records": records,
         "reliability_frames": reliability,
         "rekey": rekey,
+        "padding_probe": padding_probe(),
+    })
+}
+
+/// A path MTU probe (SPEC.md 4.10): the datagram a client sends once its
+/// datagram session is confirmed, a single sealed Padding frame (`C7`)
+/// filling it to the probed size, 1,452 bytes. From its own session
+/// (datagram path, the same seeds), whose client traffic secret it carries.
+fn padding_probe() -> Value {
+    let log = Arc::new(Log::default());
+    let mut s = Setup::new(PathKind::Datagram);
+    s.client.key_log = Some(log.clone());
+    let mut p = s.start();
+    let datagrams: Wire = Rc::new(RefCell::new(Vec::new()));
+    let d = datagrams.clone();
+    p.filter = Some(Box::new(move |dir, b| {
+        d.borrow_mut().push((dir, b.to_vec()));
+        Verdict::Deliver
+    }));
+    p.connect();
+    let is_probe = |(dir, b): &(Dir, Vec<u8>)| *dir == Dir::ToServer && b.get(5) == Some(&0xC7);
+    p.drive(1000, |_| datagrams.borrow().iter().any(is_probe));
+    let (_, probe) = datagrams.borrow().iter().find(|x| is_probe(x)).cloned().unwrap();
+    let secret = log.0.lock().unwrap().iter().find(|(l, _)| *l == "c_ap_traffic").unwrap().1.clone();
+    json!({
+        "secrets": { "c_ap_traffic": secret },
+        "record": {
+            "name": "path MTU probe: one Padding frame filling a 1,452-byte datagram",
+            "from": "client",
+            "traffic_secret": "c_ap_traffic",
+            "generation": 0,
+            "frame": hex::encode(probe),
+        },
     })
 }
 
@@ -318,6 +351,18 @@ fn records_open_from_the_logged_secrets() {
             _ => assert_eq!(plain.len(), 21 + 16 * usize::from(plain[12]), "{name}"),
         }
     }
+    // The probe: the whole datagram is one frame, REQUIRES_ACK, its
+    // payload zeros.
+    let probe = &v["padding_probe"];
+    let datagram = hex::decode(probe["record"]["frame"].as_str().unwrap()).unwrap();
+    assert_eq!(datagram.len(), 1452);
+    assert_eq!(self::frames(&datagram).len(), 1, "a single frame");
+    let (f, _) = Frame::decode(&datagram, 1 << 20).unwrap();
+    assert_eq!(f.header().message_type.0, 0xC7);
+    assert!(f.header().flags.contains(xtmp_core::wire::Flags::REQUIRES_ACK));
+    let plain = open(probe, &probe["record"]);
+    assert_eq!(plain.len(), 1452 - 96, "the frame payload fills the datagram");
+    assert!(plain.iter().all(|b| *b == 0), "zero when sent");
     let rk = &v["rekey"];
     let before = secret48(v["secrets"]["c_ap_traffic"].as_str().unwrap());
     let th: [u8; 48] = hex::decode(rk["exchange_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
