@@ -49,6 +49,11 @@ pub(crate) struct Attempt {
     pub(crate) recv_key_changed: Option<u64>,
     /// Local time the session was established.
     pub(crate) established_local: Option<u64>,
+    /// Simulator time the session was established.
+    pub(crate) established_at: Option<u64>,
+    /// Key updates and clock steps forced on the session by the scenario
+    /// (each may add a sending generation beyond the configured rate).
+    pub(crate) forced_updates: u64,
     pub(crate) closing: bool,
     /// The session's subscriptions, by id.
     pub(crate) subs: BTreeMap<u64, ClientSub>,
@@ -63,6 +68,8 @@ impl Attempt {
             sid: None,
             recv_key_changed: None,
             established_local: None,
+            established_at: None,
+            forced_updates: 0,
             closing: false,
             subs: BTreeMap::new(),
         }

@@ -883,6 +883,7 @@ impl World {
                     let c = &mut self.clients[i];
                     c.attempt.connected = true;
                     c.attempt.established_local = Some(local);
+                    c.attempt.established_at = Some(now);
                     c.backoff = 0;
                     self.counters.handshakes += 1;
                     self.check_handshake_time(i, true);
@@ -1402,7 +1403,10 @@ impl World {
                 }
             }
             Action::ClockStep(node, by) => match node {
-                Some(i) if i < self.clients.len() => self.clients[i].clock.step(now, nanos(by)),
+                Some(i) if i < self.clients.len() => {
+                    self.clients[i].attempt.forced_updates += 1;
+                    self.clients[i].clock.step(now, nanos(by));
+                }
                 Some(_) => {}
                 None => self.server.clock.step(now, nanos(by)),
             },
@@ -1410,7 +1414,7 @@ impl World {
                 for i in self.who(w) {
                     let c = &mut self.clients[i];
                     if let Some(s) = &mut c.session {
-                        s.update_key_now(c.clock.local(now));
+                        c.attempt.forced_updates += u64::from(s.update_key_now(c.clock.local(now)));
                     }
                 }
             }
@@ -1458,6 +1462,9 @@ impl World {
             if st.previous_recv_key && c.attempt.recv_key_changed.is_none_or(|t| local > t + grace + slack) {
                 problems.push(format!("client{}: the previous receive key outlived its grace period", c.index));
             }
+            if let Some(p) = self.key_rate_problem(c, &st) {
+                problems.push(p);
+            }
         }
         let server_cfg = self.endpoint_config.session.clone();
         if let Some(e) = &mut self.server.endpoint {
@@ -1497,6 +1504,32 @@ impl World {
         for p in problems {
             self.violation(p);
         }
+    }
+
+    /// Key rotation at the configured rate (SPEC.md 3.6): a client's
+    /// sending generation is at least one per `key_update_interval` of
+    /// simulated time since it was established (less one, and less two
+    /// per hybrid re-key, which holds the ratchet while open and restarts
+    /// its interval), and at most one per interval of its own clock's time
+    /// plus one, plus the updates and clock steps the scenario forced and
+    /// the re-keys.
+    fn key_rate_problem(&self, c: &ClientNode, st: &xtmp_core::session::Stats) -> Option<String> {
+        let (Some(at), Some(local_at)) = (c.attempt.established_at, c.attempt.established_local) else {
+            return None;
+        };
+        let interval = nanos(self.scenario.session.key_update_interval).max(1);
+        let generation = u64::from(st.send_generation);
+        let at_least = ((self.now - at) / interval).saturating_sub(1 + 2 * st.rekeys);
+        let local_age = c.clock.local_ns(self.now).saturating_sub(local_at);
+        let at_most = local_age / interval + 1 + c.attempt.forced_updates + st.rekeys;
+        (generation < at_least || generation > at_most).then(|| {
+            format!(
+                "client{}: sending generation {generation} after {} with keys updated every {} (expected {at_least} to {at_most})",
+                c.index,
+                fmt_dur(Duration::from_nanos(self.now - at)),
+                fmt_dur(self.scenario.session.key_update_interval)
+            )
+        })
     }
 
     /// The rare paths this run reached, from the nodes' public counters.
