@@ -205,8 +205,6 @@ pub(crate) struct ServerSub {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientSub {
     pub(crate) filter: Filter,
-    /// Items received.
-    pub(crate) received: u64,
     /// Ended by the server, or left by the client.
     pub(crate) done: bool,
 }
