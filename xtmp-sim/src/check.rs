@@ -224,6 +224,8 @@ struct Log {
     server_closed: bool,
     /// The server's incarnation (a restart loses its sessions).
     server_lost: bool,
+    /// The client crashed with the session open (its state is gone).
+    client_lost: bool,
     /// Requests the server got, and responses the client got.
     requests_delivered: BTreeSet<u64>,
     responses_delivered: BTreeSet<u64>,
@@ -243,6 +245,8 @@ pub struct Totals {
     pub acked: u64,
     /// Reliable messages (either side) failed.
     pub failed: u64,
+    /// Reliable client messages left unresolved by a client's crash.
+    pub abandoned: u64,
     /// Messages (responses, pushes) the server sent.
     pub server_sent: u64,
     /// Server messages the clients got.
@@ -428,6 +432,23 @@ impl Checker {
         }
     }
 
+    /// Client `sid`'s node crashed: its side of the session is gone, with
+    /// whatever it had not resolved or taken. Returns how many of its
+    /// reliable messages were left unresolved.
+    pub fn client_lost(&mut self, sid: u64) -> u64 {
+        let log = self.log(sid);
+        log.client_closed = true;
+        log.client_lost = true;
+        let n = log.up.unresolved() as u64;
+        self.totals.abandoned += n;
+        n
+    }
+
+    /// Whether the client of session `sid` crashed with it open.
+    pub fn was_client_lost(&self, sid: u64) -> bool {
+        self.sessions.get(&sid).is_some_and(|l| l.client_lost)
+    }
+
     /// The final checks, once every session has been closed.
     pub fn finish(&mut self, at: u64, lossless: bool) {
         let mut problems = Vec::new();
@@ -439,7 +460,8 @@ impl Checker {
                     continue;
                 }
                 let n = flow.unresolved();
-                if n > 0 && !(side == Side::Server && log.server_lost) {
+                let side_lost = if side == Side::Server { log.server_lost } else { log.client_lost };
+                if n > 0 && !side_lost {
                     problems.push(format!(
                         "{side:?} of session {sid:016x}: {n} reliable messages neither Acked nor Failed"
                     ));
@@ -447,7 +469,10 @@ impl Checker {
                 let none = BTreeSet::new();
                 let left = if side == Side::Server { &log.unsubscribed } else { &none };
                 let undelivered = flow.acked_undelivered(left);
-                if !undelivered.is_empty() && (lossless || !log.server_lost) {
+                // What the lost side had been told of but not yet taken
+                // went with it.
+                let receiver_lost = if side == Side::Server { log.client_lost } else { log.server_lost };
+                if !undelivered.is_empty() && (lossless || !receiver_lost) {
                     problems.push(format!(
                         "{side:?} of session {sid:016x}: {} messages Acked but never delivered (first {})",
                         undelivered.len(),

@@ -17,8 +17,8 @@
 //!   duplication and delayed replay of old frames, reordering, corruption
 //!   (bit flips, truncation), bandwidth with a tail-drop queue, and MTU.
 //! - Scheduled [`Action`]s: partitions (both ways or one way) and heals,
-//!   link changes, MTU changes, stream resets, NAT rebinding, server crash
-//!   and restart, clock steps, forced key updates and re-keys.
+//!   link changes, MTU changes, stream resets, NAT rebinding, server and
+//!   client crashes and restarts, clock steps, forced key updates and re-keys.
 //! - Per-node clocks with offset and drift ([`ClockFaults`]), and an
 //!   [`Attacker`] that replays, reflects, forges and sprays frames.
 //!
@@ -36,8 +36,10 @@
 //! ## Reproduce and shrink
 //! Every network choice is a draw from [`Choices`], recorded in a decision
 //! log. [`replay`] runs a scenario from a seed and an edited log;
-//! [`shrink`] deletes and zeroes draws while the failure persists and
-//! prints the smallest failing schedule as a ready-to-paste test.
+//! [`shrink`] drops operations (scheduled actions, clients, messages,
+//! subscriptions; see [`Edit`]) and deletes and zeroes draws while the
+//! failure persists, and prints the smallest failing schedule as a
+//! ready-to-paste test.
 //!
 //! ```
 //! let run = xtmp_sim::run(&xtmp_sim::scenarios::nat_rebinding(), 7);
@@ -64,7 +66,7 @@ pub use check::{Totals, Violation};
 pub use choices::{Choices, Draw};
 pub use link::{Latency, LinkConfig, Loss};
 pub use scenario::{Action, Attacker, ClockFaults, Dir, Mark, Scenario, Transport, Who, Workload};
-pub use shrink::shrink;
+pub use shrink::{Edit, Shrunk, shrink};
 pub use sim::Counters;
 pub use trace::TraceMode;
 pub use xtmp_core;

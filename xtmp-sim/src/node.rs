@@ -105,6 +105,8 @@ pub(crate) struct ClientNode {
     /// Counters of sessions that ended, summed.
     pub(crate) past_stats: Vec<Stats>,
     pub(crate) partitioned: [bool; 2],
+    /// The node is down (between `CrashClient` and `RestartClient`).
+    pub(crate) crashed: bool,
 }
 
 impl ClientNode {
@@ -133,6 +135,7 @@ impl ClientNode {
             in_flight: BTreeMap::new(),
             past_stats: Vec::new(),
             partitioned: [false; 2],
+            crashed: false,
         }
     }
 

@@ -58,6 +58,14 @@ pub enum Action {
     CrashServer,
     /// The server comes back, empty.
     RestartServer,
+    /// The clients' nodes crash: their sessions, sockets and everything
+    /// their applications had in flight are gone, with no Disconnect sent
+    /// (the kernel resets their stream connections). They stay down until
+    /// `RestartClient`; the messages they had not yet handed to a session
+    /// survive, as in a durable outbox.
+    CrashClient(Who),
+    /// The clients come back with new sockets and start new sessions.
+    RestartClient(Who),
     /// A client's clock (or the server's, with `None`) steps forward.
     ClockStep(Option<usize>, Duration),
     /// A client rotates its sending key now.
@@ -169,6 +177,8 @@ pub enum Mark {
     ReassemblyRefused,
     /// A reliable subscription item failed because its subscriber left.
     ItemWithdrawn,
+    /// The server closed a session whose client had crashed.
+    OrphanClosed,
 }
 
 /// Clock faults.

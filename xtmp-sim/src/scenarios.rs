@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "partition_heals",
     "partition_idle",
     "server_restart",
+    "client_restart",
     "key_rotation",
     "many_clients",
     "large_messages",
@@ -52,6 +53,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "partition_heals" => partition_heals(),
         "partition_idle" => partition_idle(),
         "server_restart" => server_restart(),
+        "client_restart" => client_restart(),
         "key_rotation" => key_rotation(),
         "many_clients" => many_clients(),
         "large_messages" => large_messages(),
@@ -134,6 +136,34 @@ pub fn server_restart() -> Scenario {
     s.workload.subscriptions = 2;
     s.lossless = false;
     s
+}
+
+/// Clients crash (all state lost, no Disconnect) and restart: each starts
+/// a new session from new sockets; the server closes the orphaned ones on
+/// their idle timeout (or when their stream breaks) and the new sessions
+/// carry on. Hybrid, so a crash resets a stream and abandons a datagram
+/// path at once; one client crashes twice, once mid-handshake.
+pub fn client_restart() -> Scenario {
+    let mut s = Scenario::new("client_restart")
+        .links(LinkConfig {
+            latency: Latency::Uniform(ms(2), ms(20)),
+            loss: Loss::Bernoulli(0.02),
+            ..LinkConfig::default()
+        })
+        .at(ms(700), Action::CrashClient(Who::Client(0)))
+        .at(ms(900), Action::RestartClient(Who::Client(0)))
+        .at(ms(905), Action::CrashClient(Who::Client(0)))
+        .at(secs(2), Action::RestartClient(Who::Client(0)))
+        .at(ms(1500), Action::CrashClient(Who::Client(1)))
+        .at(secs(3), Action::RestartClient(Who::Client(1)));
+    s.clients = 3;
+    s.transport = Transport::Hybrid;
+    s.idle_timeout = secs(5);
+    s.session.heartbeat_interval = Some(secs(1));
+    s.workload.messages = 400;
+    s.workload.subscriptions = 2;
+    s.lossless = false;
+    s.expect(&[Mark::Reconnect, Mark::OrphanClosed])
 }
 
 /// Key rotation under load: the sending key ratchets every second, and a

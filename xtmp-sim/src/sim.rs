@@ -291,8 +291,9 @@ impl World {
                 .and_then(|s| s.poll_timeout())
                 .map(|d| d.as_nanos() as i128 - c.clock.local_ns(self.now) as i128);
             s += &format!(
-                "\n  client{}: deadline in {deadline:?} ns, session {}, established {}, pending {}, generated {}, unacked {:?}",
+                "\n  client{}{}: deadline in {deadline:?} ns, session {}, established {}, pending {}, generated {}, unacked {:?}",
                 c.index,
+                if c.crashed { " (crashed)" } else { "" },
                 c.session.is_some(),
                 c.session.as_ref().is_some_and(|s| s.is_established()),
                 c.pending.len(),
@@ -412,7 +413,7 @@ impl World {
                 if self.scenario.hold_faults {
                     let t = &self.checker.totals;
                     let all = self.scenario.workload.messages * self.clients.len() as u64;
-                    workload_done &= t.sent >= all && t.acked + t.failed >= t.sent;
+                    workload_done &= t.sent >= all && t.acked + t.failed + t.abandoned >= t.sent;
                 }
                 if workload_done && self.schedule_pos >= self.scenario.schedule.len() {
                     self.calm();
@@ -473,6 +474,7 @@ impl World {
                 l.config = l.config.calmed();
             }
             self.flush_backlog(i);
+            self.restart_client(i);
         }
         if self.server.endpoint.is_none() {
             self.start_server();
@@ -588,6 +590,9 @@ impl World {
             }
             Event::Closed(_) => {
                 self.checker.closed(now, Side::Server, sid);
+                if self.checker.was_client_lost(sid) {
+                    self.marks.insert(Mark::OrphanClosed);
+                }
                 if let Some(s) = self.server.sessions.remove(&sid) {
                     self.server.past_stats.push(s.last_stats);
                 }
@@ -703,7 +708,7 @@ impl World {
     // ------------------------------------------------------------ clients
 
     fn connect(&mut self, i: usize) {
-        if self.phase >= Phase::Closing {
+        if self.phase >= Phase::Closing || self.clients[i].crashed {
             return;
         }
         let now = self.now;
@@ -741,6 +746,51 @@ impl World {
             }
             Err(e) => self.violation(format!("client{i} could not start a session: {e}")),
         }
+    }
+
+    /// The client's node crashes: the session and its sockets vanish
+    /// without a word to the server, and the application's in-flight
+    /// messages with them.
+    fn crash_client(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        if c.crashed {
+            return;
+        }
+        c.crashed = true;
+        if let Some(s) = c.session.take() {
+            c.past_stats.push(s.stats());
+        }
+        c.in_flight.clear();
+        c.attempt.subs.clear();
+        c.next_send = None;
+        c.reconnect_at = None;
+        c.redial_at = None;
+        let conns: Vec<u64> = c.paths.iter().filter(|p| p.alive).filter_map(|p| p.conn).collect();
+        c.paths.clear();
+        let sid = c.attempt.sid.take();
+        let lost = sid.map_or(0, |sid| self.checker.client_lost(sid));
+        for id in conns {
+            self.sever_conn(id, true);
+        }
+        let name = self.clients[i].name();
+        self.note(&[17, i as u64], || name, "crash", || format!("{lost} reliable messages unresolved"));
+    }
+
+    /// The client's node is back: a new session, from new sockets.
+    fn restart_client(&mut self, i: usize) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        if !c.crashed {
+            return;
+        }
+        c.crashed = false;
+        c.backoff = 0;
+        c.reconnect_at = Some(now);
+        if self.phase == Phase::Faults {
+            c.next_send = Some(now);
+        }
+        let name = c.name();
+        self.note(&[18, i as u64], || name, "restart", String::new);
     }
 
     /// A new path of the given kind: a datagram socket, or a stream
@@ -1393,6 +1443,16 @@ impl World {
                             self.clients[i].paths[k].addr = addr;
                         }
                     }
+                }
+            }
+            Action::CrashClient(w) => {
+                for i in self.who(w) {
+                    self.crash_client(i);
+                }
+            }
+            Action::RestartClient(w) => {
+                for i in self.who(w) {
+                    self.restart_client(i);
                 }
             }
             Action::CrashServer => self.crash_server(),

@@ -168,9 +168,10 @@ fn shrink(a: &Args) -> Result<bool, String> {
         }
         Some(r) => {
             println!(
-                "shrunk from {} to {} non-zero draws in {} runs; it still fails with:\n  {}\n\n{}",
+                "shrunk from {} to {} non-zero draws and {} scenario edits in {} runs; it still fails with:\n  {}\n\n{}",
                 r.original,
                 r.log.len(),
+                r.edits.len(),
                 r.runs,
                 r.violation,
                 r.test
