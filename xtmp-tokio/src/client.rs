@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use xtmp_core::crypto::RustCrypto;
-use xtmp_core::handshake::{ClientConfig, Pinned, PublicIdentity};
+use xtmp_core::handshake::{ClientConfig, Fingerprints, Pinned, PublicIdentity};
 use xtmp_core::session::{
     CloseCode, CloseReason, Event, Message, MessageId, MessageKind, PathId, PathKind, SendOptions, Session,
     SessionConfig,
 };
 use xtmp_core::wire::MessageType;
 
+use xtmp_adapter::{Connector, Endpoint, Resolver, Trust};
+
 use crate::clock::{self, Clock};
-use crate::{Error, Transport};
+use crate::{Error, TokioResolver, Transport};
 
 /// How a client connects: the core's configurations and the adapter's
 /// own defaults.
@@ -26,8 +29,18 @@ use crate::{Error, Transport};
 pub struct ClientSetup {
     /// The session's settings (timeouts, limits, key rotation).
     pub session: Arc<SessionConfig>,
-    /// Whom the client trusts and how it handshakes.
+    /// How the client handshakes. With [`ClientSetup::trust`] set, its
+    /// verifier is replaced by the one the trust policy picks for each
+    /// endpoint ([`Client::connect_to`]).
     pub client: Arc<ClientConfig>,
+    /// How [`Client::connect_to`] trusts servers; `None`: by `client`'s
+    /// own verifier (a root of trust, say).
+    pub trust: Option<Trust>,
+    /// The registry file that maps names to addresses and pins identities
+    /// (required by [`Trust::FirstUse`], which records into it).
+    pub registry: Option<PathBuf>,
+    /// Looks up host names (default: [`TokioResolver`]).
+    pub resolver: Arc<dyn Resolver>,
     /// How long [`Client::request`] waits for an answer (default 30 s).
     pub request_timeout: Duration,
 }
@@ -36,13 +49,30 @@ impl ClientSetup {
     /// Trusts exactly the server identity `server` (pinned), with the
     /// pure-Rust crypto provider and default settings.
     pub fn pinned(server: PublicIdentity) -> ClientSetup {
-        let client = ClientConfig::new(Arc::new(RustCrypto), Arc::new(Pinned(server)));
-        ClientSetup::new(Arc::new(client))
+        let client = ClientConfig::new(Arc::new(RustCrypto), Arc::new(Pinned(server.clone())));
+        ClientSetup { trust: Some(Trust::Identity(server)), ..ClientSetup::new(Arc::new(client)) }
     }
 
-    /// The client configuration `client` with default settings.
+    /// Trusts the servers the endpoint (`?key=`) or the registry file
+    /// `registry` pins; with `first_use`, also an unpinned server the
+    /// first time, recording its identity into the file.
+    pub fn registry(registry: Option<PathBuf>, first_use: bool) -> ClientSetup {
+        let client = ClientConfig::new(Arc::new(RustCrypto), Arc::new(Fingerprints(Vec::new())));
+        let trust = if first_use { Trust::FirstUse } else { Trust::Pinned };
+        ClientSetup { trust: Some(trust), registry, ..ClientSetup::new(Arc::new(client)) }
+    }
+
+    /// The client configuration `client` (and its verifier) with default
+    /// settings.
     pub fn new(client: Arc<ClientConfig>) -> ClientSetup {
-        ClientSetup { session: Arc::new(SessionConfig::default()), client, request_timeout: Duration::from_secs(30) }
+        ClientSetup {
+            session: Arc::new(SessionConfig::default()),
+            client,
+            trust: None,
+            registry: None,
+            resolver: Arc::new(TokioResolver),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -75,22 +105,80 @@ impl std::fmt::Debug for Command {
 }
 
 impl Client {
-    /// Connects to `addr` over `transport` and completes the handshake.
+    /// Connects to `endpoint`: the registry (if the setup names one) maps
+    /// its name and pins its key, host names are resolved, the setup's
+    /// [`Trust`] picks the server verifier, and the addresses are tried in
+    /// order until a handshake completes. On trust on first use, the
+    /// server's identity is recorded into the registry file.
+    pub async fn connect_to(endpoint: &Endpoint, setup: ClientSetup) -> Result<Client, Error> {
+        let registry = setup.registry.clone();
+        let (addrs, verifier, prepared) = match &setup.trust {
+            Some(trust) => {
+                let connector = Connector { trust: trust.clone(), registry, resolver: setup.resolver.clone() };
+                let p = connector.prepare(endpoint).await?;
+                (p.target.addrs.clone(), Some(p.verifier.clone()), Some(p))
+            }
+            None => {
+                let reg = match &registry {
+                    Some(path) => Some(xtmp_adapter::Registry::load(path).map_err(xtmp_adapter::ConnectError::from)?),
+                    None => None,
+                };
+                let t = xtmp_adapter::resolve(endpoint, reg.as_ref(), setup.resolver.as_ref())
+                    .await
+                    .map_err(xtmp_adapter::ConnectError::from)?;
+                (t.addrs, None, None)
+            }
+        };
+        let mut setup = setup;
+        if let Some(v) = verifier {
+            let mut client = (*setup.client).clone();
+            client.verifier = v;
+            setup.client = Arc::new(client);
+        }
+        let mut last = None;
+        for addr in addrs {
+            match Client::start(addr, endpoint.transport, setup.clone()).await {
+                Ok((client, peer)) => {
+                    if let (Some(p), Some(peer)) = (&prepared, &peer) {
+                        p.connected(peer).map_err(xtmp_adapter::ConnectError::from)?;
+                    }
+                    return Ok(client);
+                }
+                Err(e @ (Error::Io(_) | Error::Closed(CloseReason::HandshakeTimeout))) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::Closed(CloseReason::PathsLost)))
+    }
+
+    /// Connects to the endpoint named by `BPCI_XTMP_ENDPOINT` (default
+    /// `xtmp://localhost:7778`), as [`Client::connect_to`].
+    pub async fn from_env(setup: ClientSetup) -> Result<Client, Error> {
+        let endpoint = Endpoint::from_env().map_err(|e| Error::Config(e.to_string()))?;
+        Client::connect_to(&endpoint, setup).await
+    }
+
+    /// Connects to `addr` over `transport` and completes the handshake,
+    /// trusting the server by the setup's client configuration.
     pub async fn connect(addr: SocketAddr, transport: Transport, setup: ClientSetup) -> Result<Client, Error> {
+        Client::start(addr, transport, setup).await.map(|(c, _)| c)
+    }
+
+    async fn start(
+        addr: SocketAddr,
+        transport: Transport,
+        setup: ClientSetup,
+    ) -> Result<(Client, Option<PublicIdentity>), Error> {
         let clock = Clock::new();
         let mut rng = clock::rng()?;
         let kind = match transport {
             Transport::Tcp => PathKind::Stream,
             Transport::Udp => PathKind::Datagram,
+            other => return Err(Error::Unsupported(other)),
         };
         let session = Session::connect(clock.now(), setup.session.clone(), setup.client.clone(), kind, &mut rng)
             .map_err(|e| Error::Config(e.to_string()))?;
         let io = match transport {
-            Transport::Tcp => {
-                let s = TcpStream::connect(addr).await?;
-                s.set_nodelay(true)?;
-                Io::Tcp(s)
-            }
             Transport::Udp => {
                 let local: SocketAddr =
                     if addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(io_other)?;
@@ -98,13 +186,18 @@ impl Client {
                 s.connect(addr).await?;
                 Io::Udp(s)
             }
+            _ => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Io::Tcp(s)
+            }
         };
         let (commands, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = Driver { clock, session, io, rx, ready: Some(ready_tx), pending: HashMap::new() };
         tokio::spawn(driver.run());
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Client { commands, request_timeout: setup.request_timeout }),
+            Ok(Ok(peer)) => Ok((Client { commands, request_timeout: setup.request_timeout }, peer)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Closed(CloseReason::PathsLost)),
         }
@@ -169,7 +262,7 @@ struct Driver {
     session: Session,
     io: Io,
     rx: mpsc::UnboundedReceiver<Command>,
-    ready: Option<oneshot::Sender<Result<(), Error>>>,
+    ready: Option<oneshot::Sender<Result<Option<PublicIdentity>, Error>>>,
     pending: HashMap<MessageId, Reply>,
 }
 
@@ -242,9 +335,9 @@ impl Driver {
     fn events(&mut self) {
         while let Some(e) = self.session.poll_event() {
             match e {
-                Event::Connected { .. } => {
+                Event::Connected { peer, .. } => {
                     if let Some(r) = self.ready.take() {
-                        let _ = r.send(Ok(()));
+                        let _ = r.send(Ok(peer));
                     }
                 }
                 Event::Message(m) => {

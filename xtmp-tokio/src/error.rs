@@ -28,6 +28,10 @@ pub enum Error {
     },
     /// No answer within the request timeout.
     Timeout,
+    /// The endpoint could not be resolved, or its server is not trusted.
+    Connect(xtmp_adapter::ConnectError),
+    /// This adapter does not speak the transport yet.
+    Unsupported(crate::Transport),
 }
 
 impl fmt::Display for Error {
@@ -40,6 +44,8 @@ impl fmt::Display for Error {
             Error::NotDelivered(r) => write!(f, "message not delivered: {r}"),
             Error::Remote { code, reason } => write!(f, "peer answered with error 0x{:04x}: {reason}", code.0),
             Error::Timeout => f.write_str("no answer within the request timeout"),
+            Error::Connect(e) => e.fmt(f),
+            Error::Unsupported(t) => write!(f, "the {} transport is not supported yet", t.scheme()),
         }
     }
 }
@@ -48,6 +54,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Connect(e) => Some(e),
             _ => None,
         }
     }
@@ -56,5 +63,11 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         Error::Io(e)
+    }
+}
+
+impl From<xtmp_adapter::ConnectError> for Error {
+    fn from(e: xtmp_adapter::ConnectError) -> Error {
+        Error::Connect(e)
     }
 }

@@ -27,25 +27,32 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Still to come (issue 7): WebSocket and hybrid transports, endpoint
-//! strings and resolvers, reconnection, subscriptions and publishers,
-//! server limits beyond the core's, stats, and the `xtmp` command.
+//! ## Endpoints and trust
+//!
+//! [`Client::connect_to`] takes an endpoint string's typed form
+//! ([`Endpoint`]: `xtmp://host:port`, `xtmp+udp://`...), applies the
+//! registry file if the setup names one, resolves host names with tokio's
+//! resolver ([`TokioResolver`]) and trusts the server as the setup's
+//! [`Trust`] says: a pinned identity, the endpoint's `?key=` or the
+//! registry's pin, or trust on first use recorded into the registry.
+//! [`Client::from_env`] connects to `BPCI_XTMP_ENDPOINT` (default
+//! `xtmp://localhost:7778`). The runtime-neutral parts live in
+//! [`xtmp_adapter`], shared with the async-std adapter.
+//!
+//! Still to come (issue 7): WebSocket and hybrid transports (parsed, but
+//! refused with [`Error::Unsupported`] for now), reconnection,
+//! subscriptions and publishers, server limits beyond the core's, stats,
+//! and the `xtmp` command.
 
 mod client;
 mod clock;
 mod error;
+mod resolve;
 mod server;
 
 pub use client::{Client, ClientSetup};
 pub use error::Error;
+pub use resolve::TokioResolver;
 pub use server::{Peer, Rejection, Reply, Request, Router, Server, ServerSetup};
+pub use xtmp_adapter::{self, Backoff, Endpoint, Registry, Transport, Trust};
 pub use xtmp_core;
-
-/// Which transport a client or a listener uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// TCP: one stream path (`xtmp://`).
-    Tcp,
-    /// UDP: one datagram path (`xtmp+udp://`).
-    Udp,
-}

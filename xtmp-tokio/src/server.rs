@@ -160,6 +160,7 @@ impl Server {
                 let socket = UdpSocket::bind(addr).await?;
                 (socket.local_addr()?, Some(socket))
             }
+            other => return Err(Error::Unsupported(other)),
         };
         let task = EndpointTask {
             clock,
