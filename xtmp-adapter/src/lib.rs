@@ -27,6 +27,8 @@
 
 pub mod backoff;
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod registry;
 pub mod resolve;
 pub mod trust;
