@@ -107,7 +107,7 @@ impl std::error::Error for ResolveError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Polls a future that never waits (the resolvers here answer at once).

@@ -28,8 +28,9 @@ pub enum Trust {
 /// Prepares connections: the registry, the resolver and the trust policy.
 #[derive(Clone, Debug)]
 pub struct Connector {
-    /// Whom to trust.
-    pub trust: Trust,
+    /// Whom to trust; `None`: the caller's own server verifier decides
+    /// (a root of trust, say), and [`Prepared::verifier`] is `None`.
+    pub trust: Option<Trust>,
     /// The registry file (required by [`Trust::FirstUse`], which writes
     /// to it; a missing file is an empty registry then).
     pub registry: Option<PathBuf>,
@@ -42,8 +43,9 @@ pub struct Connector {
 pub struct Prepared {
     /// Where to connect.
     pub target: Target,
-    /// The server verifier for the handshake.
-    pub verifier: Arc<dyn ServerVerifier>,
+    /// The server verifier for the handshake (`None` without a trust
+    /// policy: keep the caller's).
+    pub verifier: Option<Arc<dyn ServerVerifier>>,
     /// Where to record the server's fingerprint once connected (first use).
     record: Option<(PathBuf, Endpoint)>,
 }
@@ -52,14 +54,15 @@ impl Connector {
     /// Resolves `endpoint` and picks the server verifier.
     pub async fn prepare(&self, endpoint: &Endpoint) -> Result<Prepared, ConnectError> {
         let registry = match (&self.registry, &self.trust) {
-            (None, Trust::FirstUse) => return Err(ConnectError::NoRegistryFile),
+            (None, Some(Trust::FirstUse)) => return Err(ConnectError::NoRegistryFile),
             (None, _) => None,
-            (Some(p), Trust::FirstUse) => Some(Registry::load_or_empty(p)?),
+            (Some(p), Some(Trust::FirstUse)) => Some(Registry::load_or_empty(p)?),
             (Some(p), _) => Some(Registry::load(p)?),
         };
         let target = resolve(endpoint, registry.as_ref(), self.resolver.as_ref()).await?;
         let mut record = None;
-        let verifier: Arc<dyn ServerVerifier> = match (&self.trust, target.endpoint.key) {
+        let Some(trust) = &self.trust else { return Ok(Prepared { target, verifier: None, record }) };
+        let verifier: Arc<dyn ServerVerifier> = match (trust, target.endpoint.key) {
             (Trust::Identity(id), Some(k)) if !id.key_id().ct_eq(&k) => {
                 return Err(ConnectError::Registry(RegistryError::KeyConflict {
                     name: endpoint.host.to_string(),
@@ -78,6 +81,7 @@ impl Connector {
                 danger::no_server_verification()
             }
         };
+        let verifier = Some(verifier);
         Ok(Prepared { target, verifier, record })
     }
 }
@@ -171,18 +175,10 @@ impl std::error::Error for ConnectError {
 mod tests {
     use super::*;
     use crate::resolve::StaticResolver;
+    use crate::resolve::tests::now;
     use rand_core::SeedableRng;
     use xtmp_core::crypto::RustCrypto;
     use xtmp_core::handshake::IdentityKeypair;
-
-    fn now<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the future waited"),
-        }
-    }
 
     fn identity(seed: u8) -> PublicIdentity {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([seed; 32]);
@@ -190,11 +186,11 @@ mod tests {
     }
 
     fn connector(trust: Trust, registry: Option<PathBuf>) -> Connector {
-        Connector { trust, registry, resolver: Arc::new(StaticResolver::default()) }
+        Connector { trust: Some(trust), registry, resolver: Arc::new(StaticResolver::default()) }
     }
 
     fn accepts(p: &Prepared, id: &PublicIdentity) -> bool {
-        p.verifier.verify(&RustCrypto, id, None, None).is_ok()
+        p.verifier.as_ref().is_some_and(|v| v.verify(&RustCrypto, id, None, None).is_ok())
     }
 
     #[test]

@@ -111,36 +111,24 @@ impl Client {
     /// order until a handshake completes. On trust on first use, the
     /// server's identity is recorded into the registry file.
     pub async fn connect_to(endpoint: &Endpoint, setup: ClientSetup) -> Result<Client, Error> {
-        let registry = setup.registry.clone();
-        let (addrs, verifier, prepared) = match &setup.trust {
-            Some(trust) => {
-                let connector = Connector { trust: trust.clone(), registry, resolver: setup.resolver.clone() };
-                let p = connector.prepare(endpoint).await?;
-                (p.target.addrs.clone(), Some(p.verifier.clone()), Some(p))
-            }
-            None => {
-                let reg = match &registry {
-                    Some(path) => Some(xtmp_adapter::Registry::load(path).map_err(xtmp_adapter::ConnectError::from)?),
-                    None => None,
-                };
-                let t = xtmp_adapter::resolve(endpoint, reg.as_ref(), setup.resolver.as_ref())
-                    .await
-                    .map_err(xtmp_adapter::ConnectError::from)?;
-                (t.addrs, None, None)
-            }
+        let connector = Connector {
+            trust: setup.trust.clone(),
+            registry: setup.registry.clone(),
+            resolver: setup.resolver.clone(),
         };
+        let prepared = connector.prepare(endpoint).await?;
         let mut setup = setup;
-        if let Some(v) = verifier {
+        if let Some(v) = &prepared.verifier {
             let mut client = (*setup.client).clone();
-            client.verifier = v;
+            client.verifier = v.clone();
             setup.client = Arc::new(client);
         }
         let mut last = None;
-        for addr in addrs {
+        for &addr in &prepared.target.addrs {
             match Client::start(addr, endpoint.transport, setup.clone()).await {
                 Ok((client, peer)) => {
-                    if let (Some(p), Some(peer)) = (&prepared, &peer) {
-                        p.connected(peer).map_err(xtmp_adapter::ConnectError::from)?;
+                    if let Some(peer) = &peer {
+                        prepared.connected(peer).map_err(xtmp_adapter::ConnectError::from)?;
                     }
                     return Ok(client);
                 }
