@@ -26,15 +26,22 @@
 //! ```
 
 pub mod backoff;
+pub mod client;
+pub mod clock;
 pub mod endpoint;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod registry;
 pub mod resolve;
+pub mod runtime;
 pub mod trust;
 
 pub use backoff::Backoff;
+pub use client::{Client, ClientSetup, ClientStats, ConnectionState, Subscription, SubscriptionEnd};
 pub use endpoint::{DEFAULT_ENDPOINT, DEFAULT_PORT, ENDPOINT_VAR, Endpoint, EndpointError, Host, Transport};
+pub use error::Error;
 pub use registry::{Entry, Registry, RegistryError};
 pub use resolve::{BoxFuture, ResolveError, Resolver, StaticResolver, Target, resolve};
+pub use runtime::{DatagramSocket, Link, Listener, Runtime, Timer};
 pub use trust::{ConnectError, Connector, Prepared, Trust};

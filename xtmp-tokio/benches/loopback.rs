@@ -121,7 +121,7 @@ async fn xtmp(transport: Transport, n: usize) -> [(Duration, Duration); 2] {
         }
     })
     .await;
-    client.close();
+    client.close().await;
     drop(server);
     [request, acked]
 }

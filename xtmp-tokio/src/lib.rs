@@ -45,14 +45,16 @@
 //! and the `xtmp` command.
 
 mod client;
-mod clock;
-mod error;
 mod resolve;
+mod runtime;
 mod server;
 
-pub use client::{Client, ClientSetup};
-pub use error::Error;
+pub use client::Client;
 pub use resolve::TokioResolver;
+pub use runtime::Tokio;
 pub use server::{Peer, Rejection, Reply, Request, Router, Server, ServerSetup};
-pub use xtmp_adapter::{self, Backoff, Endpoint, Registry, Transport, Trust};
+pub use xtmp_adapter::{
+    self, Backoff, ClientSetup, ClientStats, ConnectionState, Endpoint, Error, Registry, Subscription, SubscriptionEnd,
+    Transport, Trust,
+};
 pub use xtmp_core;

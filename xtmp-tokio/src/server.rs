@@ -17,8 +17,8 @@ use xtmp_core::handshake::{IdentityKeypair, ServerConfig};
 use xtmp_core::session::{ErrorCode, Event, Message, MessageId, MessageKind, SendOptions, SessionConfig};
 use xtmp_core::wire::MessageType;
 
-use crate::client::sleep_until;
-use crate::clock::{self, Clock};
+use xtmp_adapter::clock::{self, Clock};
+
 use crate::{Error, Transport};
 
 /// How a server runs: the core's endpoint configuration.
@@ -254,7 +254,7 @@ impl EndpointTask {
         loop {
             self.flush(&mut out).await;
             self.events();
-            let deadline = self.endpoint.poll_timeout().map(|t| self.clock.deadline(t));
+            let deadline = self.endpoint.poll_timeout().map(|t| tokio::time::Instant::from_std(self.clock.deadline(t)));
             tokio::select! {
                 _ = &mut stopped => return,
                 i = self.input.recv() => match i {
@@ -355,6 +355,14 @@ impl EndpointTask {
 async fn recv_from(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match udp {
         Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -82,6 +82,11 @@ pub struct Message {
     pub priority: Priority,
     /// Whether it is an item of a live stream.
     pub stream_data: bool,
+    /// Whether it was sent reliably (acknowledged, delivered exactly
+    /// once and in order). For a subscription's item under
+    /// [`crate::session::SessionConfig::explicit_item_release`], whether
+    /// it must be released with [`crate::session::Session::release_item`].
+    pub reliable: bool,
     /// The body.
     pub body: Bytes,
 }

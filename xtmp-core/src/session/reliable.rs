@@ -407,6 +407,7 @@ impl Session {
             kind,
             priority: flags.priority(),
             stream_data: flags.contains(Flags::STREAM_DATA),
+            reliable: head.order != 0,
             body: Bytes::new(),
         };
         let template = Incoming { message, compressed: flags.contains(Flags::COMPRESSED), reliable: head.order != 0 };

@@ -19,7 +19,8 @@ pub enum Error {
     Send(SendError),
     /// The message was not acknowledged: given up or the session closed.
     NotDelivered(FailReason),
-    /// The peer answered the request with an Error response.
+    /// The peer answered the request (or refused the subscription) with
+    /// an Error response.
     Remote {
         /// The error code the peer chose.
         code: ErrorCode,
@@ -29,7 +30,7 @@ pub enum Error {
     /// No answer within the request timeout.
     Timeout,
     /// The endpoint could not be resolved, or its server is not trusted.
-    Connect(xtmp_adapter::ConnectError),
+    Connect(crate::ConnectError),
     /// This adapter does not speak the transport yet.
     Unsupported(crate::Transport),
 }
@@ -66,8 +67,8 @@ impl From<io::Error> for Error {
     }
 }
 
-impl From<xtmp_adapter::ConnectError> for Error {
-    fn from(e: xtmp_adapter::ConnectError) -> Error {
+impl From<crate::ConnectError> for Error {
+    fn from(e: crate::ConnectError) -> Error {
         Error::Connect(e)
     }
 }

@@ -1,0 +1,809 @@
+//! The client's driver: a future that owns the core's session and its
+//! links, runs on any runtime, and reconnects.
+//!
+//! Each poll feeds the session what the handles asked for, what the
+//! links received and the expired timers, writes out what the session
+//! produces, and hands its events to the calls and subscriptions waiting
+//! for them. There is no protocol rule here: when a link breaks, the
+//! session is told (`path_closed`) and given a new one (`add_path`), or,
+//! once the session itself has ended, a new session is made.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream;
+use rand_chacha::ChaCha20Rng;
+use rand_core::Rng;
+use xtmp_core::handshake::{ClientConfig, PublicIdentity};
+use xtmp_core::session::{
+    CloseCode, CloseReason, ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathId, PathKind, SendError,
+    SendOptions, Session, SessionConfig, SubscriptionId,
+};
+use xtmp_core::wire::MessageType;
+
+use super::state::{ConnectionState, Shared};
+use super::subscription::{SubEvent, SubscriptionEnd};
+use super::{ClientSetup, Command, Dial, Reply, Subscription, subscription_channel};
+use crate::clock::{self, Clock};
+use crate::resolve::BoxFuture;
+use crate::runtime::{Link, Runtime, Timer};
+use crate::{Backoff, Error};
+
+/// Largest transmit asked of the core (a stream chunk may batch several
+/// frames), and the receive buffer.
+const BUF_LEN: usize = 64 * 1024;
+
+/// Loop passes in one poll before the driver yields to its runtime.
+const BUDGET: usize = 64;
+
+/// A message the session holds for a caller.
+struct Pending {
+    message_type: MessageType,
+    body: Bytes,
+    options: SendOptions,
+    reply: Reply,
+    /// The server acknowledged it (a request still waits for its answer).
+    acked: bool,
+}
+
+/// One of the application's subscriptions, across sessions.
+struct Sub {
+    message_type: MessageType,
+    filter: Bytes,
+    sink: mpsc::UnboundedSender<SubEvent>,
+    /// Until the server accepts: the caller's answer and its stream.
+    opening: Option<(oneshot::Sender<Result<Subscription, Error>>, Subscription)>,
+    /// Its id in the current session (`None` between sessions).
+    current: Option<SubscriptionId>,
+    /// Items handed over and not yet read, by kind; reliable ones of an
+    /// earlier session (which the current one must not release).
+    reliable_unread: usize,
+    stale_reliable: usize,
+    best_effort_unread: usize,
+}
+
+pub(crate) struct Driver {
+    rt: Arc<dyn Runtime>,
+    clock: Clock,
+    rng: ChaCha20Rng,
+    config: Arc<SessionConfig>,
+    client: Arc<ClientConfig>,
+    backoff: Option<Backoff>,
+    close_grace: Duration,
+    dial: Dial,
+    session: Session,
+    /// The session ended; a new one is made by the next dial.
+    dead: bool,
+    /// The current session saw `Connected`.
+    connected: bool,
+    /// The live links, by the session's path id.
+    links: Vec<(PathId, Box<dyn Link>)>,
+    /// A transmit not yet fully written: path, length, written.
+    unsent: Option<(PathId, usize, usize)>,
+    out: Vec<u8>,
+    input: Vec<u8>,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+    /// Commands waiting for a connected session or for room in its queue.
+    deferred: VecDeque<Command>,
+    /// The session answered `WouldBlock`: wait for `Writable`.
+    blocked: bool,
+    timer: Box<dyn Timer>,
+    armed: Option<Instant>,
+    pending: HashMap<MessageId, Pending>,
+    /// Messages the last session closed on before they were acknowledged.
+    orphans: Vec<Pending>,
+    resend: Vec<Pending>,
+    subs: HashMap<u64, Sub>,
+    by_id: HashMap<SubscriptionId, u64>,
+    next_key: u64,
+    shared: Arc<Shared>,
+    ready: Option<oneshot::Sender<Result<Option<PublicIdentity>, Error>>>,
+    dialing: Option<BoxFuture<'static, io::Result<Box<dyn Link>>>>,
+    retry_at: Option<Instant>,
+    attempt: u32,
+    /// The application asked to close (or dropped every handle).
+    closing: bool,
+    close_deadline: Option<Instant>,
+    finished: bool,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        rt: Arc<dyn Runtime>,
+        setup: &ClientSetup,
+        dial: Dial,
+        link: Box<dyn Link>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        shared: Arc<Shared>,
+        ready: oneshot::Sender<Result<Option<PublicIdentity>, Error>>,
+    ) -> Result<Driver, Error> {
+        let clock = Clock::new();
+        let mut rng = clock::rng()?;
+        let mut config = (*setup.session).clone();
+        config.explicit_item_release = true;
+        let config = Arc::new(config);
+        let session = Session::connect(clock.now(), config.clone(), setup.client.clone(), dial.kind, &mut rng)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let timer = rt.timer();
+        Ok(Driver {
+            rt,
+            clock,
+            rng,
+            config,
+            client: setup.client.clone(),
+            backoff: setup.reconnect,
+            close_grace: setup.close_grace,
+            dial,
+            session,
+            dead: false,
+            connected: false,
+            links: vec![(PathId(0), link)],
+            unsent: None,
+            out: vec![0; BUF_LEN],
+            input: vec![0; BUF_LEN],
+            commands: Some(commands),
+            deferred: VecDeque::new(),
+            blocked: false,
+            timer,
+            armed: None,
+            pending: HashMap::new(),
+            orphans: Vec::new(),
+            resend: Vec::new(),
+            subs: HashMap::new(),
+            by_id: HashMap::new(),
+            next_key: 1,
+            shared,
+            ready: Some(ready),
+            dialing: None,
+            retry_at: None,
+            attempt: 0,
+            closing: false,
+            close_deadline: None,
+            finished: false,
+        })
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BUDGET {
+            let mut progress = self.poll_commands(cx);
+            progress |= self.poll_links(cx);
+            progress |= self.poll_dial(cx);
+            progress |= self.flush(cx);
+            progress |= self.events();
+            if self.finished {
+                return Poll::Ready(());
+            }
+            progress |= self.poll_timer(cx);
+            if self.finished {
+                return Poll::Ready(());
+            }
+            if !progress {
+                let stats = self.session.stats();
+                self.shared.update_stats(|s| s.session = stats);
+                return Poll::Pending;
+            }
+        }
+        // Busy: let the runtime run other tasks, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    // ---- input from the handles ----
+
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.can_send() && !self.blocked {
+            let Some(c) = self.deferred.pop_front() else { break };
+            self.command(c);
+            progress = true;
+        }
+        while let Some(rx) = &mut self.commands {
+            match Pin::new(rx).poll_next(cx) {
+                Poll::Ready(Some(c)) => {
+                    if self.deferred.is_empty() || !is_send(&c) {
+                        self.command(c);
+                    } else {
+                        self.deferred.push_back(c);
+                    }
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone.
+                    self.commands = None;
+                    self.close(false);
+                }
+                Poll::Pending => break,
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    fn can_send(&self) -> bool {
+        !self.dead && self.connected && !self.closing
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Send { .. } | Command::Subscribe { .. } if !self.can_send() || self.blocked => {
+                if self.closing {
+                    return fail_command(c, self.closing_error());
+                }
+                self.deferred.push_back(c);
+            }
+            Command::Send { message_type, body, options, reply } => {
+                let p = Pending { message_type, body, options, reply, acked: false };
+                self.send(p, true);
+            }
+            Command::Subscribe { message_type, filter, commands, reply } => {
+                let key = self.next_key;
+                self.next_key += 1;
+                let (sink, subscription) = subscription_channel(key, commands);
+                let sub = Sub {
+                    message_type,
+                    filter,
+                    sink,
+                    opening: Some((reply, subscription)),
+                    current: None,
+                    reliable_unread: 0,
+                    stale_reliable: 0,
+                    best_effort_unread: 0,
+                };
+                self.subs.insert(key, sub);
+                self.open_subscription(key);
+            }
+            Command::Unsubscribe(key) => {
+                if let Some(sub) = self.subs.remove(&key)
+                    && let Some(id) = sub.current
+                {
+                    self.by_id.remove(&id);
+                    let _ = self.session.unsubscribe(id);
+                }
+            }
+            Command::ItemRead { key, reliable } => {
+                let Some(sub) = self.subs.get_mut(&key) else { return };
+                if !reliable {
+                    sub.best_effort_unread = sub.best_effort_unread.saturating_sub(1);
+                } else if sub.stale_reliable > 0 {
+                    sub.stale_reliable -= 1;
+                } else {
+                    sub.reliable_unread = sub.reliable_unread.saturating_sub(1);
+                    if let Some(id) = sub.current {
+                        self.session.release_item(id);
+                    }
+                }
+            }
+            Command::Close { grace } => {
+                self.close_grace = grace;
+                self.close(false);
+            }
+            Command::Abort => self.close(true),
+        }
+    }
+
+    /// Hands a message to the session (`first`: not a repetition).
+    fn send(&mut self, p: Pending, first: bool) {
+        match self.session.send(p.message_type, p.body.clone(), p.options) {
+            Ok(id) => {
+                if !first {
+                    self.shared.update_stats(|s| s.resent += 1);
+                }
+                if p.options.reliable || !matches!(p.reply, Reply::None) {
+                    self.pending.insert(id, p);
+                }
+            }
+            Err(SendError::WouldBlock) => {
+                self.blocked = true;
+                let c =
+                    Command::Send { message_type: p.message_type, body: p.body, options: p.options, reply: p.reply };
+                self.deferred.push_front(c);
+            }
+            Err(e) => p.reply.fail(Error::Send(e)),
+        }
+    }
+
+    fn open_subscription(&mut self, key: u64) {
+        let Some(sub) = self.subs.get_mut(&key) else { return };
+        match self.session.subscribe(sub.message_type, sub.filter.clone(), SendOptions::default()) {
+            Ok(id) => {
+                sub.current = Some(id);
+                self.by_id.insert(id, key);
+            }
+            Err(e) => {
+                if let Some(sub) = self.subs.remove(&key) {
+                    end_sub(sub, Error::Send(e));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, abort: bool) {
+        if self.finished {
+            return;
+        }
+        let reason = CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::from("client closed") };
+        if self.dead || (!self.connected && self.ready.is_none()) && !self.session.is_established() {
+            // Nothing to tell a server: stop now.
+            self.closing = true;
+            return self.finish(reason);
+        }
+        let now = self.clock.now();
+        if abort {
+            self.session.abort(now, CloseCode::NO_ERROR, "client aborted");
+        } else if !self.closing {
+            self.session.close(now, CloseCode::NO_ERROR, "client closed");
+            self.close_deadline = Some(Instant::now() + self.close_grace);
+        }
+        self.closing = true;
+        for c in std::mem::take(&mut self.deferred) {
+            fail_command(c, Error::Closed(reason.clone()));
+        }
+    }
+
+    fn closing_error(&self) -> Error {
+        Error::Closed(CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::from("client closed") })
+    }
+
+    // ---- the links ----
+
+    fn poll_links(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let mut i = 0;
+        'links: while i < self.links.len() {
+            // Read a few chunks per link, then let the others and the
+            // output run.
+            for _ in 0..16 {
+                let (path, link) = &mut self.links[i];
+                let path = *path;
+                let stream = link.kind() == PathKind::Stream;
+                match link.poll_recv(cx, &mut self.input) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) if stream => {
+                        self.link_lost(path);
+                        progress = true;
+                        continue 'links;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        let now = self.clock.now();
+                        self.session.handle_input(now, path, &self.input[..n]);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) if stream => {
+                        self.link_lost(path);
+                        progress = true;
+                        continue 'links;
+                    }
+                    // A datagram socket's error (an ICMP unreachable, say)
+                    // loses one datagram at most.
+                    Poll::Ready(Err(_)) => progress = true,
+                }
+            }
+            i += 1;
+        }
+        progress
+    }
+
+    /// Writes out what the session produces while the links take it.
+    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if let Some((path, len, pos)) = self.unsent {
+                let Some((_, link)) = self.links.iter_mut().find(|(p, _)| *p == path) else {
+                    // The path is gone: the session repeats what matters.
+                    self.unsent = None;
+                    continue;
+                };
+                let stream = link.kind() == PathKind::Stream;
+                match link.poll_send(cx, &self.out[pos..len]) {
+                    Poll::Pending => return progress,
+                    // A datagram goes whole.
+                    Poll::Ready(Ok(n)) if n > 0 || !stream => {
+                        let pos = if stream { pos + n } else { len };
+                        self.unsent = (pos < len).then_some((path, len, pos));
+                    }
+                    Poll::Ready(_) => {
+                        self.unsent = None;
+                        if stream {
+                            self.link_lost(path);
+                        }
+                    }
+                }
+                progress = true;
+                continue;
+            }
+            if self.dead {
+                return progress;
+            }
+            match self.session.poll_transmit(self.clock.now(), &mut self.out) {
+                Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
+                // `BUF_LEN` is above the largest transmit the core makes.
+                Ok(None) | Err(_) => return progress,
+            }
+        }
+    }
+
+    /// The link of `path` broke: the session loses the path, and the
+    /// driver dials a new one if none is left.
+    fn link_lost(&mut self, path: PathId) {
+        self.links.retain(|(p, _)| *p != path);
+        if self.dead {
+            return;
+        }
+        self.session.path_closed(path);
+        if !self.connected {
+            // A handshake's only path: this attempt failed.
+            self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "connection lost during the handshake");
+            return;
+        }
+        if self.links.is_empty() && !self.closing {
+            self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
+            self.schedule_retry();
+        }
+    }
+
+    fn schedule_retry(&mut self) {
+        if self.retry_at.is_some() || self.dialing.is_some() {
+            return;
+        }
+        let Some(backoff) = &self.backoff else {
+            if self.dead {
+                self.finish(CloseReason::PathsLost);
+            }
+            return;
+        };
+        match backoff.delay(self.attempt, self.rng.next_u32()) {
+            Some(d) => self.retry_at = Some(Instant::now() + d),
+            None => {
+                // Out of attempts.
+                if !self.dead {
+                    self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "reconnection attempts exhausted");
+                }
+                self.backoff = None;
+                self.finish(CloseReason::PathsLost);
+            }
+        }
+    }
+
+    fn poll_dial(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(fut) = &mut self.dialing else { return false };
+        let Poll::Ready(r) = fut.as_mut().poll(cx) else { return false };
+        self.dialing = None;
+        match r {
+            Ok(link) if self.dead => self.new_session(link),
+            Ok(link) => match self.session.add_path(self.dial.kind, false) {
+                Some(id) => {
+                    self.links.push((id, link));
+                    self.shared.update_stats(|s| s.paths_redialed += 1);
+                }
+                None => {
+                    // The session takes no more paths: start over.
+                    self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "no room for a new path");
+                }
+            },
+            Err(_) => {
+                self.attempt += 1;
+                self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
+                self.schedule_retry();
+            }
+        }
+        true
+    }
+
+    fn new_session(&mut self, link: Box<dyn Link>) {
+        let now = self.clock.now();
+        match Session::connect(now, self.config.clone(), self.client.clone(), self.dial.kind, &mut self.rng) {
+            Ok(s) => {
+                self.session = s;
+                self.dead = false;
+                self.connected = false;
+                self.blocked = false;
+                self.links = vec![(PathId(0), link)];
+                self.unsent = None;
+            }
+            // The same configuration made the first session: only the
+            // provider can fail here.
+            Err(_) => self.finish(CloseReason::Internal("a new session could not start")),
+        }
+    }
+
+    // ---- time ----
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let session = if self.dead { None } else { self.session.poll_timeout().map(|t| self.clock.deadline(t)) };
+        let deadline = [session, self.retry_at, self.close_deadline].into_iter().flatten().min();
+        let Some(deadline) = deadline else { return false };
+        if deadline > Instant::now() {
+            if self.armed != Some(deadline) {
+                self.timer.reset(deadline);
+                self.armed = Some(deadline);
+            }
+            if self.timer.poll_expired(cx).is_pending() {
+                return false;
+            }
+        }
+        self.armed = None;
+        let now = Instant::now();
+        if !self.dead {
+            self.session.handle_timeout(self.clock.now());
+        }
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            self.dialing = Some(self.rt.dial(self.dial.addr, self.dial.kind));
+        }
+        if self.close_deadline.is_some_and(|t| t <= now) {
+            self.close_deadline = None;
+            self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "close grace period over");
+        }
+        true
+    }
+
+    // ---- events to the application ----
+
+    fn events(&mut self) -> bool {
+        let mut progress = false;
+        while !self.dead
+            && let Some(e) = self.session.poll_event()
+        {
+            progress = true;
+            match e {
+                Event::Connected { peer, .. } => self.on_connected(peer),
+                Event::Message(m) => self.on_message(m),
+                Event::Acked(id) => {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        match p.reply {
+                            Reply::Response(_) => p.acked = true,
+                            _ => {
+                                if let Some(p) = self.pending.remove(&id)
+                                    && let Reply::Acked(tx) = p.reply
+                                {
+                                    let _ = tx.send(Ok(()));
+                                }
+                            }
+                        }
+                    }
+                }
+                Event::Failed(id, reason) => self.on_failed(id, reason),
+                Event::Writable => self.blocked = false,
+                Event::PathValidated { .. } if self.connected && !self.closing => {
+                    self.shared.set_state(ConnectionState::Connected);
+                    self.attempt = 0;
+                }
+                Event::PathFailed { path, .. } => {
+                    self.links.retain(|(p, _)| *p != path);
+                    if self.connected && self.links.is_empty() && !self.closing {
+                        self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
+                        self.schedule_retry();
+                    }
+                }
+                Event::Closed(reason) => self.on_closed(reason),
+                _ => {}
+            }
+        }
+        progress
+    }
+
+    fn on_connected(&mut self, peer: Option<PublicIdentity>) {
+        self.connected = true;
+        self.attempt = 0;
+        self.shared.update_stats(|s| s.sessions += 1);
+        self.shared.set_state(ConnectionState::Connected);
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Ok(peer));
+        }
+        for p in std::mem::take(&mut self.resend) {
+            self.send(p, false);
+        }
+        let keys: Vec<u64> = self.subs.iter().filter(|(_, s)| s.current.is_none()).map(|(k, _)| *k).collect();
+        for key in keys {
+            self.open_subscription(key);
+        }
+    }
+
+    fn on_message(&mut self, m: Message) {
+        match m.kind {
+            MessageKind::Response(to) => {
+                if let Some(&key) = self.by_id.get(&SubscriptionId(to.0)) {
+                    return self.on_subscription_answer(key, m);
+                }
+                if let Some(p) = self.pending.remove(&to) {
+                    let r = match m.error() {
+                        Some((code, reason)) => Err(Error::Remote { code, reason }),
+                        None => Ok(m),
+                    };
+                    if let Reply::Response(tx) = p.reply {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+            MessageKind::Item(id) => self.on_item(id, m),
+            MessageKind::End(id) => {
+                if let Some(key) = self.by_id.remove(&id)
+                    && let Some(sub) = self.subs.remove(&key)
+                {
+                    let (code, reason) = m.end_reason().unwrap_or((ErrorCode(0), String::new()));
+                    let _ = sub.sink.unbounded_send(SubEvent::End(SubscriptionEnd::Ended { code, reason }));
+                }
+            }
+            MessageKind::Request | MessageKind::Subscribe => {
+                // A client serves nothing.
+                let _ = self.session.respond_error(m.id, ErrorCode::UNKNOWN_TYPE, "this client serves no requests");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_subscription_answer(&mut self, key: u64, m: Message) {
+        let refused = m.error();
+        let Some(sub) = self.subs.get_mut(&key) else { return };
+        match (refused, sub.opening.take()) {
+            (None, Some((reply, subscription))) => {
+                if let Err(Ok(s)) = reply.send(Ok(subscription)) {
+                    // The caller stopped waiting: leave at once.
+                    drop(s);
+                }
+            }
+            (None, None) => {}
+            (Some((code, reason)), opening) => {
+                if let Some(id) = sub.current.take() {
+                    self.by_id.remove(&id);
+                }
+                if let Some(sub) = self.subs.remove(&key) {
+                    match opening {
+                        Some((reply, _)) => drop(reply.send(Err(Error::Remote { code, reason }))),
+                        None => drop(sub.sink.unbounded_send(SubEvent::End(SubscriptionEnd::Refused { code, reason }))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_item(&mut self, id: SubscriptionId, m: Message) {
+        let Some(sub) = self.by_id.get(&id).and_then(|k| self.subs.get_mut(k)) else {
+            // Left already: release what it holds.
+            if m.reliable {
+                self.session.release_item(id);
+            }
+            return;
+        };
+        if !m.reliable && sub.best_effort_unread >= self.config.subscription_queue {
+            self.shared.update_stats(|s| s.items_dropped += 1);
+            return;
+        }
+        let reliable = m.reliable;
+        if sub.sink.unbounded_send(SubEvent::Item(m)).is_err() {
+            if reliable {
+                self.session.release_item(id);
+            }
+            return;
+        }
+        if reliable {
+            sub.reliable_unread += 1;
+        } else {
+            sub.best_effort_unread += 1;
+        }
+    }
+
+    fn on_failed(&mut self, id: MessageId, reason: FailReason) {
+        if let Some(&key) = self.by_id.get(&SubscriptionId(id.0)) {
+            // A subscribe request that never got through: renewed with the
+            // next session if the session is closing, otherwise given up.
+            if reason != FailReason::Closed {
+                self.by_id.remove(&SubscriptionId(id.0));
+                if let Some(sub) = self.subs.remove(&key) {
+                    end_sub(sub, Error::NotDelivered(reason));
+                }
+            }
+            return;
+        }
+        let Some(p) = self.pending.remove(&id) else { return };
+        if reason == FailReason::Closed && !self.closing && self.backoff.is_some() && self.ready.is_none() {
+            // Sent again by the next session, unless this one's end is final.
+            self.orphans.push(p);
+        } else {
+            p.reply.fail(Error::NotDelivered(reason));
+        }
+    }
+
+    fn on_closed(&mut self, reason: CloseReason) {
+        let retry = !self.closing
+            && self.ready.is_none()
+            && self.backoff.is_some()
+            && !matches!(reason, CloseReason::HandshakeFailed(_) | CloseReason::Internal(_));
+        if !retry {
+            return self.finish(reason);
+        }
+        self.dead = true;
+        if self.connected {
+            self.attempt = 0;
+        } else {
+            self.attempt += 1;
+        }
+        self.connected = false;
+        self.links.clear();
+        self.unsent = None;
+        // Unacknowledged messages go again; a request the server took but
+        // did not answer may have been carried out: it fails.
+        self.resend.append(&mut self.orphans);
+        for (_, p) in self.pending.drain() {
+            p.reply.fail(Error::Closed(reason.clone()));
+        }
+        self.by_id.clear();
+        for sub in self.subs.values_mut() {
+            sub.current = None;
+            sub.stale_reliable += sub.reliable_unread;
+            sub.reliable_unread = 0;
+        }
+        self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
+        self.schedule_retry();
+    }
+
+    /// The client stops: every waiting call and subscription is told why.
+    fn finish(&mut self, reason: CloseReason) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let e = || Error::Closed(reason.clone());
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Err(e()));
+        }
+        for (_, p) in self.pending.drain() {
+            p.reply.fail(e());
+        }
+        for p in self.orphans.drain(..).chain(self.resend.drain(..)) {
+            p.reply.fail(e());
+        }
+        for c in self.deferred.drain(..) {
+            fail_command(c, e());
+        }
+        for (_, sub) in self.subs.drain() {
+            match sub.opening {
+                Some((reply, _)) => drop(reply.send(Err(e()))),
+                None => drop(sub.sink.unbounded_send(SubEvent::End(SubscriptionEnd::Closed(reason.clone())))),
+            }
+        }
+        let stats = self.session.stats();
+        self.shared.update_stats(|s| s.session = stats);
+        self.shared.set_state(ConnectionState::Closed(reason));
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_drive(cx)
+    }
+}
+
+fn is_send(c: &Command) -> bool {
+    matches!(c, Command::Send { .. } | Command::Subscribe { .. })
+}
+
+fn fail_command(c: Command, e: Error) {
+    match c {
+        Command::Send { reply, .. } => reply.fail(e),
+        Command::Subscribe { reply, .. } => drop(reply.send(Err(e))),
+        _ => {}
+    }
+}
+
+fn end_sub(sub: Sub, e: Error) {
+    match sub.opening {
+        Some((reply, _)) => drop(reply.send(Err(e))),
+        None => {
+            let end = match e {
+                Error::Closed(r) => SubscriptionEnd::Closed(r),
+                other => SubscriptionEnd::Refused { code: ErrorCode::REFUSED, reason: other.to_string() },
+            };
+            drop(sub.sink.unbounded_send(SubEvent::End(end)));
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The client, written once for every runtime: a [`Client`] handle and
+//! the driver task that owns the core's session, its sockets and its
+//! reconnections.
+
+mod driver;
+mod state;
+mod subscription;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_lock::Semaphore;
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use xtmp_core::crypto::RustCrypto;
+use xtmp_core::handshake::{ClientConfig, Fingerprints, Pinned, PublicIdentity};
+use xtmp_core::session::{CloseCode, CloseReason, Message, PathKind, SendOptions, SessionConfig};
+use xtmp_core::wire::MessageType;
+
+use crate::runtime::{Runtime, sleep_until};
+use crate::{Backoff, Connector, Endpoint, Error, Resolver, Transport, Trust};
+
+pub use state::{ClientStats, ConnectionState};
+pub use subscription::{Subscription, SubscriptionEnd};
+
+use driver::Driver;
+use state::Shared;
+use subscription::SubEvent;
+
+/// How a client connects and behaves: the core's configurations and the
+/// adapter's own settings, with documented defaults.
+#[derive(Clone, Debug)]
+pub struct ClientSetup {
+    /// The session's settings (timeouts, limits, key rotation). The
+    /// client sets `explicit_item_release` itself: a subscription's
+    /// items count as read when its stream yields them.
+    pub session: Arc<SessionConfig>,
+    /// How the client handshakes. With [`ClientSetup::trust`] set, its
+    /// verifier is replaced by the one the trust policy picks for each
+    /// endpoint.
+    pub client: Arc<ClientConfig>,
+    /// How endpoints' servers are trusted; `None`: by `client`'s own
+    /// verifier (a root of trust, say).
+    pub trust: Option<Trust>,
+    /// The registry file that maps names to addresses and pins identities
+    /// (required by [`Trust::FirstUse`], which records into it).
+    pub registry: Option<PathBuf>,
+    /// Looks up host names; `None` (the default): the runtime's resolver.
+    pub resolver: Option<Arc<dyn Resolver>>,
+    /// How long [`Client::request`] waits for an answer (default 30 s).
+    pub request_timeout: Duration,
+    /// Requests and acknowledged sends waiting for their answer at once;
+    /// more wait for a slot (default 1,024).
+    pub max_in_flight: usize,
+    /// How a lost connection is re-established; `None`: it is not, and
+    /// the client closes with the session.
+    pub reconnect: Option<Backoff>,
+    /// How long [`Client::close`] lets queued messages go out before it
+    /// aborts (default 5 s).
+    pub close_grace: Duration,
+}
+
+impl ClientSetup {
+    /// Trusts exactly the server identity `server` (pinned), with the
+    /// pure-Rust crypto provider and default settings.
+    pub fn pinned(server: PublicIdentity) -> ClientSetup {
+        let client = ClientConfig::new(Arc::new(RustCrypto), Arc::new(Pinned(server.clone())));
+        ClientSetup { trust: Some(Trust::Identity(server)), ..ClientSetup::new(Arc::new(client)) }
+    }
+
+    /// Trusts the servers the endpoint (`?key=`) or the registry file
+    /// `registry` pins; with `first_use`, also an unpinned server the
+    /// first time, recording its identity into the file.
+    pub fn registry(registry: Option<PathBuf>, first_use: bool) -> ClientSetup {
+        let client = ClientConfig::new(Arc::new(RustCrypto), Arc::new(Fingerprints(Vec::new())));
+        let trust = if first_use { Trust::FirstUse } else { Trust::Pinned };
+        ClientSetup { trust: Some(trust), registry, ..ClientSetup::new(Arc::new(client)) }
+    }
+
+    /// The client configuration `client` (and its verifier) with default
+    /// settings.
+    pub fn new(client: Arc<ClientConfig>) -> ClientSetup {
+        ClientSetup {
+            session: Arc::new(SessionConfig::default()),
+            client,
+            trust: None,
+            registry: None,
+            resolver: None,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+            reconnect: Some(Backoff::default()),
+            close_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a handle asks of the driver.
+pub(crate) enum Command {
+    Send {
+        message_type: MessageType,
+        body: Bytes,
+        options: SendOptions,
+        reply: Reply,
+    },
+    Subscribe {
+        message_type: MessageType,
+        filter: Bytes,
+        /// What the new [`Subscription`] sends its reads and its leaving on
+        /// (the driver holds no sender itself: when every handle is gone,
+        /// the channel ends and the session closes).
+        commands: mpsc::UnboundedSender<Command>,
+        reply: oneshot::Sender<Result<Subscription, Error>>,
+    },
+    Unsubscribe(u64),
+    ItemRead {
+        key: u64,
+        reliable: bool,
+    },
+    Close {
+        grace: Duration,
+    },
+    Abort,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Send { .. } => "Send",
+            Command::Subscribe { .. } => "Subscribe",
+            Command::Unsubscribe(_) => "Unsubscribe",
+            Command::ItemRead { .. } => "ItemRead",
+            Command::Close { .. } => "Close",
+            Command::Abort => "Abort",
+        })
+    }
+}
+
+/// What a sender waits for.
+pub(crate) enum Reply {
+    /// The response (a request).
+    Response(oneshot::Sender<Result<Message, Error>>),
+    /// The acknowledgement (an acknowledged send).
+    Acked(oneshot::Sender<Result<(), Error>>),
+    /// Nothing (fire and forget).
+    None,
+}
+
+impl Reply {
+    pub(crate) fn fail(self, e: Error) {
+        match self {
+            Reply::Response(tx) => drop(tx.send(Err(e))),
+            Reply::Acked(tx) => drop(tx.send(Err(e))),
+            Reply::None => {}
+        }
+    }
+}
+
+/// A connected XTMP client: one multiplexed session, cheap to clone, usable
+/// from any task of any runtime.
+///
+/// A driver task owns the session: it feeds it the sockets' bytes and the
+/// timers, writes out what it produces, and hands each answer to the call
+/// that waits for it. When the connection breaks it reconnects as
+/// [`ClientSetup::reconnect`] says (see [`ConnectionState`]): a new
+/// transport connection for the same session while the server still holds
+/// it, so every unacknowledged message is repeated by the session and none
+/// is delivered twice; a new handshake otherwise, after which the messages
+/// the old session had not delivered are sent again and subscriptions are
+/// renewed.
+///
+/// The session closes gracefully when every clone and every
+/// [`Subscription`] is dropped.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    rt: Arc<dyn Runtime>,
+    in_flight: Arc<Semaphore>,
+    request_timeout: Duration,
+    close_grace: Duration,
+}
+
+/// Where a client's driver dials.
+#[derive(Clone, Debug)]
+pub(crate) struct Dial {
+    pub(crate) addr: SocketAddr,
+    pub(crate) kind: PathKind,
+}
+
+impl Client {
+    /// Connects to `endpoint` on `rt`: the registry (if the setup names
+    /// one) maps its name and pins its key, host names are resolved, the
+    /// setup's [`Trust`] picks the server verifier, and the addresses are
+    /// tried in order until a handshake completes (the next one after a
+    /// socket error or a handshake timeout). On trust on first use, the
+    /// server's identity is then recorded into the registry file.
+    pub async fn connect_to(rt: Arc<dyn Runtime>, endpoint: &Endpoint, setup: ClientSetup) -> Result<Client, Error> {
+        let connector = Connector {
+            trust: setup.trust.clone(),
+            registry: setup.registry.clone(),
+            resolver: setup.resolver.clone().unwrap_or_else(|| rt.resolver()),
+        };
+        let prepared = connector.prepare(endpoint).await?;
+        let mut setup = setup;
+        if let Some(v) = &prepared.verifier {
+            let mut client = (*setup.client).clone();
+            client.verifier = v.clone();
+            setup.client = Arc::new(client);
+        }
+        let mut last = None;
+        for &addr in &prepared.target.addrs {
+            match Client::start(rt.clone(), addr, endpoint.transport, setup.clone()).await {
+                Ok((client, peer)) => {
+                    if let Some(peer) = &peer {
+                        prepared.connected(peer).map_err(crate::ConnectError::from)?;
+                    }
+                    return Ok(client);
+                }
+                Err(e @ (Error::Io(_) | Error::Closed(CloseReason::HandshakeTimeout))) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::Closed(CloseReason::PathsLost)))
+    }
+
+    /// Connects to `addr` over `transport` on `rt` and completes the
+    /// handshake, trusting the server by the setup's client configuration.
+    pub async fn connect(
+        rt: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        transport: Transport,
+        setup: ClientSetup,
+    ) -> Result<Client, Error> {
+        Client::start(rt, addr, transport, setup).await.map(|(c, _)| c)
+    }
+
+    async fn start(
+        rt: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        transport: Transport,
+        setup: ClientSetup,
+    ) -> Result<(Client, Option<PublicIdentity>), Error> {
+        let kind = match transport {
+            Transport::Tcp => PathKind::Stream,
+            Transport::Udp => PathKind::Datagram,
+            other => return Err(Error::Unsupported(other)),
+        };
+        let link = rt.dial(addr, kind).await?;
+        let (commands, rx) = mpsc::unbounded();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let shared = Arc::new(Shared::new());
+        let driver = Driver::new(rt.clone(), &setup, Dial { addr, kind }, link, rx, shared.clone(), ready_tx)?;
+        rt.spawn(Box::pin(driver));
+        let client = Client {
+            commands,
+            shared,
+            rt,
+            in_flight: Arc::new(Semaphore::new(setup.max_in_flight.max(1))),
+            request_timeout: setup.request_timeout,
+            close_grace: setup.close_grace,
+        };
+        match ready_rx.await {
+            Ok(Ok(peer)) => Ok((client, peer)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Closed(CloseReason::PathsLost)),
+        }
+    }
+
+    /// Sends a request and waits for its response (at most the setup's
+    /// request timeout). An Error (`FE`) response is [`Error::Remote`].
+    pub async fn request(&self, message_type: MessageType, body: Bytes) -> Result<Message, Error> {
+        self.request_with(message_type, body, SendOptions::default()).await
+    }
+
+    /// [`Client::request`] with explicit options (priority, compression,
+    /// delivery deadline).
+    pub async fn request_with(
+        &self,
+        message_type: MessageType,
+        body: Bytes,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
+        let _slot = self.in_flight.acquire().await;
+        let (tx, rx) = oneshot::channel();
+        let options = SendOptions { request: true, reliable: true, ..options };
+        self.command(Command::Send { message_type, body, options, reply: Reply::Response(tx) })?;
+        let deadline = Instant::now() + self.request_timeout;
+        let timeout = sleep_until(self.rt.as_ref(), deadline);
+        match first(rx, timeout).await {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(self.gone()),
+            None => Err(Error::Timeout),
+        }
+    }
+
+    /// Sends a reliable message and waits until the server acknowledged it
+    /// (it holds the message and delivers it exactly once).
+    pub async fn send(&self, message_type: MessageType, body: Bytes) -> Result<(), Error> {
+        let _slot = self.in_flight.acquire().await;
+        let (tx, rx) = oneshot::channel();
+        let options = SendOptions::default();
+        self.command(Command::Send { message_type, body, options, reply: Reply::Acked(tx) })?;
+        rx.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// Queues a message without waiting: reliable (repeated until
+    /// acknowledged, across reconnections) unless `options` say otherwise.
+    /// Its fate shows only in [`Client::stats`].
+    pub fn post(&self, message_type: MessageType, body: Bytes, options: SendOptions) -> Result<(), Error> {
+        let options = SendOptions { request: false, ..options };
+        self.command(Command::Send { message_type, body, options, reply: Reply::None })
+    }
+
+    /// Subscribes to the server's stream of `message_type` items with
+    /// `filter`; resolves once the server accepted (or refused, as
+    /// [`Error::Remote`]).
+    pub async fn subscribe(&self, message_type: MessageType, filter: Bytes) -> Result<Subscription, Error> {
+        let (tx, rx) = oneshot::channel();
+        let commands = self.commands.clone();
+        self.command(Command::Subscribe { message_type, filter, commands, reply: tx })?;
+        rx.await.unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state()
+    }
+
+    /// Waits for the next change of [`Client::state`] and returns the new
+    /// state.
+    pub async fn state_changed(&self) -> ConnectionState {
+        let seen = self.shared.version();
+        self.shared.changed(seen).await.0
+    }
+
+    /// The latest counters.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats()
+    }
+
+    /// Waits until the client has stopped, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut seen = u64::MAX;
+        loop {
+            let (state, version) = self.shared.changed(seen).await;
+            if let ConnectionState::Closed(r) = state {
+                return r;
+            }
+            seen = version;
+        }
+    }
+
+    /// Closes the session gracefully: queued messages go out first (for
+    /// at most the setup's `close_grace`, then the session is aborted), the
+    /// server is told, and this resolves once the session has ended.
+    pub async fn close(&self) -> CloseReason {
+        let _ = self.commands.unbounded_send(Command::Close { grace: self.close_grace });
+        self.closed().await
+    }
+
+    /// Ends the session at once: queued messages are discarded and the
+    /// server is told. Waiting calls fail with [`Error::Closed`].
+    pub fn abort(&self) {
+        let _ = self.commands.unbounded_send(Command::Abort);
+    }
+
+    fn command(&self, c: Command) -> Result<(), Error> {
+        self.commands.unbounded_send(c).map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> Error {
+        match self.shared.state() {
+            ConnectionState::Closed(r) => Error::Closed(r),
+            _ => {
+                Error::Closed(CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::from("client stopped") })
+            }
+        }
+    }
+}
+
+/// `a`'s output, or `None` if `b` finishes first.
+async fn first<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> Option<A::Output> {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        b.as_mut().poll(cx).map(|_| None)
+    })
+    .await
+}
+
+pub(crate) fn subscription_channel(
+    key: u64,
+    commands: mpsc::UnboundedSender<Command>,
+) -> (mpsc::UnboundedSender<SubEvent>, Subscription) {
+    let (tx, rx) = mpsc::unbounded();
+    (tx, Subscription::new(key, rx, commands))
+}

@@ -1,0 +1,115 @@
+//! What the driver tells every handle: the connection state and the
+//! latest statistics, with a notification on each change.
+
+use std::sync::Mutex;
+
+use event_listener::Event;
+use xtmp_core::session::{CloseReason, Stats};
+
+/// Where a client's connection stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// The first handshake is under way.
+    Connecting,
+    /// The session is up and has a path to the server.
+    Connected,
+    /// The connection was lost: the client is reconnecting (a new path
+    /// for the same session if the server still holds it, a new session
+    /// otherwise). `attempt` counts the failed attempts so far.
+    Reconnecting {
+        /// Failed attempts since the connection was lost.
+        attempt: u32,
+    },
+    /// The client has stopped: closed by the application, refused by the
+    /// server, or out of reconnection attempts.
+    Closed(CloseReason),
+}
+
+/// A client's counters.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// The current session's counters (RTT, frames, bytes, losses,
+    /// retransmissions, key generations).
+    pub session: Stats,
+    /// Sessions established so far (1 until a reconnection needed a new
+    /// handshake).
+    pub sessions: u64,
+    /// Transport connections re-established for a live session.
+    pub paths_redialed: u64,
+    /// Messages sent again in a new session because the old one closed
+    /// before the server acknowledged them.
+    pub resent: u64,
+    /// Best-effort subscription items dropped because their subscriber
+    /// was not reading (reliable items are never dropped: they wait).
+    pub items_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: ConnectionState,
+    stats: ClientStats,
+    version: u64,
+}
+
+/// The state cell the driver writes and handles read.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    changed: Event,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        let inner = Inner { state: ConnectionState::Connecting, stats: ClientStats::default(), version: 0 };
+        Shared { inner: Mutex::new(inner), changed: Event::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock left plain data behind: use it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn state(&self) -> ConnectionState {
+        self.lock().state.clone()
+    }
+
+    pub(crate) fn stats(&self) -> ClientStats {
+        self.lock().stats.clone()
+    }
+
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        let mut i = self.lock();
+        if i.state == state || matches!(i.state, ConnectionState::Closed(_)) {
+            return;
+        }
+        i.state = state;
+        i.version += 1;
+        drop(i);
+        self.changed.notify(usize::MAX);
+    }
+
+    pub(crate) fn update_stats(&self, f: impl FnOnce(&mut ClientStats)) {
+        f(&mut self.lock().stats);
+    }
+
+    /// Waits until the state differs from the one seen at version `seen`;
+    /// returns the new state and its version.
+    pub(crate) async fn changed(&self, seen: u64) -> (ConnectionState, u64) {
+        loop {
+            let listener = self.changed.listen();
+            {
+                let i = self.lock();
+                if i.version != seen {
+                    return (i.state.clone(), i.version);
+                }
+            }
+            listener.await;
+        }
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.lock().version
+    }
+}
