@@ -35,6 +35,7 @@ pub mod fuzzing;
 pub mod registry;
 pub mod resolve;
 pub mod runtime;
+pub mod server;
 pub mod trust;
 
 pub use backoff::Backoff;
@@ -44,4 +45,7 @@ pub use error::Error;
 pub use registry::{Entry, Registry, RegistryError};
 pub use resolve::{BoxFuture, ResolveError, Resolver, StaticResolver, Target, resolve};
 pub use runtime::{DatagramSocket, Link, Listener, Runtime, Timer};
+pub use server::{
+    Peer, Publisher, PublisherClosed, Rejection, Reply, Request, Router, Server, ServerLimits, ServerSetup, ServerStats,
+};
 pub use trust::{ConnectError, Connector, Prepared, Trust};

@@ -244,6 +244,8 @@ pub struct Endpoint {
     touched: Vec<u64>,
     /// The sum of every session's `Entry::held`.
     held: usize,
+    /// New sessions are admitted (until [`Endpoint::stop_accepting`]).
+    accepting: bool,
     stats: EndpointStats,
 }
 
@@ -284,8 +286,22 @@ impl Endpoint {
             cursor: 0,
             touched: Vec::new(),
             held: 0,
+            accepting: true,
             stats: EndpointStats::default(),
         })
+    }
+
+    /// Admits no new session from now on (a server shutting down): a
+    /// ClientHello is dropped, as under the session limit
+    /// (`hellos_shed`). Sessions already held carry on.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// The sessions held, oldest first (to close them all, say, with
+    /// [`Endpoint::session_mut`]).
+    pub fn sessions(&self) -> impl Iterator<Item = SessionHandle> + '_ {
+        self.sessions.keys().map(|&sid| SessionHandle(sid))
     }
 
     /// The endpoint's counters.
@@ -496,7 +512,10 @@ impl Endpoint {
             return;
         }
         if !self.hellos.contains_key(&key) {
-            if self.half_open() >= self.config.max_half_open || self.sessions.len() >= self.config.max_sessions {
+            if !self.accepting
+                || self.half_open() >= self.config.max_half_open
+                || self.sessions.len() >= self.config.max_sessions
+            {
                 self.stats.hellos_shed += 1;
                 return;
             }

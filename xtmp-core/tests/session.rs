@@ -500,3 +500,38 @@ fn a_session_without_a_live_path_does_not_pile_up_heartbeats() {
     }
     assert!(now >= p.now + std::time::Duration::from_secs(19) || p.client.is_closed());
 }
+
+#[test]
+fn an_endpoint_that_stopped_accepting_sheds_new_hellos_and_keeps_its_sessions() {
+    let mut p = established(PathKind::Datagram);
+    p.server.stop_accepting();
+    assert_eq!(p.server.sessions().collect::<Vec<_>>(), vec![p.handle.unwrap()]);
+    // A second client's hello is dropped, as under the session limit.
+    let second = Setup::new(PathKind::Datagram);
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([9; 32]);
+    let mut c2 = xtmp_core::session::Session::connect(
+        p.now,
+        std::sync::Arc::new(second.session),
+        std::sync::Arc::new(second.client),
+        PathKind::Datagram,
+        &mut rng,
+    )
+    .unwrap();
+    let other = xtmp_core::endpoint::Remote {
+        addr: "192.0.2.9:5000".parse().unwrap(),
+        kind: xtmp_core::endpoint::RemoteKind::Datagram,
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut sent = 0;
+    while let Some(t) = c2.poll_transmit(p.now, &mut buf).unwrap() {
+        p.server.handle_input(p.now, other, &buf[..t.len]);
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert!(p.server.stats().hellos_shed >= 1);
+    assert_eq!(p.server.session_count(), 1);
+    assert!(p.server.poll_transmit(p.now, &mut buf).is_none_or(|(r, _)| r != other), "nothing goes to the new client");
+    // The held session still carries messages both ways.
+    p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"after"), SendOptions::request()).unwrap();
+    p.drive(100, |p| p.server_messages().iter().any(|m| &m.body[..] == b"after"));
+}

@@ -296,3 +296,54 @@ fn an_end_waits_behind_items_waiting_for_credit() {
     assert_eq!(kinds.last(), Some(&MessageKind::End(sub)));
     assert_eq!((p.client.stats().subscriptions, p.server_session().stats().subscriptions), (0, 0));
 }
+
+#[test]
+fn a_stalled_subscription_refuses_pushes_of_its_own_not_the_sessions_sends() {
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let mut s = Setup::new(kind);
+        s.client.params.subscription_window = WINDOW;
+        s.session.explicit_item_release = true;
+        s.session.subscription_queue = 16;
+        // A small session queue: items waiting for credit must not fill it.
+        s.session.max_queued_messages = 20;
+        let mut p = s.connected();
+        let slow = accepted(&mut p, b"slow");
+        let mut pushed = 0;
+        let full = loop {
+            match p.server_session().push(slow, item(slow, pushed), SendOptions::default()) {
+                Ok(_) => pushed += 1,
+                Err(e) => break e,
+            }
+            assert!(pushed < 1_000, "{kind:?}: pushes never refused: {:?}", p.server_session().stats());
+        };
+        assert_eq!(full, SendError::SubscriptionFull(slow), "{kind:?}");
+        // 8 items within the window, 16 waiting for it.
+        assert_eq!(pushed, 8 + 16, "{kind:?}");
+        assert!(full.to_string().contains("has not read enough"), "{full}");
+        // The session still sends: more than its queue limit, one by one.
+        for i in 0..40u8 {
+            p.server_session().send(MessageType::REGISTRY_QUERY, Bytes::from(vec![i]), SendOptions::default()).unwrap();
+            p.step();
+        }
+        p.settle();
+        let sent: Vec<u8> = p
+            .client_messages()
+            .iter()
+            .filter(|m| m.message_type == MessageType::REGISTRY_QUERY)
+            .map(|m| m.body[0])
+            .collect();
+        assert_eq!(sent, (0..40).collect::<Vec<u8>>(), "{kind:?}");
+        assert!(!p.server_events.iter().any(|e| matches!(e, Event::SubscriptionWritable(_))), "{kind:?}");
+        // The consumer reads: one SubscriptionWritable, and pushes go on.
+        for _ in 0..10_000 {
+            while p.client.release_item(slow) {}
+            if p.server_events.iter().any(|e| matches!(e, Event::SubscriptionWritable(_))) || !p.step() {
+                break;
+            }
+        }
+        let writable: Vec<_> =
+            p.server_events.iter().filter(|e| matches!(e, Event::SubscriptionWritable(_))).cloned().collect();
+        assert_eq!(writable, vec![Event::SubscriptionWritable(slow)], "{kind:?}");
+        p.server_session().push(slow, item(slow, pushed), SendOptions::default()).unwrap();
+    }
+}

@@ -688,7 +688,7 @@ impl World {
                         state.pushed += 1;
                         self.checker.sent(Side::Server, sid, m.0, &b, 0, f.reliable, SentKind::Item(sub));
                     }
-                    Err(SendError::WouldBlock) => {}
+                    Err(SendError::WouldBlock | SendError::SubscriptionFull(_)) => {}
                     Err(_) => gone.push(sub),
                 }
             } else {

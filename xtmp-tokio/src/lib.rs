@@ -52,9 +52,10 @@ mod server;
 pub use client::Client;
 pub use resolve::TokioResolver;
 pub use runtime::Tokio;
-pub use server::{Peer, Rejection, Reply, Request, Router, Server, ServerSetup};
+pub use server::Server;
 pub use xtmp_adapter::{
-    self, Backoff, ClientSetup, ClientStats, ConnectionState, Endpoint, Error, Registry, Subscription, SubscriptionEnd,
+    self, Backoff, ClientSetup, ClientStats, ConnectionState, Endpoint, Error, Peer, Publisher, PublisherClosed,
+    Registry, Rejection, Reply, Request, Router, ServerLimits, ServerSetup, ServerStats, Subscription, SubscriptionEnd,
     Transport, Trust,
 };
 pub use xtmp_core;

@@ -248,6 +248,10 @@ pub enum Event {
     /// [`SendError::WouldBlock`], and the send queue has room again.
     /// Reported once per `WouldBlock`.
     Writable,
+    /// A [`crate::session::Session::push`] to this subscription returned
+    /// [`SendError::SubscriptionFull`], and it takes another item now.
+    /// Reported once per refusal.
+    SubscriptionWritable(SubscriptionId),
     /// The session ended. Reported exactly once; nothing follows.
     Closed(CloseReason),
 }
@@ -302,6 +306,12 @@ pub enum SendError {
     NoSuchRequest(MessageId),
     /// The subscription is not open (never was, was refused, or ended).
     NoSuchSubscription(SubscriptionId),
+    /// A reliable item cannot be pushed now: the subscriber's window for
+    /// this subscription is full and
+    /// [`crate::session::SessionConfig::subscription_queue`] items already
+    /// wait for it. [`Event::SubscriptionWritable`] follows when one more
+    /// can wait. (The rest of the session is not held back.)
+    SubscriptionFull(SubscriptionId),
 }
 
 impl fmt::Display for SendError {
@@ -314,6 +324,9 @@ impl fmt::Display for SendError {
             SendError::InvalidType(t) => write!(f, "message type {t:?} cannot be sent by the application"),
             SendError::NoSuchRequest(id) => write!(f, "no pending request with id {}", id.0),
             SendError::NoSuchSubscription(id) => write!(f, "no open subscription with id {}", id.0),
+            SendError::SubscriptionFull(id) => {
+                write!(f, "subscription {} is full: its subscriber has not read enough yet", id.0)
+            }
         }
     }
 }

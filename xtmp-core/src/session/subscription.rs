@@ -17,7 +17,13 @@ pub(super) struct Publishing {
     /// The subscriber's limit on reliable items (SPEC.md 4.9).
     credit: ItemSendCredit,
     /// Reliable items (and the end) waiting for credit, in push order.
+    /// They are not in the session's send queue (a stalled subscriber
+    /// must not hold back the rest of the session): at most
+    /// [`SessionConfig::subscription_queue`] of them wait.
     waiting: VecDeque<Staged>,
+    /// A push was refused as [`SendError::SubscriptionFull`]: report
+    /// [`Event::SubscriptionWritable`] once there is room.
+    blocked: bool,
     /// The end was sent or waits: nothing more can be pushed.
     ended: bool,
 }
@@ -182,6 +188,13 @@ impl Session {
             }
             return Ok(m);
         }
+        if let Some(p) = self.subs.publishing.get_mut(&id.0)
+            && !p.waiting.is_empty()
+            && p.waiting.len() >= self.config.subscription_queue
+        {
+            p.blocked = true;
+            return Err(SendError::SubscriptionFull(id));
+        }
         let staged = self.stage_data(message_type, body, options, codec::KIND_ITEM, id.0);
         Ok(self.send_item(id.0, staged))
     }
@@ -198,8 +211,6 @@ impl Session {
             }
             return self.commit_data(staged);
         }
-        self.queued_bytes += staged.body.len();
-        self.queued_items += 1;
         p.waiting.push_back(staged);
         self.subs.waiting += 1;
         message
@@ -223,9 +234,11 @@ impl Session {
             if item {
                 p.credit.on_started(credit_size(staged.body.len()));
             }
+            if p.blocked && p.waiting.len() < self.config.subscription_queue {
+                p.blocked = false;
+                self.push_event(Event::SubscriptionWritable(SubscriptionId(id)));
+            }
             self.subs.waiting -= 1;
-            self.queued_bytes -= staged.body.len();
-            self.queued_items -= 1;
             self.commit_data(staged);
         }
     }
@@ -250,10 +263,12 @@ impl Session {
                 if expired { failed.push(w) } else { kept.push_back(w) }
             }
             p.waiting = kept;
+            if p.blocked && p.waiting.len() < self.config.subscription_queue && only.is_none() {
+                p.blocked = false;
+                self.push_event(Event::SubscriptionWritable(SubscriptionId(id)));
+            }
             for w in failed {
                 self.subs.waiting -= 1;
-                self.queued_bytes -= w.body.len();
-                self.queued_items -= 1;
                 if w.head.kind == codec::KIND_ITEM {
                     self.stats.messages_failed += 1;
                     self.push_event(Event::Failed(MessageId(w.head.id), reason));
@@ -406,6 +421,7 @@ impl Session {
                     queued: 0,
                     credit,
                     waiting: VecDeque::new(),
+                    blocked: false,
                     ended: false,
                 };
                 self.subs.publishing.insert(m.id.0, p);

@@ -1,0 +1,570 @@
+//! The server's driver: one future that owns the core's endpoint, its
+//! listeners and its UDP socket, and hands requests to handler tasks.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream;
+use xtmp_core::endpoint::{Endpoint, EndpointEvent, Remote, RemoteKind, SessionHandle};
+use xtmp_core::handshake::PublicIdentity;
+use xtmp_core::session::{
+    CloseCode, ErrorCode, Event, Message, MessageId, MessageKind, SendError, SendOptions, SubscriptionId,
+};
+
+use super::conn::Conn;
+use super::publisher::{Out, PubShared, Publisher, PublisherClosed};
+use super::router::{Peer, Rejection, Reply, Request, Router};
+use super::{Control, ServerLimits, ServerSetup, ServerStats};
+use crate::Error;
+use crate::clock::{self, Clock};
+use crate::runtime::{DatagramSocket, Listener, Runtime, Timer};
+
+/// Input to the driver from connection and handler tasks.
+pub(crate) enum Input {
+    Bytes(Remote, Vec<u8>),
+    Closed(Remote),
+    Answer(SessionHandle, MessageId, Result<Reply, Rejection>),
+}
+
+/// Inputs queued for the driver: a full queue makes connection readers
+/// wait, which pushes back on TCP senders.
+const INPUT_QUEUE: usize = 1024;
+const BUF_LEN: usize = 64 * 1024;
+const BUDGET: usize = 64;
+
+struct SessionInfo {
+    addr: SocketAddr,
+    identity: Option<PublicIdentity>,
+    in_flight: usize,
+    publishers: HashMap<SubscriptionId, Arc<PubShared>>,
+    /// Answers the session's send queue could not take yet (it was
+    /// full): they go on `Writable`, in order.
+    answers: VecDeque<(MessageId, Result<Reply, Rejection>)>,
+}
+
+/// Where a graceful shutdown stands.
+struct Shutdown {
+    deadline: Instant,
+    done: Vec<oneshot::Sender<()>>,
+    /// Sessions were told to close.
+    closing: bool,
+}
+
+pub(crate) struct ServerDriver {
+    rt: Arc<dyn Runtime>,
+    clock: Clock,
+    endpoint: Endpoint,
+    limits: ServerLimits,
+    router: Arc<Router>,
+    listeners: Vec<Box<dyn Listener>>,
+    udp: Option<Box<dyn DatagramSocket>>,
+    /// A datagram the socket did not take yet.
+    udp_unsent: Option<(SocketAddr, usize)>,
+    inputs: mpsc::Receiver<Input>,
+    inputs_tx: mpsc::Sender<Input>,
+    notify: mpsc::UnboundedReceiver<(SessionHandle, SubscriptionId)>,
+    notify_tx: mpsc::UnboundedSender<(SessionHandle, SubscriptionId)>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+    writers: HashMap<Remote, mpsc::Sender<Vec<u8>>>,
+    sessions: HashMap<SessionHandle, SessionInfo>,
+    timer: Box<dyn Timer>,
+    armed: Option<Instant>,
+    out: Vec<u8>,
+    dgram: Vec<u8>,
+    shutdown: Option<Shutdown>,
+    requests_refused: u64,
+    connections_dropped: u64,
+}
+
+impl ServerDriver {
+    pub(crate) fn new(
+        rt: Arc<dyn Runtime>,
+        setup: ServerSetup,
+        listeners: Vec<Box<dyn Listener>>,
+        udp: Option<Box<dyn DatagramSocket>>,
+        router: Router,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<ServerDriver, Error> {
+        let clock = Clock::new();
+        let mut rng = clock::rng()?;
+        let endpoint =
+            Endpoint::new(clock.now(), setup.endpoint.clone(), &mut rng).map_err(|e| Error::Config(e.to_string()))?;
+        let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+        let (notify_tx, notify) = mpsc::unbounded();
+        let timer = rt.timer();
+        Ok(ServerDriver {
+            rt,
+            clock,
+            endpoint,
+            limits: setup.limits,
+            router: Arc::new(router),
+            listeners,
+            udp,
+            udp_unsent: None,
+            inputs,
+            inputs_tx,
+            notify,
+            notify_tx,
+            control: Some(control),
+            writers: HashMap::new(),
+            sessions: HashMap::new(),
+            timer,
+            armed: None,
+            out: vec![0; BUF_LEN],
+            dgram: vec![0; BUF_LEN],
+            shutdown: None,
+            requests_refused: 0,
+            connections_dropped: 0,
+        })
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BUDGET {
+            let mut progress = self.poll_control(cx);
+            progress |= self.poll_accept(cx);
+            progress |= self.poll_inputs(cx);
+            progress |= self.poll_udp(cx);
+            progress |= self.poll_notify(cx);
+            progress |= self.events();
+            progress |= self.flush(cx);
+            if self.shutdown_step(cx) {
+                return Poll::Ready(());
+            }
+            progress |= self.poll_timer(cx);
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Some(rx) = &mut self.control {
+            match Pin::new(rx).poll_next(cx) {
+                Poll::Ready(Some(Control::Stats(tx))) => {
+                    let _ = tx.send(self.stats());
+                }
+                Poll::Ready(Some(Control::Shutdown(grace, done))) => self.begin_shutdown(grace, Some(done)),
+                Poll::Ready(None) => {
+                    // The `Server` was dropped: stop at once.
+                    self.control = None;
+                    self.begin_shutdown(Duration::ZERO, None);
+                }
+                Poll::Pending => break,
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    fn stats(&self) -> ServerStats {
+        ServerStats {
+            endpoint: self.endpoint.stats(),
+            sessions: self.endpoint.session_count(),
+            requests_refused: self.requests_refused,
+            connections_dropped: self.connections_dropped,
+        }
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for l in &mut self.listeners {
+            while let Poll::Ready(r) = l.poll_accept(cx) {
+                progress = true;
+                let Ok((link, addr)) = r else { continue };
+                if self.writers.len() >= self.limits.max_connections {
+                    self.connections_dropped += 1;
+                    continue;
+                }
+                let remote = Remote { addr, kind: RemoteKind::Stream };
+                let (wtx, wrx) = mpsc::channel(self.limits.write_queue);
+                self.writers.insert(remote, wtx);
+                let conn = Conn {
+                    link,
+                    remote,
+                    inputs: self.inputs_tx.clone(),
+                    writes: wrx,
+                    buf: vec![0; BUF_LEN],
+                    unsent: None,
+                    read_done: false,
+                    told: false,
+                };
+                self.rt.spawn(Box::pin(conn));
+            }
+        }
+        progress
+    }
+
+    fn poll_inputs(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for _ in 0..BUDGET {
+            let Poll::Ready(Some(i)) = Pin::new(&mut self.inputs).poll_next(cx) else { break };
+            progress = true;
+            let now = self.clock.now();
+            match i {
+                Input::Bytes(remote, b) => {
+                    if self.writers.contains_key(&remote) {
+                        self.endpoint.handle_input(now, remote, &b);
+                    }
+                }
+                Input::Closed(remote) => {
+                    if self.writers.remove(&remote).is_some() {
+                        self.endpoint.remote_closed(remote);
+                    }
+                }
+                Input::Answer(h, id, answer) => {
+                    // The session may have closed meanwhile: nothing to answer.
+                    if let Some(info) = self.sessions.get_mut(&h) {
+                        info.in_flight = info.in_flight.saturating_sub(1);
+                        info.answers.push_back((id, answer));
+                        self.flush_answers(h);
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    /// Hands a session its queued answers while its send queue takes them.
+    fn flush_answers(&mut self, h: SessionHandle) {
+        let (Some(info), Some(s)) = (self.sessions.get_mut(&h), self.endpoint.session_mut(h)) else { return };
+        while let Some((id, answer)) = info.answers.front() {
+            let r = match answer {
+                Ok(r) => s.respond(*id, r.message_type, r.body.clone(), SendOptions::default()),
+                Err(r) => s.respond_error(*id, r.code, &r.reason),
+            };
+            if r == Err(SendError::WouldBlock) {
+                return;
+            }
+            // Sent, or refused for good (the request is gone): next.
+            info.answers.pop_front();
+        }
+    }
+
+    fn poll_udp(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(u) = &self.udp else { return false };
+        let mut progress = false;
+        for _ in 0..BUDGET {
+            match u.poll_recv_from(cx, &mut self.dgram) {
+                Poll::Ready(Ok((n, addr))) => {
+                    let remote = Remote { addr, kind: RemoteKind::Datagram };
+                    self.endpoint.handle_input(self.clock.now(), remote, &self.dgram[..n]);
+                }
+                // An ICMP error for an earlier datagram: nothing to do.
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => break,
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    fn poll_notify(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some((h, id))) = Pin::new(&mut self.notify).poll_next(cx) {
+            progress = true;
+            self.drain_publisher(h, id);
+        }
+        progress
+    }
+
+    /// Moves a publisher's queue into its session while the session takes it.
+    fn drain_publisher(&mut self, h: SessionHandle, id: SubscriptionId) {
+        let Some(p) = self.sessions.get(&h).and_then(|i| i.publishers.get(&id)).cloned() else { return };
+        let Some(session) = self.endpoint.session_mut(h) else { return };
+        let mut s = p.lock();
+        let mut took = false;
+        let mut gone = false;
+        while let Some(out) = s.queue.front() {
+            let r = match out {
+                Out::Accept => session.respond(MessageId(id.0), p.message_type, Bytes::new(), SendOptions::default()),
+                Out::Item { body, reliable } => {
+                    let options = SendOptions { reliable: *reliable, stream_data: true, ..SendOptions::default() };
+                    session.push(id, body.clone(), options)
+                }
+                Out::Refuse(code, reason) => {
+                    gone = true;
+                    session.respond_error(MessageId(id.0), *code, reason)
+                }
+                Out::End(code, reason) => {
+                    gone = true;
+                    session.end_subscription(id, *code, reason)
+                }
+            };
+            match r {
+                // The session's queue is full (`Writable` follows), or the
+                // subscriber's window (`SubscriptionWritable` follows).
+                Err(SendError::WouldBlock | SendError::SubscriptionFull(_)) => break,
+                Err(SendError::TooLarge { .. } | SendError::InvalidType(_)) => {
+                    // The handler's own mistake: this item cannot go.
+                    s.queue.pop_front();
+                }
+                Err(_) => {
+                    // The subscriber left or the session closes.
+                    s.queue.clear();
+                    gone = true;
+                    break;
+                }
+                Ok(_) => {
+                    s.queue.pop_front();
+                }
+            }
+            took = true;
+        }
+        let empty = s.queue.is_empty();
+        drop(s);
+        if took || empty {
+            p.drained(empty);
+        }
+        if gone {
+            p.close(PublisherClosed::Ended);
+            if let Some(info) = self.sessions.get_mut(&h) {
+                info.publishers.remove(&id);
+            }
+        }
+    }
+
+    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if let Some((addr, len)) = self.udp_unsent {
+                let Some(u) = &self.udp else { return progress };
+                match u.poll_send_to(cx, &self.out[..len], addr) {
+                    Poll::Pending => return progress,
+                    // A failed send is a lost datagram; the core repeats.
+                    Poll::Ready(_) => self.udp_unsent = None,
+                }
+            }
+            let Some((remote, len)) = self.endpoint.poll_transmit(self.clock.now(), &mut self.out) else {
+                return progress;
+            };
+            progress = true;
+            match remote.kind {
+                RemoteKind::Datagram => self.udp_unsent = Some((remote.addr, len)),
+                RemoteKind::Stream => {
+                    let full =
+                        self.writers.get_mut(&remote).is_some_and(|w| w.try_send(self.out[..len].to_vec()).is_err());
+                    if full {
+                        // Not reading (or gone): drop the connection.
+                        self.connections_dropped += 1;
+                        self.writers.remove(&remote);
+                        self.endpoint.remote_closed(remote);
+                    }
+                }
+            }
+        }
+    }
+
+    fn events(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(e) = self.endpoint.poll_event() {
+            progress = true;
+            match e {
+                EndpointEvent::NewSession(h, remote) => {
+                    let info = SessionInfo {
+                        addr: remote.addr,
+                        identity: None,
+                        in_flight: 0,
+                        publishers: HashMap::new(),
+                        answers: VecDeque::new(),
+                    };
+                    self.sessions.insert(h, info);
+                }
+                EndpointEvent::CloseRemote(remote) => {
+                    self.writers.remove(&remote);
+                    self.endpoint.remote_closed(remote);
+                }
+                EndpointEvent::Session(h, Event::Connected { peer, .. }) => {
+                    if let Some(i) = self.sessions.get_mut(&h) {
+                        i.identity = peer;
+                    }
+                }
+                EndpointEvent::Session(h, Event::Message(m)) => self.on_message(h, m),
+                EndpointEvent::Session(h, Event::SubscriptionWritable(id)) => self.drain_publisher(h, id),
+                EndpointEvent::Session(h, Event::Writable) => {
+                    self.flush_answers(h);
+                    let ids: Vec<SubscriptionId> =
+                        self.sessions.get(&h).map(|i| i.publishers.keys().copied().collect()).unwrap_or_default();
+                    for id in ids {
+                        self.drain_publisher(h, id);
+                    }
+                }
+                EndpointEvent::Session(h, Event::Closed(_)) => {
+                    if let Some(info) = self.sessions.remove(&h) {
+                        for p in info.publishers.values() {
+                            p.close(PublisherClosed::SessionClosed);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        progress
+    }
+
+    fn on_message(&mut self, h: SessionHandle, m: Message) {
+        let Some(info) = self.sessions.get_mut(&h) else { return };
+        let peer = Peer { session: h, addr: info.addr, identity: info.identity.clone() };
+        match m.kind {
+            MessageKind::Request | MessageKind::Message => {
+                let request = m.kind == MessageKind::Request;
+                let Some(handler) = self.router.routes.get(&m.message_type).cloned() else {
+                    if request {
+                        self.refuse(h, m.id, ErrorCode::UNKNOWN_TYPE, "no handler for this message type");
+                    }
+                    return;
+                };
+                if request && info.in_flight >= self.limits.max_in_flight {
+                    self.requests_refused += 1;
+                    return self.refuse(h, m.id, ErrorCode::REFUSED, "too many requests in flight");
+                }
+                let id = m.id;
+                let mut answers = self.inputs_tx.clone();
+                if request {
+                    info.in_flight += 1;
+                }
+                let task = handler(Request { peer, message: m });
+                self.rt.spawn(Box::pin(async move {
+                    let answer = task.await;
+                    if request {
+                        let _ = send_input(&mut answers, Input::Answer(h, id, answer)).await;
+                    }
+                }));
+            }
+            MessageKind::Subscribe => {
+                let Some(handler) = self.router.streams.get(&m.message_type).cloned() else {
+                    return self.refuse(h, m.id, ErrorCode::UNKNOWN_TYPE, "no publisher for this message type");
+                };
+                if self.shutdown.is_some() {
+                    return self.refuse(h, m.id, ErrorCode::REFUSED, "server shutting down");
+                }
+                let id = SubscriptionId(m.id.0);
+                let shared = PubShared::new(m.message_type, self.limits.publisher_depth);
+                info.publishers.insert(id, shared.clone());
+                let publisher = Publisher { shared, notify: self.notify_tx.clone(), session: h, id };
+                let task = handler(Request { peer, message: m }, publisher.clone());
+                self.rt.spawn(Box::pin(async move {
+                    let result = task.await;
+                    publisher.finish(result);
+                }));
+            }
+            MessageKind::Unsubscribe(id) => {
+                if let Some(p) = info.publishers.remove(&id) {
+                    p.close(PublisherClosed::Unsubscribed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn refuse(&mut self, h: SessionHandle, id: MessageId, code: ErrorCode, reason: &str) {
+        if let Some(info) = self.sessions.get_mut(&h) {
+            info.answers.push_back((id, Err(Rejection { code, reason: reason.to_string() })));
+            self.flush_answers(h);
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let core = self.endpoint.poll_timeout().map(|t| self.clock.deadline(t));
+        let deadline = [core, self.shutdown.as_ref().map(|s| s.deadline)].into_iter().flatten().min();
+        let Some(deadline) = deadline else { return false };
+        if deadline > Instant::now() {
+            if self.armed != Some(deadline) {
+                self.timer.reset(deadline);
+                self.armed = Some(deadline);
+            }
+            if self.timer.poll_expired(cx).is_pending() {
+                return false;
+            }
+        }
+        self.armed = None;
+        self.endpoint.handle_timeout(self.clock.now());
+        true
+    }
+
+    fn begin_shutdown(&mut self, grace: Duration, done: Option<oneshot::Sender<()>>) {
+        let deadline = Instant::now() + grace;
+        let s = self.shutdown.get_or_insert_with(|| Shutdown { deadline, done: Vec::new(), closing: false });
+        s.deadline = s.deadline.min(deadline);
+        s.done.extend(done);
+        self.endpoint.stop_accepting();
+        self.listeners.clear();
+        // Every subscription ends now; the publishers stop.
+        let subs: Vec<(SessionHandle, SubscriptionId, Arc<PubShared>)> =
+            self.sessions.iter_mut().flat_map(|(h, i)| i.publishers.drain().map(move |(id, p)| (*h, id, p))).collect();
+        for (h, id, p) in subs {
+            p.close(PublisherClosed::Shutdown);
+            if let Some(s) = self.endpoint.session_mut(h) {
+                let _ = s.end_subscription(id, ErrorCode(0), "server shutting down");
+            }
+        }
+    }
+
+    /// Moves a shutdown on; `true` once the driver is done.
+    fn shutdown_step(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(s) = &mut self.shutdown else { return false };
+        let now = Instant::now();
+        let late = now >= s.deadline;
+        let handling = self.sessions.values().any(|i| i.in_flight > 0);
+        if !s.closing && (!handling || late) {
+            s.closing = true;
+            let handles: Vec<SessionHandle> = self.endpoint.sessions().collect();
+            let t = self.clock.now();
+            for h in handles {
+                if let Some(session) = self.endpoint.session_mut(h) {
+                    if late {
+                        session.abort(t, CloseCode::NO_ERROR, "server shutting down");
+                    } else {
+                        session.close(t, CloseCode::NO_ERROR, "server shutting down");
+                    }
+                }
+            }
+            return false;
+        }
+        let done = if s.closing && late {
+            // Out of time: abort what is left, send the Disconnects, stop.
+            let handles: Vec<SessionHandle> = self.endpoint.sessions().collect();
+            let t = self.clock.now();
+            for h in handles {
+                if let Some(session) = self.endpoint.session_mut(h) {
+                    session.abort(t, CloseCode::NO_ERROR, "server shutting down");
+                }
+            }
+            self.flush(cx);
+            true
+        } else {
+            // Done once every session has ended and what they said went out.
+            s.closing && self.endpoint.session_count() == 0 && self.udp_unsent.is_none()
+        };
+        if done && let Some(s) = &mut self.shutdown {
+            for d in s.done.drain(..) {
+                let _ = d.send(());
+            }
+            self.writers.clear();
+        }
+        done
+    }
+}
+
+impl Future for ServerDriver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().poll_drive(cx)
+    }
+}
+
+/// Sends one input, waiting for room.
+async fn send_input(tx: &mut mpsc::Sender<Input>, input: Input) -> Result<(), mpsc::SendError> {
+    std::future::poll_fn(|cx| tx.poll_ready(cx)).await?;
+    tx.start_send(input)
+}
