@@ -4,6 +4,11 @@
 //! `xtmp-async-std`): what a client or server needs around the sans-IO
 //! core that does not depend on a runtime, written once.
 //!
+//! - [`Client`] and [`Server`]: the client and server drivers around the
+//!   core's session and endpoint, with the router, publishers,
+//!   subscriptions, reconnection, limits and graceful shutdown. They run
+//!   on any executor through [`Runtime`] (tasks, timers, sockets, name
+//!   lookup), which each runtime adapter implements once.
 //! - [`Endpoint`]: endpoint strings (`xtmp://`, `xtmp+udp://`,
 //!   `xtmp+ws://`, `xtmp+hybrid://`) parsed into a typed value, with
 //!   [`ENDPOINT_VAR`] (`BPCI_XTMP_ENDPOINT`) and its default.

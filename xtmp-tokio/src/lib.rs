@@ -1,13 +1,14 @@
 //! # xtmp-tokio
 //!
 //! The tokio adapter of XTMP: a [`Client`] and a [`Server`] over TCP and
-//! UDP. It moves bytes and time between tokio sockets and [`xtmp_core`]
-//! and holds no protocol logic of its own: the session (handshake,
+//! UDP. It holds no protocol logic and almost no logic at all: the client
+//! and server drivers are [`xtmp_adapter`]'s, written once for every
+//! runtime, and this crate gives them the tokio runtime ([`Tokio`]: tasks,
+//! timers, sockets, name lookup). The session itself (handshake,
 //! encryption, replay protection, acknowledgements, retransmission, key
-//! rotation, paths) is the core's [`Session`](xtmp_core::session::Session)
-//! on the client and the core's [`Endpoint`](xtmp_core::endpoint::Endpoint)
-//! on the server; a task per side feeds them input, timeouts and time, and
-//! writes out what they produce.
+//! rotation, paths, subscriptions) is the core's
+//! [`Session`](xtmp_core::session::Session) on the client and the core's
+//! [`Endpoint`](xtmp_core::endpoint::Endpoint) on the server.
 //!
 //! ```no_run
 //! # async fn demo(identity: std::sync::Arc<xtmp_core::handshake::IdentityKeypair>) -> Result<(), xtmp_tokio::Error> {
@@ -39,10 +40,21 @@
 //! `xtmp://localhost:7778`). The runtime-neutral parts live in
 //! [`xtmp_adapter`], shared with the async-std adapter.
 //!
+//! ## Server push
+//!
+//! [`Router::subscription`] runs a handler per subscription with a
+//! [`Publisher`]; [`Client::subscribe`](xtmp_adapter::Client::subscribe)
+//! returns a [`Subscription`], a `futures::Stream` of the items.
+//!
+//! ## Reconnection
+//!
+//! A client whose connection breaks reconnects as
+//! [`ClientSetup::reconnect`] says (exponential backoff with jitter,
+//! [`Backoff`]); [`ConnectionState`] shows where it stands.
+//!
 //! Still to come (issue 7): WebSocket and hybrid transports (parsed, but
-//! refused with [`Error::Unsupported`] for now), reconnection,
-//! subscriptions and publishers, server limits beyond the core's, stats,
-//! and the `xtmp` command.
+//! refused with [`Error::Unsupported`] for now), tracing and metrics,
+//! `SO_REUSEPORT` sharding, and the `xtmp` command.
 
 mod client;
 mod resolve;
