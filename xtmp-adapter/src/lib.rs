@@ -31,6 +31,7 @@
 //! ```
 
 pub mod backoff;
+mod bind;
 pub mod client;
 pub mod clock;
 pub mod endpoint;

@@ -79,3 +79,11 @@ pub async fn sleep_until(rt: &dyn Runtime, deadline: Instant) {
     timer.reset(deadline);
     std::future::poll_fn(|cx| timer.poll_expired(cx)).await;
 }
+
+/// The wildcard address of `peer`'s family, to bind a client's UDP socket
+/// that will talk to `peer`.
+pub fn wildcard_for(peer: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr =
+        if peer.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+    SocketAddr::new(ip, 0)
+}

@@ -162,10 +162,13 @@ pub enum EndpointEvent {
     NewSession(SessionHandle, Remote),
     /// An event of one session. After its `Closed` event the session is gone.
     Session(SessionHandle, Event),
-    /// Close this connection: its stream delivered a malformed frame (the
-    /// session reported [`Event::PathFailed`] for it and carries on over
-    /// its other paths). Nothing more is sent to it and bytes from it are
-    /// dropped; the peer sees the reset and reconnects.
+    /// Close this connection: its stream delivered a malformed frame (for
+    /// a session's path, the session reported [`Event::PathFailed`] for it
+    /// and carries on over its other paths), or it has not completed a
+    /// handshake or joined a session within
+    /// [`EndpointConfig::hello_timeout`] of its first byte (or of
+    /// [`Endpoint::stream_opened`]). Nothing more is sent to it and bytes
+    /// from it are dropped; the peer sees the reset and reconnects.
     CloseRemote(Remote),
 }
 
@@ -188,6 +191,9 @@ pub struct EndpointStats {
     /// New remotes (a rebinding, a reconnection) accepted as paths of a
     /// known session after a frame from them authenticated.
     pub migrations: u64,
+    /// Stream connections closed before joining a session: a malformed
+    /// frame, or no handshake within the hello timeout.
+    pub streams_reset: u64,
 }
 
 struct Entry {
@@ -226,6 +232,9 @@ pub struct Endpoint {
     by_hello: BTreeMap<u64, u64>,
     hellos: BTreeMap<(Remote, u64), PartialHello>,
     deframers: BTreeMap<Remote, Deframer>,
+    /// Stream remotes not (yet) routed to a session, and when they were
+    /// first seen: reset at [`EndpointConfig::hello_timeout`].
+    unrouted_streams: BTreeMap<Remote, Instant>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
     /// The endpoint's own events (new sessions, connections to reset).
     events: VecDeque<EndpointEvent>,
@@ -277,6 +286,7 @@ impl Endpoint {
             by_hello: BTreeMap::new(),
             hellos: BTreeMap::new(),
             deframers: BTreeMap::new(),
+            unrouted_streams: BTreeMap::new(),
             stateless: VecDeque::new(),
             events: VecDeque::new(),
             ready: BTreeSet::new(),
@@ -380,6 +390,7 @@ impl Endpoint {
                 }
             }
             RemoteKind::Stream => {
+                self.unrouted_streams.entry(remote).or_insert(now);
                 let max = self.config.server.params.max_frame_payload;
                 let mut d = self.deframers.remove(&remote).unwrap_or_else(|| Deframer::new(max));
                 let mut input = data;
@@ -392,11 +403,15 @@ impl Endpoint {
                         }
                         Ok(None) => break,
                         Err(_) => {
+                            // SPEC.md 1.7: the next frame boundary is lost.
                             self.stats.dropped += 1;
-                            return;
+                            return self.reset_stream(remote);
                         }
                     };
-                    let Ok((frame, _)) = Frame::decode(&raw, max) else { continue };
+                    let Ok((frame, _)) = Frame::decode(&raw, max) else {
+                        self.stats.dropped += 1;
+                        return self.reset_stream(remote);
+                    };
                     if let Some(sid) = self.migration_target(&frame) {
                         // A known client's new connection: once its first
                         // frame authenticates, the rest of the stream is
@@ -424,6 +439,7 @@ impl Endpoint {
     /// The adapter lost a stream connection (or forgets a datagram flow).
     pub fn remote_closed(&mut self, remote: Remote) {
         self.deframers.remove(&remote);
+        self.unrouted_streams.remove(&remote);
         self.hellos.retain(|(r, _), _| *r != remote);
         if let Some(sid) = self.routes.remove(&remote)
             && let Some(e) = self.sessions.get_mut(&sid)
@@ -432,6 +448,29 @@ impl Endpoint {
             e.session.path_closed(PathId(i as u32));
             self.collect(sid);
         }
+    }
+
+    /// A stream connection was accepted (before any byte arrived on it): if
+    /// it has not joined a session within [`EndpointConfig::hello_timeout`]
+    /// the endpoint asks for it to be closed ([`EndpointEvent::CloseRemote`]),
+    /// so a peer that connects and stays silent, or sends half a frame,
+    /// does not hold a connection for ever. (A remote first seen by
+    /// [`Endpoint::handle_input`] is timed from then.)
+    pub fn stream_opened(&mut self, now: Instant, remote: Remote) {
+        self.now = self.now.max(now);
+        if remote.kind == RemoteKind::Stream && !self.routes.contains_key(&remote) {
+            self.unrouted_streams.entry(remote).or_insert(self.now);
+        }
+    }
+
+    /// Forgets an unrouted stream remote and asks for its connection to be
+    /// closed.
+    fn reset_stream(&mut self, remote: Remote) {
+        self.deframers.remove(&remote);
+        self.unrouted_streams.remove(&remote);
+        self.hellos.retain(|(r, _), _| *r != remote);
+        self.stats.streams_reset += 1;
+        self.events.push_back(EndpointEvent::CloseRemote(remote));
     }
 
     /// The established session an encrypted frame from an unknown remote
@@ -465,6 +504,7 @@ impl Endpoint {
                 }
                 e.paths[i] = remote;
                 self.routes.insert(remote, sid);
+                self.unrouted_streams.remove(&remote);
                 self.deframers.remove(&remote);
                 self.stats.migrations += 1;
             }
@@ -601,6 +641,7 @@ impl Endpoint {
         }
         self.stats.sessions_created += 1;
         self.routes.insert(remote, sid);
+        self.unrouted_streams.remove(&remote);
         self.by_hello.insert(client_sid, sid);
         self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: client_sid, held: 0 });
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
@@ -778,8 +819,9 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sessions = self.sessions.values().filter_map(|e| e.session.poll_timeout());
         let hellos = self.hellos.values().map(|h| h.first + self.config.hello_timeout);
+        let streams = self.unrouted_streams.values().map(|t| *t + self.config.hello_timeout);
         let stateless = (!self.stateless.is_empty()).then_some(self.now);
-        sessions.chain(hellos).chain(stateless).min()
+        sessions.chain(hellos).chain(streams).chain(stateless).min()
     }
 
     /// Handles every deadline that passed by `now`.
@@ -788,6 +830,16 @@ impl Endpoint {
         let now = self.now;
         let timeout = self.config.hello_timeout;
         self.hellos.retain(|_, h| now < h.first + timeout);
+        let expired: Vec<Remote> =
+            self.unrouted_streams.iter().filter(|(_, t)| now >= **t + timeout).map(|(r, _)| *r).collect();
+        for remote in expired {
+            if self.routes.contains_key(&remote) {
+                // It joined a session (a handshake, a reconnection).
+                self.unrouted_streams.remove(&remote);
+            } else {
+                self.reset_stream(remote);
+            }
+        }
         let due: Vec<u64> = self
             .sessions
             .iter()

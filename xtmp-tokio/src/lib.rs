@@ -56,15 +56,13 @@
 //! refused with [`Error::Unsupported`] for now), tracing and metrics,
 //! `SO_REUSEPORT` sharding, and the `xtmp` command.
 
-mod client;
 mod resolve;
 mod runtime;
-mod server;
 
-pub use client::Client;
 pub use resolve::TokioResolver;
 pub use runtime::Tokio;
-pub use server::Server;
+
+xtmp_adapter::bind_runtime!(runtime = crate::Tokio::shared(), name = "tokio");
 pub use xtmp_adapter::{
     self, Backoff, ClientSetup, ClientStats, ConnectionState, Endpoint, Error, Peer, Publisher, PublisherClosed,
     Registry, Rejection, Reply, Request, Router, ServerLimits, ServerSetup, ServerStats, Subscription, SubscriptionEnd,

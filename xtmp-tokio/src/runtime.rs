@@ -10,45 +10,69 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::runtime::Handle;
+use xtmp_adapter::runtime::wildcard_for;
 use xtmp_adapter::{BoxFuture, DatagramSocket, Link, Listener, Resolver, Runtime, Timer};
 use xtmp_core::session::PathKind;
 
 use crate::TokioResolver;
 
-/// The tokio runtime. Its methods must be called from within a tokio
-/// runtime (as every `xtmp-tokio` entry point is).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tokio;
+/// A tokio runtime, as the shared drivers take it. It holds the runtime's
+/// [`Handle`], so that clients and servers on it may be driven from any
+/// thread (another runtime's included): tasks, timers and sockets are
+/// created on that runtime.
+#[derive(Clone, Debug)]
+pub struct Tokio {
+    handle: Handle,
+}
 
 impl Tokio {
-    /// The runtime as the shared drivers take it.
+    /// The runtime this is called from.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does); use
+    /// [`Tokio::with_handle`] there.
+    pub fn current() -> Tokio {
+        Tokio { handle: Handle::current() }
+    }
+
+    /// The runtime of `handle`.
+    pub fn with_handle(handle: Handle) -> Tokio {
+        Tokio { handle }
+    }
+
+    /// The runtime this is called from, as the shared drivers take it
+    /// (panics outside a tokio runtime, as [`Tokio::current`]).
     pub fn shared() -> Arc<dyn Runtime> {
-        Arc::new(Tokio)
+        Arc::new(Tokio::current())
     }
 }
 
 impl Runtime for Tokio {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
-        tokio::spawn(task);
+        self.handle.spawn(task);
     }
 
     fn timer(&self) -> Box<dyn Timer> {
-        Box::new(TokioTimer { sleep: None })
+        Box::new(TokioTimer { handle: self.handle.clone(), sleep: None })
     }
 
     fn dial(&self, addr: SocketAddr, kind: PathKind) -> BoxFuture<'static, io::Result<Box<dyn Link>>> {
+        let handle = self.handle.clone();
         Box::pin(async move {
             let link: Box<dyn Link> = match kind {
                 PathKind::Stream => {
-                    let s = TcpStream::connect(addr).await?;
+                    let s = handle.spawn(TcpStream::connect(addr)).await.map_err(io::Error::other)??;
                     s.set_nodelay(true)?;
                     Box::new(TcpLink(s))
                 }
                 PathKind::Datagram => {
-                    let local = SocketAddr::new(unspecified(addr), 0);
-                    let s = UdpSocket::bind(local).await?;
-                    s.connect(addr).await?;
-                    Box::new(UdpLink(s))
+                    let s = std::net::UdpSocket::bind(wildcard_for(addr))?;
+                    s.connect(addr)?;
+                    s.set_nonblocking(true)?;
+                    let _on = handle.enter();
+                    Box::new(UdpLink(UdpSocket::from_std(s)?))
                 }
             };
             Ok(link)
@@ -56,23 +80,32 @@ impl Runtime for Tokio {
     }
 
     fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move { Ok(Box::new(TcpListen(TcpListener::bind(addr).await?)) as Box<dyn Listener>) })
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            let _on = handle.enter();
+            Ok(Box::new(TcpListen(TcpListener::from_std(l)?)) as Box<dyn Listener>)
+        })
     }
 
     fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn DatagramSocket>>> {
-        Box::pin(async move { Ok(Box::new(UdpServer(UdpSocket::bind(addr).await?)) as Box<dyn DatagramSocket>) })
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            let s = std::net::UdpSocket::bind(addr)?;
+            s.set_nonblocking(true)?;
+            let _on = handle.enter();
+            Ok(Box::new(UdpServer(UdpSocket::from_std(s)?)) as Box<dyn DatagramSocket>)
+        })
     }
 
     fn resolver(&self) -> Arc<dyn Resolver> {
-        Arc::new(TokioResolver)
+        Arc::new(TokioResolver::with_handle(self.handle.clone()))
     }
 }
 
-fn unspecified(peer: SocketAddr) -> std::net::IpAddr {
-    if peer.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() }
-}
-
 struct TokioTimer {
+    handle: Handle,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -81,7 +114,10 @@ impl Timer for TokioTimer {
         let at = tokio::time::Instant::from_std(deadline);
         match &mut self.sleep {
             Some(s) => s.as_mut().reset(at),
-            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            None => {
+                let _on = self.handle.enter();
+                self.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
         }
     }
 

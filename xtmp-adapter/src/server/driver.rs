@@ -188,6 +188,9 @@ impl ServerDriver {
                 let remote = Remote { addr, kind: RemoteKind::Stream };
                 let (wtx, wrx) = mpsc::channel(self.limits.write_queue);
                 self.writers.insert(remote, wtx);
+                // Closed by the endpoint if it has not joined a session
+                // within the hello timeout (a silent or half-sent peer).
+                self.endpoint.stream_opened(self.clock.now(), remote);
                 let conn = Conn {
                     link,
                     remote,

@@ -1,0 +1,94 @@
+//! Stream connections that never join a session: garbage, half a frame,
+//! silence. Each is closed (SPEC.md 1.7 and 5.x), alone; the established
+//! session beside it carries on.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Setup, established};
+use xtmp_core::endpoint::{EndpointEvent, Remote, RemoteKind};
+use xtmp_core::session::{Event, PathKind, SendOptions};
+use xtmp_core::time::Instant;
+use xtmp_core::wire::MessageType;
+
+fn stranger(port: u16) -> Remote {
+    Remote { addr: format!("198.51.100.9:{port}").parse().unwrap(), kind: RemoteKind::Stream }
+}
+
+/// The remotes the endpoint asked to close, leaving other events alone.
+fn closes(p: &mut common::Pair) -> Vec<Remote> {
+    let mut out = Vec::new();
+    while let Some(e) = p.server.poll_event() {
+        match e {
+            EndpointEvent::CloseRemote(r) => out.push(r),
+            EndpointEvent::Session(_, e) => p.server_events.push(e),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The established client can still talk to the server.
+fn still_works(p: &mut common::Pair) {
+    let body = Bytes::from_static(b"still here");
+    p.client.send(MessageType::REGISTRY_QUERY, body.clone(), SendOptions::default()).unwrap();
+    p.drive(1_000, |p| p.server_events.iter().any(|e| matches!(e, Event::Message(m) if m.body == body)));
+}
+
+#[test]
+fn garbage_on_a_new_stream_closes_that_stream_only() {
+    let mut p = established(PathKind::Stream);
+    let bad = stranger(1);
+    p.server.handle_input(p.now, bad, &[0x5a; 200]);
+    assert_eq!(closes(&mut p), [bad], "the garbage connection is closed at once");
+    assert_eq!(p.server.stats().streams_reset, 1);
+    // More bytes from it (in flight before the reset) change nothing.
+    p.server.handle_input(p.now, bad, &[0x5a; 200]);
+    assert_eq!(closes(&mut p), [bad]);
+    p.server.remote_closed(bad);
+    still_works(&mut p);
+}
+
+#[test]
+fn a_stream_that_stalls_mid_frame_is_closed_at_the_hello_timeout() {
+    let mut p = established(PathKind::Stream);
+    let timeout = Duration::from_secs(5); // EndpointConfig::default().hello_timeout
+    let slow = stranger(2);
+    let silent = stranger(3);
+    let start = p.now;
+    // Ten bytes of a header, then nothing; and a connection that says nothing.
+    p.server.handle_input(start, slow, &[0u8; 10]);
+    p.server.stream_opened(start, silent);
+    assert!(closes(&mut p).is_empty());
+    assert!(p.server.poll_timeout().is_some_and(|t| t <= start + timeout));
+    // Just before the timeout: still open.
+    let before = Instant::from_nanos((start + timeout).as_nanos() - 1);
+    p.server.handle_timeout(before);
+    assert!(closes(&mut p).is_empty());
+    p.server.handle_timeout(start + timeout);
+    let mut closed = closes(&mut p);
+    closed.sort();
+    let mut expected = vec![slow, silent];
+    expected.sort();
+    assert_eq!(closed, expected);
+    assert_eq!(p.server.stats().streams_reset, 2);
+    // The established session, older than the timeout, was not touched.
+    p.now = start + timeout;
+    still_works(&mut p);
+}
+
+#[test]
+fn a_stream_that_completes_its_handshake_is_not_reset() {
+    // The pair's own connection is opened, then handshakes; after the
+    // hello timeout (and within the idle timeout) it is still the session's.
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.server.stream_opened(p.now, p.remote);
+    p.connect();
+    p.now += Duration::from_secs(6);
+    p.server.handle_timeout(p.now);
+    assert!(!closes(&mut p).contains(&p.remote));
+    assert_eq!(p.server.stats().streams_reset, 0);
+    still_works(&mut p);
+}
