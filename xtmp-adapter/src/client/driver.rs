@@ -551,6 +551,12 @@ impl Driver {
         while !self.dead
             && let Some(e) = self.session.poll_event()
         {
+            if !progress {
+                // Before any answer or item reaches the application, so
+                // that `stats()` read after it counts what brought it.
+                let stats = self.session.stats();
+                self.shared.update_stats(|s| s.session = stats);
+            }
             progress = true;
             match e {
                 Event::Connected { peer, .. } => self.on_connected(peer),

@@ -52,7 +52,10 @@ pub struct ClientSetup {
     /// How long [`Client::request`] waits for an answer (default 30 s).
     pub request_timeout: Duration,
     /// Requests and acknowledged sends waiting for their answer at once;
-    /// more wait for a slot (default 1,024).
+    /// more wait for a slot. Default 256: the server's default
+    /// [`ServerLimits::max_in_flight`](crate::ServerLimits::max_in_flight),
+    /// so that a client with the defaults is never refused for load by a
+    /// server with the defaults.
     pub max_in_flight: usize,
     /// How a lost connection is re-established; `None`: it is not, and
     /// the client closes with the session.
@@ -89,7 +92,7 @@ impl ClientSetup {
             registry: None,
             resolver: None,
             request_timeout: Duration::from_secs(30),
-            max_in_flight: 1024,
+            max_in_flight: 256,
             reconnect: Some(Backoff::default()),
             close_grace: Duration::from_secs(5),
         }

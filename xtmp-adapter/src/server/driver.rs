@@ -323,11 +323,7 @@ impl ServerDriver {
             }
             took = true;
         }
-        let empty = s.queue.is_empty();
-        drop(s);
-        if took || empty {
-            p.drained(empty);
-        }
+        p.drained(s, took);
         if gone {
             p.close(PublisherClosed::Ended);
             if let Some(info) = self.sessions.get_mut(&h) {

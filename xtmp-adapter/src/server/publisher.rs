@@ -79,15 +79,22 @@ impl PubShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The driver took items: wake the pushers waiting for room.
-    pub(crate) fn drained(&self, empty: bool) {
+    /// The driver took what it could from the queue (`took`: something):
+    /// the publisher may push again. Called with the lock the driver
+    /// drained under, so that a push between the drain and this call
+    /// cannot find the queue marked as notified while no notification is
+    /// pending (the publisher would fill the queue and wait for ever).
+    pub(crate) fn drained(&self, mut s: MutexGuard<'_, State>, took: bool) {
+        let empty = s.queue.is_empty();
         if empty {
-            self.lock().notified = false;
+            s.notified = false;
         }
-        self.room.notify(usize::MAX);
+        drop(s);
+        if took || empty {
+            self.room.notify(usize::MAX);
+        }
     }
 
-    /// No more pushes: tell every waiter.
     pub(crate) fn close(&self, why: PublisherClosed) {
         let mut s = self.lock();
         if s.closed.is_none() {

@@ -1,0 +1,102 @@
+//! A TCP proxy on any [`Runtime`], which the test can cut: every
+//! connection open at the time is dropped on both sides, as when a
+//! middlebox or the server drops it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::channel::oneshot;
+use futures::future::select;
+use xtmp_adapter::{Link, Runtime};
+use xtmp_core::session::PathKind;
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// One sender per open connection: dropping it ends the connection.
+    open: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+}
+
+impl Proxy {
+    /// Forwards every connection to `addr` to `target`, on `rt`.
+    pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<Proxy> {
+        let mut listener = rt.listen(crate::harness::any_port()).await?;
+        let addr = listener.local_addr()?;
+        let open: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+        let conns = open.clone();
+        let spawner = rt.clone();
+        rt.spawn(Box::pin(async move {
+            while let Ok((inbound, _)) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await {
+                let (tx, cut) = oneshot::channel::<()>();
+                conns.lock().expect("not poisoned").push(tx);
+                let dial = spawner.dial(target, PathKind::Stream);
+                spawner.spawn(Box::pin(async move {
+                    let Ok(outbound) = dial.await else { return };
+                    let mut pipe = Pipe { a: inbound, b: outbound, ab: Buf::default(), ba: Buf::default() };
+                    let copy = std::future::poll_fn(move |cx| pipe.poll(cx));
+                    let _ = select(Box::pin(copy), cut).await;
+                }));
+            }
+        }));
+        Ok(Proxy { addr, open })
+    }
+
+    /// Cuts every connection open now; later ones go through.
+    pub fn cut(&self) {
+        self.open.lock().expect("not poisoned").clear();
+    }
+}
+
+#[derive(Default)]
+struct Buf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+/// Copies both ways; ready when either side ends or fails.
+struct Pipe {
+    a: Box<dyn Link>,
+    b: Box<dyn Link>,
+    ab: Buf,
+    ba: Buf,
+}
+
+impl Pipe {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let forward = copy(cx, &mut *self.a, &mut *self.b, &mut self.ab);
+        let back = copy(cx, &mut *self.b, &mut *self.a, &mut self.ba);
+        if forward.is_ready() || back.is_ready() { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+/// Moves bytes from `from` to `to` until one of them would block (pending)
+/// or ends (ready).
+fn copy(cx: &mut Context<'_>, from: &mut dyn Link, to: &mut dyn Link, buf: &mut Buf) -> Poll<()> {
+    loop {
+        if buf.pos < buf.data.len() {
+            match to.poll_send(cx, &buf.data[buf.pos..]) {
+                Poll::Ready(Ok(n)) if n > 0 => buf.pos += n,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+            continue;
+        }
+        buf.data.resize(16 * 1024, 0);
+        match from.poll_recv(cx, &mut buf.data) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                buf.data.truncate(n);
+                buf.pos = 0;
+            }
+            Poll::Ready(_) => return Poll::Ready(()),
+            Poll::Pending => {
+                buf.data.clear();
+                buf.pos = 0;
+                return Poll::Pending;
+            }
+        }
+    }
+}

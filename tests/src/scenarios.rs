@@ -1,0 +1,519 @@
+//! The conformance scenarios, each written once against the
+//! runtime-neutral client and server ([`xtmp_adapter`]); [`Pair`] says on
+//! which runtimes they run.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use xtmp_adapter::{
+    Backoff, Client, ClientSetup, ConnectionState, Error, Link, PublisherClosed, Rejection, Reply, Router, ServerSetup,
+    SubscriptionEnd, Transport,
+};
+use xtmp_core::crypto::RustCrypto;
+use xtmp_core::handshake::IdentityKeypair;
+use xtmp_core::session::{CloseReason, ErrorCode, PathKind};
+use xtmp_core::wire::{HEADER_LEN, MAGIC, MessageType, VERSION, offset};
+
+use crate::harness::{Pair, yield_now};
+use crate::proxy::Proxy;
+
+/// The transports every scenario runs over (WebSocket and hybrid join
+/// when the adapters carry them).
+pub const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
+
+/// Answers `REGISTRY_QUERY` with "answer to " and the body; refuses
+/// `WALLET_AUTH`.
+fn echo() -> Router {
+    Router::new()
+        .route(MessageType::REGISTRY_QUERY, |req| async move {
+            let mut body = b"answer to ".to_vec();
+            body.extend_from_slice(&req.message.body);
+            Ok(Reply::new(MessageType::REGISTRY_QUERY, body))
+        })
+        .route(MessageType::WALLET_AUTH, |_| async move { Err(Rejection::refused("wallet locked")) })
+}
+
+async fn ask(client: &Client, body: &[u8]) {
+    let answer = client.request(MessageType::REGISTRY_QUERY, Bytes::copy_from_slice(body)).await.expect("an answer");
+    assert_eq!(answer.message_type, MessageType::REGISTRY_QUERY);
+    assert_eq!(&answer.body[..10], b"answer to ");
+    assert_eq!(&answer.body[10..], body, "an answer to another request");
+}
+
+/// Counts what a handler saw, by body, and wakes whoever waits for a total.
+#[derive(Clone)]
+struct Tally {
+    seen: Arc<Mutex<HashMap<Bytes, usize>>>,
+    tick: mpsc::UnboundedSender<()>,
+}
+
+impl Tally {
+    fn new() -> (Tally, mpsc::UnboundedReceiver<()>) {
+        let (tick, ticks) = mpsc::unbounded();
+        (Tally { seen: Arc::default(), tick }, ticks)
+    }
+
+    fn record(&self, body: Bytes) {
+        *self.seen.lock().expect("not poisoned").entry(body).or_default() += 1;
+        let _ = self.tick.unbounded_send(());
+    }
+
+    /// Waits until `n` distinct bodies were seen; returns the counts.
+    async fn until(&self, ticks: &mut mpsc::UnboundedReceiver<()>, n: usize) -> HashMap<Bytes, usize> {
+        loop {
+            {
+                let seen = self.seen.lock().expect("not poisoned");
+                if seen.len() >= n {
+                    return seen.clone();
+                }
+            }
+            ticks.next().await.expect("the tally is alive");
+        }
+    }
+}
+
+fn short_handshake(mut setup: ClientSetup) -> ClientSetup {
+    let mut session = (*setup.session).clone();
+    session.handshake_timeout = Duration::from_secs(2);
+    setup.session = Arc::new(session);
+    setup
+}
+
+/// Handshake on every transport: the client connects, is answered, and
+/// closes; a client that pins another identity is refused.
+pub async fn handshake(pair: Pair) {
+    static OTHER: OnceLock<Arc<IdentityKeypair>> = OnceLock::new();
+    let other = OTHER.get_or_init(|| {
+        Arc::new(IdentityKeypair::generate(&RustCrypto, &mut ChaCha20Rng::from_seed([43; 32])).expect("keypair"))
+    });
+    for t in TRANSPORTS {
+        let server = pair.serve(t, echo()).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        assert_eq!(client.state(), ConnectionState::Connected, "{t:?}");
+        ask(&client, b"hello").await;
+        let stats = client.stats();
+        assert!(stats.session.rtt.is_some(), "{t:?}: no RTT sample after a request: {stats:?}");
+        let s = server.stats().await;
+        assert_eq!((s.endpoint.sessions_created, s.sessions), (1, 1), "{t:?}: {s:?}");
+        let closed = client.close().await;
+        assert!(matches!(closed, CloseReason::Local { .. }), "{t:?}: {closed}");
+
+        let wrong = ClientSetup::pinned(other.public().clone());
+        match xtmp_adapter::Client::connect(pair.client.clone(), server.local_addr(), t, short_handshake(wrong)).await {
+            Err(Error::Closed(CloseReason::HandshakeTimeout | CloseReason::HandshakeFailed(_))) => {}
+            other => panic!("{t:?}: a server with another identity was accepted: {other:?}"),
+        }
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+/// Many tasks share one client; each answer goes to its own request;
+/// refusals and unknown types are typed errors and the session survives.
+pub async fn requests_under_concurrency(pair: Pair) {
+    for t in TRANSPORTS {
+        let server = pair.serve(t, echo()).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        let tasks: Vec<_> = (0..300u32)
+            .map(|i| {
+                let c = client.clone();
+                pair.spawn(async move {
+                    // Some large enough to be fragmented on UDP.
+                    let len = if i % 25 == 0 { 5_000 } else { 16 };
+                    let body: Vec<u8> = format!("{i:08}").into_bytes().into_iter().cycle().take(len).collect();
+                    ask(&c, &body).await;
+                })
+            })
+            .collect();
+        join_all(tasks).await;
+        match client.request(MessageType::WALLET_AUTH, Bytes::from_static(b"w1")).await {
+            Err(Error::Remote { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "wallet locked"), "{t:?}");
+            }
+            other => panic!("{t:?}: expected a refusal, got {other:?}"),
+        }
+        match client.request(MessageType::BUNDLE_SYNC, Bytes::new()).await {
+            Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::UNKNOWN_TYPE, "{t:?}"),
+            other => panic!("{t:?}: expected UNKNOWN_TYPE, got {other:?}"),
+        }
+        ask(&client, b"still there").await;
+    }
+}
+
+fn recording(tally: Tally) -> Router {
+    echo().route(MessageType::WALLET_REGISTER, move |r| {
+        let tally = tally.clone();
+        async move {
+            tally.record(r.message.body);
+            Ok(Reply::new(MessageType::WALLET_REGISTER, Bytes::new()))
+        }
+    })
+}
+
+/// Acknowledged sends resolve once the server has the message; each is
+/// handled exactly once.
+pub async fn acknowledged_sends(pair: Pair) {
+    const N: usize = 400;
+    for t in TRANSPORTS {
+        let (tally, mut ticks) = Tally::new();
+        let server = pair.serve(t, recording(tally.clone())).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        let sends: Vec<_> = (0..N)
+            .map(|i| {
+                let c = client.clone();
+                pair.spawn(
+                    async move { c.send(MessageType::WALLET_REGISTER, Bytes::from(format!("wallet {i:04}"))).await },
+                )
+            })
+            .collect();
+        for r in join_all(sends).await {
+            r.unwrap_or_else(|e| panic!("{t:?}: an acknowledged send failed: {e}"));
+        }
+        let seen = tally.until(&mut ticks, N).await;
+        assert_eq!(seen.len(), N, "{t:?}");
+        assert!(seen.values().all(|&n| n == 1), "{t:?}: a message was handled twice");
+    }
+}
+
+/// Publishes `n` numbered reliable items (the filter says how many), then
+/// ends the stream; refuses a filter of zero. `EVENT_STREAM` pushes one
+/// item and reports how its publisher was closed.
+fn publishing(closed: mpsc::UnboundedSender<PublisherClosed>) -> Router {
+    Router::new()
+        .subscription(MessageType::LIVE_UPDATES, |req, publisher| async move {
+            let n = u32::from_be_bytes(req.message.body[..4].try_into().map_err(|_| Rejection::refused("bad filter"))?);
+            if n == 0 {
+                return Err(Rejection::refused("nothing to count"));
+            }
+            for i in 0..n {
+                publisher
+                    .push(Bytes::from(i.to_be_bytes().to_vec()))
+                    .await
+                    .map_err(|e| Rejection::refused(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .subscription(MessageType::EVENT_STREAM, move |_, publisher| {
+            let closed = closed.clone();
+            async move {
+                publisher.push(Bytes::from_static(b"first")).await.map_err(|e| Rejection::refused(e.to_string()))?;
+                let _ = closed.unbounded_send(publisher.closed().await);
+                Ok(())
+            }
+        })
+}
+
+/// Server push: every reliable item in order and then the end; a refused
+/// subscription and an unknown type are typed errors; dropping a
+/// subscription closes its publisher.
+pub async fn subscriptions(pair: Pair) {
+    for t in TRANSPORTS {
+        let (closed_tx, mut closed) = mpsc::unbounded();
+        let server = pair.serve(t, publishing(closed_tx)).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        let n = 1_000u32;
+        let mut sub = client.subscribe(MessageType::LIVE_UPDATES, Bytes::from(n.to_be_bytes().to_vec())).await.unwrap();
+        let mut next = 0u32;
+        while let Some(item) = sub.next().await {
+            assert_eq!(item.message_type, MessageType::LIVE_UPDATES);
+            assert_eq!(u32::from_be_bytes(item.body[..].try_into().unwrap()), next, "{t:?}: out of order");
+            next += 1;
+        }
+        assert_eq!(next, n, "{t:?}");
+        assert!(matches!(sub.end(), Some(SubscriptionEnd::Ended { code: ErrorCode(0), .. })), "{:?}", sub.end());
+        match client.subscribe(MessageType::LIVE_UPDATES, Bytes::from(0u32.to_be_bytes().to_vec())).await {
+            Err(Error::Remote { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "nothing to count"), "{t:?}");
+            }
+            other => panic!("{t:?}: expected a refusal, got {other:?}"),
+        }
+        match client.subscribe(MessageType::METRICS_STREAM, Bytes::new()).await {
+            Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::UNKNOWN_TYPE, "{t:?}"),
+            other => panic!("{t:?}: expected UNKNOWN_TYPE, got {other:?}"),
+        }
+        let mut sub = client.subscribe(MessageType::EVENT_STREAM, Bytes::new()).await.unwrap();
+        assert_eq!(&sub.next().await.expect("an item").body[..], b"first");
+        drop(sub);
+        assert_eq!(closed.next().await, Some(PublisherClosed::Unsubscribed), "{t:?}");
+    }
+}
+
+/// A TCP connection cut mid-stream: the client reconnects to the same
+/// session, and every acknowledged send is handled exactly once.
+pub async fn reconnection(pair: Pair) {
+    const N: usize = 400;
+    let (tally, mut ticks) = Tally::new();
+    let server = pair.serve(Transport::Tcp, recording(tally.clone())).await;
+    let proxy = Proxy::start(pair.client.clone(), server.local_addr()).await.expect("proxy");
+    let backoff = Backoff { initial: Duration::from_millis(20), ..Backoff::default() };
+    let setup = ClientSetup { reconnect: Some(backoff), ..pair.setup() };
+    let client = pair.connect(proxy.addr, Transport::Tcp, setup).await;
+    let send = |i: usize| {
+        let c = client.clone();
+        pair.spawn(async move { c.send(MessageType::WALLET_REGISTER, Bytes::from(format!("wallet {i:04}"))).await })
+    };
+    for r in join_all((0..N / 2).map(send)).await {
+        r.expect("acknowledged before the cut");
+    }
+    let mut changed = Box::pin(client.state_changed());
+    assert!(futures::poll!(&mut changed).is_pending(), "the state changed with nothing happening");
+    proxy.cut();
+    // The other half while the connection is being lost and redialed.
+    let second: Vec<_> = (N / 2..N).map(send).collect();
+    assert!(matches!(changed.await, ConnectionState::Reconnecting { .. }));
+    for r in join_all(second).await {
+        r.expect("acknowledged after the reconnection");
+    }
+    let seen = tally.until(&mut ticks, N).await;
+    assert_eq!(seen.len(), N, "every message arrived");
+    assert!(seen.values().all(|&n| n == 1), "a message was applied twice");
+    assert_eq!(client.state(), ConnectionState::Connected);
+    let stats = client.stats();
+    assert!(stats.paths_redialed >= 1, "{stats:?}");
+    assert_eq!(stats.sessions, 1, "the session was resumed, not replaced: {stats:?}");
+    ask(&client, b"after").await;
+}
+
+/// Shutdown under load: new connections are refused, the requests being
+/// handled are answered, then the client is told why the session ended.
+pub async fn graceful_shutdown(pair: Pair) {
+    const IN_FLIGHT: usize = 20;
+    let (started_tx, mut started) = mpsc::unbounded::<()>();
+    let (open, gate) = oneshot::channel::<()>();
+    let gate = gate.shared();
+    let router = Router::new().route(MessageType::BUNDLE_SUBMIT, move |r| {
+        let (started, gate) = (started_tx.clone(), gate.clone());
+        async move {
+            let _ = started.unbounded_send(());
+            let _ = gate.await;
+            Ok(Reply::new(MessageType::BUNDLE_SUBMIT, r.message.body))
+        }
+    });
+    let server = pair.serve(Transport::Tcp, router).await;
+    let addr = server.local_addr();
+    let client = pair.connect(addr, Transport::Tcp, ClientSetup { reconnect: None, ..pair.setup() }).await;
+    let mut requests: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let c = client.clone();
+            Box::pin(pair.spawn(async move { c.request(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![i as u8])).await }))
+        })
+        .collect();
+    for _ in 0..IN_FLIGHT {
+        started.next().await.expect("a handler started");
+    }
+    let mut shutdown = Box::pin(pair.spawn(server.shutdown(Duration::from_secs(20))));
+    // New connections are refused (the listener is gone) while the
+    // requests in flight are still being handled.
+    let refused = loop {
+        match pair.client.dial(addr, PathKind::Stream).await {
+            Ok(_) => yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(refused.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset), "{refused}");
+    for r in &mut requests {
+        assert!(futures::poll!(r).is_pending(), "answered before its handler finished");
+    }
+    assert!(futures::poll!(&mut shutdown).is_pending(), "shutdown did not wait for the handlers");
+    open.send(()).expect("handlers wait");
+    for (i, r) in join_all(requests).await.into_iter().enumerate() {
+        assert_eq!(&r.expect("answered during shutdown").body[..], [i as u8]);
+    }
+    match client.closed().await {
+        CloseReason::Peer { reason, .. } => assert_eq!(reason, "server shutting down"),
+        other => panic!("expected the server's Disconnect, got {other}"),
+    }
+    shutdown.await;
+}
+
+/// Reads from `link` until the server closes it; the bytes it sent back.
+async fn closed_by_server(link: &mut dyn Link) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    loop {
+        match std::future::poll_fn(|cx| link.poll_recv(cx, &mut buf)).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got += n,
+        }
+    }
+}
+
+async fn send_all(link: &mut dyn Link, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let n = std::future::poll_fn(|cx| link.poll_send(cx, bytes)).await.expect("the send is taken");
+        bytes = &bytes[n..];
+    }
+}
+
+/// Bad peers lose their own connection and nothing else: garbage, an
+/// oversized frame, half a header then silence, silence; garbage
+/// datagrams are dropped and counted. A well-behaved client is answered
+/// throughout.
+pub async fn bad_peers(pair: Pair) {
+    let mut endpoint = (*ServerSetup::new(crate::harness::identity()).endpoint).clone();
+    endpoint.hello_timeout = Duration::from_millis(300);
+    let setup = ServerSetup { endpoint: Arc::new(endpoint), ..ServerSetup::new(crate::harness::identity()) };
+
+    let server = pair.serve_with(setup.clone(), Transport::Tcp, echo()).await;
+    let addr = server.local_addr();
+    let good = pair.connect(addr, Transport::Tcp, pair.setup()).await;
+    let mut oversized = [0u8; HEADER_LEN];
+    oversized[offset::MAGIC..offset::MAGIC + 4].copy_from_slice(&MAGIC);
+    oversized[offset::VERSION] = VERSION;
+    oversized[offset::PAYLOAD_LEN..offset::PAYLOAD_LEN + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let peers: [(&str, &[u8]); 4] =
+        [("garbage", &[0x5a; 300]), ("oversized", &oversized), ("half a header", &oversized[..10]), ("silent", &[])];
+    for (what, bytes) in peers {
+        let mut link = pair.client.dial(addr, PathKind::Stream).await.expect("the server accepts");
+        send_all(&mut *link, bytes).await;
+        assert_eq!(closed_by_server(&mut *link).await, 0, "{what}: the server answered a bad peer");
+        ask(&good, what.as_bytes()).await;
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats.endpoint.streams_reset, 4, "{stats:?}");
+    assert_eq!(stats.sessions, 1, "{stats:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+
+    let server = pair.serve_with(setup, Transport::Udp, echo()).await;
+    let addr = server.local_addr();
+    let good = pair.connect(addr, Transport::Udp, pair.setup()).await;
+    let mut noise = pair.client.dial(addr, PathKind::Datagram).await.expect("a socket");
+    for i in 0..50u8 {
+        let bytes: &[u8] = if i % 2 == 0 { &[0xa5; 700] } else { &oversized };
+        send_all(&mut *noise, bytes).await;
+    }
+    ask(&good, b"after the noise").await;
+    // Datagrams are unordered across sockets: wait until all 50 were seen.
+    loop {
+        let stats = server.stats().await;
+        if stats.endpoint.dropped >= 50 {
+            break;
+        }
+        yield_now().await;
+    }
+    let mut buf = [0u8; 2048];
+    let answered = std::future::poll_fn(|cx| match noise.poll_recv(cx, &mut buf) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .now_or_never()
+    .flatten();
+    assert!(answered.is_none(), "the server answered noise: {answered:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Keys are ratcheted in both directions every 64 frames while requests
+/// flow, without a lost or misdirected answer.
+pub async fn key_rotation(pair: Pair) {
+    let mut session = (*pair.setup().session).clone();
+    session.key_update_frames = 64;
+    let session = Arc::new(session);
+    let mut endpoint = (*ServerSetup::new(crate::harness::identity()).endpoint).clone();
+    endpoint.session = session.clone();
+    let setup = ServerSetup { endpoint: Arc::new(endpoint), ..ServerSetup::new(crate::harness::identity()) };
+    for t in TRANSPORTS {
+        let server = pair.serve_with(setup.clone(), t, echo()).await;
+        let client =
+            pair.connect(server.local_addr(), t, ClientSetup { session: session.clone(), ..pair.setup() }).await;
+        let tasks: Vec<_> = (0..8u32)
+            .map(|task| {
+                let c = client.clone();
+                pair.spawn(async move {
+                    for i in 0..60u32 {
+                        ask(&c, format!("{task}/{i}").as_bytes()).await;
+                    }
+                })
+            })
+            .collect();
+        join_all(tasks).await;
+        let s = client.stats().session;
+        assert!(s.send_generation >= 4 && s.recv_generation >= 4, "{t:?}: keys were not rotated: {s:?}");
+        assert_eq!(s.decrypt_failures, 0, "{t:?}");
+    }
+}
+
+/// A subscriber that stops reading holds back only its own publisher: its
+/// window and the publisher's queue bound what is pushed, requests on the
+/// same session are still answered, and reading resumes the flow in order.
+pub async fn slow_subscriber(pair: Pair) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let p2 = pushed.clone();
+    let router = echo().subscription(MessageType::METRICS_STREAM, move |_, publisher| {
+        let pushed = p2.clone();
+        async move {
+            for i in 0..100_000u32 {
+                publisher
+                    .push(Bytes::from(vec![i as u8; 1000]))
+                    .await
+                    .map_err(|e| Rejection::refused(e.to_string()))?;
+                pushed.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    });
+    let server = pair.serve(Transport::Tcp, router).await;
+    let client = pair.connect(server.local_addr(), Transport::Tcp, pair.setup()).await;
+    let mut sub = client.subscribe(MessageType::METRICS_STREAM, Bytes::new()).await.unwrap();
+    for i in 0..50u32 {
+        ask(&client, &i.to_be_bytes()).await;
+    }
+    let stalled = pushed.load(Ordering::SeqCst);
+    // The subscriber's window (1 MiB by default) plus the publisher's queue
+    // bound what was pushed and not read.
+    assert!(stalled <= 2_000, "{stalled} items of 1 kB pushed to a subscriber that read none");
+    for i in 0..5_000u32 {
+        let item = sub.next().await.expect("the stream goes on");
+        assert_eq!(item.body[0], i as u8, "out of order");
+    }
+    assert!(pushed.load(Ordering::SeqCst) >= 5_000);
+}
+
+/// Requests beyond the server's in-flight limit for a session are refused
+/// at once; the others are answered, and a freed slot is used again.
+pub async fn in_flight_limit(pair: Pair) {
+    let (entered_tx, mut entered) = mpsc::unbounded::<()>();
+    let (open, gate) = oneshot::channel::<()>();
+    let gate = gate.shared();
+    let router = Router::new().route(MessageType::BUNDLE_SUBMIT, move |r| {
+        let (entered, gate) = (entered_tx.clone(), gate.clone());
+        async move {
+            let _ = entered.unbounded_send(());
+            let _ = gate.await;
+            Ok(Reply::new(MessageType::BUNDLE_SUBMIT, r.message.body))
+        }
+    });
+    let mut setup = ServerSetup::new(crate::harness::identity());
+    setup.limits.max_in_flight = 2;
+    let server = pair.serve_with(setup, Transport::Tcp, router).await;
+    let client = pair.connect(server.local_addr(), Transport::Tcp, pair.setup()).await;
+    let held: Vec<_> = (0..2u8)
+        .map(|i| {
+            let c = client.clone();
+            pair.spawn(async move { c.request(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![i])).await })
+        })
+        .collect();
+    entered.next().await.expect("handler ran");
+    entered.next().await.expect("handler ran");
+    match client.request(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"3")).await {
+        Err(Error::Remote { code, reason }) => {
+            assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "too many requests in flight"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(server.stats().await.requests_refused, 1);
+    open.send(()).expect("handlers wait");
+    let mut answers: Vec<u8> = join_all(held).await.into_iter().map(|r| r.expect("answered").body[0]).collect();
+    answers.sort();
+    assert_eq!(answers, [0, 1]);
+    let r = client.request(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"4")).await.expect("a free slot");
+    assert_eq!(&r.body[..], b"4");
+}
