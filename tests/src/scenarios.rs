@@ -517,3 +517,107 @@ pub async fn in_flight_limit(pair: Pair) {
     let r = client.request(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"4")).await.expect("a free slot");
     assert_eq!(&r.body[..], b"4");
 }
+
+/// A runtime whose listeners fail to accept while `failing` is set, as
+/// when the process is out of file descriptors; it counts accept polls.
+#[derive(Debug)]
+struct FailingAccept {
+    inner: Arc<dyn xtmp_adapter::Runtime>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct FailingListener {
+    inner: Box<dyn xtmp_adapter::Listener>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl xtmp_adapter::Listener for FailingListener {
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<(Box<dyn Link>, std::net::SocketAddr)>> {
+        use std::sync::atomic::Ordering;
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(io::Error::other("too many open files")));
+        }
+        self.inner.poll_accept(cx)
+    }
+}
+
+impl xtmp_adapter::Runtime for FailingAccept {
+    fn spawn(&self, task: xtmp_adapter::BoxFuture<'static, ()>) {
+        self.inner.spawn(task)
+    }
+
+    fn timer(&self) -> Box<dyn xtmp_adapter::Timer> {
+        self.inner.timer()
+    }
+
+    fn dial(
+        &self,
+        addr: std::net::SocketAddr,
+        kind: PathKind,
+    ) -> xtmp_adapter::BoxFuture<'static, io::Result<Box<dyn Link>>> {
+        self.inner.dial(addr, kind)
+    }
+
+    fn listen(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> xtmp_adapter::BoxFuture<'static, io::Result<Box<dyn xtmp_adapter::Listener>>> {
+        let (listen, failing, polls) = (self.inner.listen(addr), self.failing.clone(), self.polls.clone());
+        Box::pin(async move {
+            let inner = listen.await?;
+            Ok(Box::new(FailingListener { inner, failing, polls }) as Box<dyn xtmp_adapter::Listener>)
+        })
+    }
+
+    fn bind_udp(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> xtmp_adapter::BoxFuture<'static, io::Result<Box<dyn xtmp_adapter::DatagramSocket>>> {
+        self.inner.bind_udp(addr)
+    }
+
+    fn resolver(&self) -> Arc<dyn xtmp_adapter::Resolver> {
+        self.inner.resolver()
+    }
+}
+
+/// A listener that fails (out of file descriptors) makes the server pause
+/// accepting rather than spin, and the connection waiting in the backlog
+/// is accepted once accepting works again.
+pub async fn accept_failures(pair: Pair) {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rt = Arc::new(FailingAccept { inner: pair.server.clone(), failing: failing.clone(), polls: polls.clone() });
+    let setup = ServerSetup::new(crate::harness::identity());
+    let server = xtmp_adapter::Server::start(rt, setup, &[(Transport::Tcp, crate::harness::any_port())], echo())
+        .await
+        .expect("server starts");
+    let connecting = pair.spawn(xtmp_adapter::Client::connect(
+        pair.client.clone(),
+        server.local_addr(),
+        Transport::Tcp,
+        pair.setup(),
+    ));
+    // The rate of retries over a window of the client's clock: the window
+    // only scales the bound, it synchronises nothing.
+    let start = Instant::now();
+    xtmp_adapter::runtime::sleep_until(&*pair.client, start + Duration::from_millis(300)).await;
+    let during = polls.load(Ordering::SeqCst);
+    let bound = (start.elapsed().as_millis() / 50) as usize + 4;
+    assert!(during <= bound, "a failing accept was retried {during} times in {:?} (at most {bound})", start.elapsed());
+    failing.store(false, Ordering::SeqCst);
+    let client = connecting.await.expect("accepted once accept works again");
+    ask(&client, b"accepted").await;
+}

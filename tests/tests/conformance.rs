@@ -48,6 +48,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn accept_failures() {
+                run::<$server, $client, _>(scenarios::accept_failures);
+            }
+
+            #[test]
             fn graceful_shutdown() {
                 run::<$server, $client, _>(scenarios::graceful_shutdown);
             }

@@ -38,6 +38,10 @@ pub(crate) enum Input {
 const INPUT_QUEUE: usize = 1024;
 const BUF_LEN: usize = 64 * 1024;
 const BUDGET: usize = 64;
+/// How long accepting pauses after a listener fails (out of file
+/// descriptors, say): a failing `accept` is ready at once, and retrying it
+/// at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 struct SessionInfo {
     addr: SocketAddr,
@@ -81,6 +85,8 @@ pub(crate) struct ServerDriver {
     shutdown: Option<Shutdown>,
     requests_refused: u64,
     connections_dropped: u64,
+    /// Accepting resumes at this time (after a listener failed).
+    accept_paused: Option<Instant>,
 }
 
 impl ServerDriver {
@@ -122,6 +128,7 @@ impl ServerDriver {
             shutdown: None,
             requests_refused: 0,
             connections_dropped: 0,
+            accept_paused: None,
         })
     }
 
@@ -176,11 +183,19 @@ impl ServerDriver {
     }
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.accept_paused.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        self.accept_paused = None;
         let mut progress = false;
-        for l in &mut self.listeners {
+        'listeners: for l in &mut self.listeners {
             while let Poll::Ready(r) = l.poll_accept(cx) {
                 progress = true;
-                let Ok((link, addr)) = r else { continue };
+                let Ok((link, addr)) = r else {
+                    // Out of file descriptors, say: retry later, not now.
+                    self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
+                    break 'listeners;
+                };
                 if self.writers.len() >= self.limits.max_connections {
                     self.connections_dropped += 1;
                     continue;
@@ -474,7 +489,8 @@ impl ServerDriver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let core = self.endpoint.poll_timeout().map(|t| self.clock.deadline(t));
-        let deadline = [core, self.shutdown.as_ref().map(|s| s.deadline)].into_iter().flatten().min();
+        let deadline =
+            [core, self.shutdown.as_ref().map(|s| s.deadline), self.accept_paused].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
         if deadline > Instant::now() {
             if self.armed != Some(deadline) {

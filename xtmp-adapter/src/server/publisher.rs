@@ -95,6 +95,7 @@ impl PubShared {
         }
     }
 
+    /// No more pushes: tell every waiter.
     pub(crate) fn close(&self, why: PublisherClosed) {
         let mut s = self.lock();
         if s.closed.is_none() {
