@@ -87,3 +87,32 @@ pub fn wildcard_for(peer: SocketAddr) -> SocketAddr {
         if peer.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
     SocketAddr::new(ip, 0)
 }
+
+/// A timer for a deadline that moves (a driver's next timeout): it is
+/// reset only when the deadline changes.
+pub(crate) struct Deadline {
+    timer: Box<dyn Timer>,
+    armed: Option<Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn new(timer: Box<dyn Timer>) -> Deadline {
+        Deadline { timer, armed: None }
+    }
+
+    /// Ready once `deadline` has passed; otherwise arms the timer for it
+    /// and registers `cx`'s waker.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        if deadline > Instant::now() {
+            if self.armed != Some(deadline) {
+                self.timer.reset(deadline);
+                self.armed = Some(deadline);
+            }
+            if self.timer.poll_expired(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.armed = None;
+        Poll::Ready(())
+    }
+}

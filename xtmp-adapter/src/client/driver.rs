@@ -33,7 +33,7 @@ use super::subscription::{SubEvent, SubscriptionEnd};
 use super::{ClientSetup, Command, Dial, Reply, Subscription, subscription_channel};
 use crate::clock::{self, Clock};
 use crate::resolve::BoxFuture;
-use crate::runtime::{Link, Runtime, Timer};
+use crate::runtime::{Deadline, Link, Runtime};
 use crate::{Backoff, Error};
 
 /// Largest transmit asked of the core (a stream chunk may batch several
@@ -94,8 +94,7 @@ pub(crate) struct Driver {
     deferred: VecDeque<Command>,
     /// The session answered `WouldBlock`: wait for `Writable`.
     blocked: bool,
-    timer: Box<dyn Timer>,
-    armed: Option<Instant>,
+    timer: Deadline,
     pending: HashMap<MessageId, Pending>,
     /// Messages the last session closed on before they were acknowledged.
     orphans: Vec<Pending>,
@@ -132,7 +131,7 @@ impl Driver {
         let config = Arc::new(config);
         let session = Session::connect(clock.now(), config.clone(), setup.client.clone(), dial.kind, &mut rng)
             .map_err(|e| Error::Config(e.to_string()))?;
-        let timer = rt.timer();
+        let timer = Deadline::new(rt.timer());
         Ok(Driver {
             rt,
             clock,
@@ -153,7 +152,6 @@ impl Driver {
             deferred: VecDeque::new(),
             blocked: false,
             timer,
-            armed: None,
             pending: HashMap::new(),
             orphans: Vec::new(),
             resend: Vec::new(),
@@ -519,16 +517,9 @@ impl Driver {
         let session = if self.dead { None } else { self.session.poll_timeout().map(|t| self.clock.deadline(t)) };
         let deadline = [session, self.retry_at, self.close_deadline].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
-        if deadline > Instant::now() {
-            if self.armed != Some(deadline) {
-                self.timer.reset(deadline);
-                self.armed = Some(deadline);
-            }
-            if self.timer.poll_expired(cx).is_pending() {
-                return false;
-            }
+        if self.timer.poll(cx, deadline).is_pending() {
+            return false;
         }
-        self.armed = None;
         let now = Instant::now();
         if !self.dead {
             self.session.handle_timeout(self.clock.now());

@@ -24,7 +24,7 @@ use super::router::{Peer, Rejection, Reply, Request, Router};
 use super::{Control, ServerLimits, ServerSetup, ServerStats};
 use crate::Error;
 use crate::clock::{self, Clock};
-use crate::runtime::{DatagramSocket, Listener, Runtime, Timer};
+use crate::runtime::{DatagramSocket, Deadline, Listener, Runtime};
 
 /// Input to the driver from connection and handler tasks.
 pub(crate) enum Input {
@@ -78,8 +78,7 @@ pub(crate) struct ServerDriver {
     control: Option<mpsc::UnboundedReceiver<Control>>,
     writers: HashMap<Remote, mpsc::Sender<Vec<u8>>>,
     sessions: HashMap<SessionHandle, SessionInfo>,
-    timer: Box<dyn Timer>,
-    armed: Option<Instant>,
+    timer: Deadline,
     out: Vec<u8>,
     dgram: Vec<u8>,
     shutdown: Option<Shutdown>,
@@ -104,7 +103,7 @@ impl ServerDriver {
             Endpoint::new(clock.now(), setup.endpoint.clone(), &mut rng).map_err(|e| Error::Config(e.to_string()))?;
         let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
         let (notify_tx, notify) = mpsc::unbounded();
-        let timer = rt.timer();
+        let timer = Deadline::new(rt.timer());
         Ok(ServerDriver {
             rt,
             clock,
@@ -122,7 +121,6 @@ impl ServerDriver {
             writers: HashMap::new(),
             sessions: HashMap::new(),
             timer,
-            armed: None,
             out: vec![0; BUF_LEN],
             dgram: vec![0; BUF_LEN],
             shutdown: None,
@@ -492,16 +490,9 @@ impl ServerDriver {
         let deadline =
             [core, self.shutdown.as_ref().map(|s| s.deadline), self.accept_paused].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
-        if deadline > Instant::now() {
-            if self.armed != Some(deadline) {
-                self.timer.reset(deadline);
-                self.armed = Some(deadline);
-            }
-            if self.timer.poll_expired(cx).is_pending() {
-                return false;
-            }
+        if self.timer.poll(cx, deadline).is_pending() {
+            return false;
         }
-        self.armed = None;
         self.endpoint.handle_timeout(self.clock.now());
         true
     }
