@@ -26,9 +26,12 @@ use xtmp_core::wire::{HEADER_LEN, MAGIC, MessageType, VERSION, offset};
 use crate::harness::{Pair, yield_now};
 use crate::proxy::Proxy;
 
-/// The transports every scenario runs over (WebSocket and hybrid join
-/// when the adapters carry them).
-pub const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
+/// The transports every scenario runs over (hybrid joins when the
+/// adapters carry it).
+pub const TRANSPORTS: [Transport; 3] = [Transport::Tcp, Transport::Udp, Transport::WebSocket];
+
+/// The transports with a byte stream a proxy can cut.
+pub const STREAM_TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::WebSocket];
 
 /// Answers `REGISTRY_QUERY` with "answer to " and the body; refuses
 /// `WALLET_AUTH`.
@@ -246,40 +249,46 @@ pub async fn subscriptions(pair: Pair) {
     }
 }
 
-/// A TCP connection cut mid-stream: the client reconnects to the same
-/// session, and every acknowledged send is handled exactly once.
+/// A TCP connection (bare or under WebSocket) cut mid-stream: the client
+/// reconnects to the same session, and every acknowledged send is handled
+/// exactly once.
 pub async fn reconnection(pair: Pair) {
     const N: usize = 400;
-    let (tally, mut ticks) = Tally::new();
-    let server = pair.serve(Transport::Tcp, recording(tally.clone())).await;
-    let proxy = Proxy::start(pair.client.clone(), server.local_addr()).await.expect("proxy");
-    let backoff = Backoff { initial: Duration::from_millis(20), ..Backoff::default() };
-    let setup = ClientSetup { reconnect: Some(backoff), ..pair.setup() };
-    let client = pair.connect(proxy.addr, Transport::Tcp, setup).await;
-    let send = |i: usize| {
-        let c = client.clone();
-        pair.spawn(async move { c.send(MessageType::WALLET_REGISTER, Bytes::from(format!("wallet {i:04}"))).await })
-    };
-    for r in join_all((0..N / 2).map(send)).await {
-        r.expect("acknowledged before the cut");
+    for t in STREAM_TRANSPORTS {
+        let (tally, mut ticks) = Tally::new();
+        let server = pair.serve(t, recording(tally.clone())).await;
+        let proxy = Proxy::start(pair.client.clone(), server.local_addr()).await.expect("proxy");
+        let backoff = Backoff { initial: Duration::from_millis(20), ..Backoff::default() };
+        let setup = ClientSetup { reconnect: Some(backoff), ..pair.setup() };
+        let client = pair.connect(proxy.addr, t, setup).await;
+        let send = |i: usize| {
+            let c = client.clone();
+            pair.spawn(async move { c.send(MessageType::WALLET_REGISTER, Bytes::from(format!("wallet {i:04}"))).await })
+        };
+        for r in join_all((0..N / 2).map(send)).await {
+            r.unwrap_or_else(|e| panic!("{t:?}: not acknowledged before the cut: {e}"));
+        }
+        let mut changed = Box::pin(client.state_changed());
+        assert!(futures::poll!(&mut changed).is_pending(), "{t:?}: the state changed with nothing happening");
+        proxy.cut();
+        // The other half while the connection is being lost and redialed.
+        let second: Vec<_> = (N / 2..N).map(send).collect();
+        assert!(matches!(changed.await, ConnectionState::Reconnecting { .. }), "{t:?}");
+        for r in join_all(second).await {
+            r.unwrap_or_else(|e| panic!("{t:?}: not acknowledged after the reconnection: {e}"));
+        }
+        let seen = tally.until(&mut ticks, N).await;
+        assert_eq!(seen.len(), N, "{t:?}: every message arrived");
+        assert!(seen.values().all(|&n| n == 1), "{t:?}: a message was applied twice");
+        // The second half may all have been acknowledged on the old
+        // connection before the proxy tore it down: only an answer after
+        // the cut shows the new connection works.
+        ask(&client, b"after").await;
+        assert_eq!(client.state(), ConnectionState::Connected, "{t:?}");
+        let stats = client.stats();
+        assert!(stats.paths_redialed >= 1, "{t:?}: {stats:?}");
+        assert_eq!(stats.sessions, 1, "{t:?}: the session was resumed, not replaced: {stats:?}");
     }
-    let mut changed = Box::pin(client.state_changed());
-    assert!(futures::poll!(&mut changed).is_pending(), "the state changed with nothing happening");
-    proxy.cut();
-    // The other half while the connection is being lost and redialed.
-    let second: Vec<_> = (N / 2..N).map(send).collect();
-    assert!(matches!(changed.await, ConnectionState::Reconnecting { .. }));
-    for r in join_all(second).await {
-        r.expect("acknowledged after the reconnection");
-    }
-    let seen = tally.until(&mut ticks, N).await;
-    assert_eq!(seen.len(), N, "every message arrived");
-    assert!(seen.values().all(|&n| n == 1), "a message was applied twice");
-    assert_eq!(client.state(), ConnectionState::Connected);
-    let stats = client.stats();
-    assert!(stats.paths_redialed >= 1, "{stats:?}");
-    assert_eq!(stats.sessions, 1, "the session was resumed, not replaced: {stats:?}");
-    ask(&client, b"after").await;
 }
 
 /// Shutdown under load: new connections are refused, the requests being
@@ -407,6 +416,83 @@ pub async fn bad_peers(pair: Pair) {
     .now_or_never()
     .flatten();
     assert!(answered.is_none(), "the server answered noise: {answered:?}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A WebSocket upgrade request for `/xtmp`, offering `protocol` if any.
+fn upgrade_request(protocol: Option<&str>) -> String {
+    let offer = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
+    format!(
+        "GET /xtmp HTTP/1.1\r\nHost: bpci\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    )
+}
+
+/// Reads an HTTP response head (up to the blank line).
+async fn response_head(link: &mut dyn Link) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match std::future::poll_fn(|cx| link.poll_recv(cx, &mut buf)).await {
+            Ok(1) => head.push(buf[0]),
+            other => panic!("the response head ended early ({other:?}): {:?}", String::from_utf8_lossy(&head)),
+        }
+    }
+    String::from_utf8(head).expect("an ASCII head").to_ascii_lowercase()
+}
+
+/// A client's WebSocket frame (masked, with the all-zero key).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Bad WebSocket peers lose their own connection and nothing else: bytes
+/// that are not HTTP, an upgrade without the `xtmp` subprotocol (refused
+/// with 400), a text message, and a binary message that is not XTMP (the
+/// endpoint resets that stream). A well-behaved client is answered
+/// throughout.
+pub async fn bad_websocket_peers(pair: Pair) {
+    let server = pair.serve(Transport::WebSocket, echo()).await;
+    let addr = server.local_addr();
+    let good = pair.connect(addr, Transport::WebSocket, pair.setup()).await;
+    let dial = || async { pair.client.dial(addr, PathKind::Stream).await.expect("the server accepts") };
+
+    let mut link = dial().await;
+    send_all(&mut *link, &[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00]).await;
+    send_all(&mut *link, b"\r\n\r\n").await;
+    closed_by_server(&mut *link).await;
+    ask(&good, b"not http").await;
+
+    let mut link = dial().await;
+    send_all(&mut *link, upgrade_request(Some("chat")).as_bytes()).await;
+    let head = response_head(&mut *link).await;
+    assert!(head.starts_with("http/1.1 400"), "an upgrade without xtmp was answered: {head}");
+    closed_by_server(&mut *link).await;
+    ask(&good, b"no subprotocol").await;
+
+    for (what, frame) in [("text", client_frame(0x1, b"hello")), ("binary garbage", client_frame(0x2, &[0x5a; 300]))] {
+        let mut link = dial().await;
+        send_all(&mut *link, upgrade_request(Some("chat, xtmp")).as_bytes()).await;
+        let head = response_head(&mut *link).await;
+        assert!(head.starts_with("http/1.1 101"), "{what}: {head}");
+        assert!(head.contains("sec-websocket-protocol: xtmp\r\n"), "{what}: {head}");
+        send_all(&mut *link, &frame).await;
+        closed_by_server(&mut *link).await;
+        ask(&good, what.as_bytes()).await;
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats.endpoint.streams_reset, 1, "only the binary garbage reached the endpoint: {stats:?}");
+    assert_eq!(stats.sessions, 1, "{stats:?}");
     server.shutdown(Duration::from_secs(1)).await;
 }
 

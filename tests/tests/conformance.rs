@@ -63,6 +63,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn bad_websocket_peers() {
+                run::<$server, $client, _>(scenarios::bad_websocket_peers);
+            }
+
+            #[test]
             fn key_rotation() {
                 run::<$server, $client, _>(scenarios::key_rotation);
             }

@@ -43,6 +43,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod server;
 pub mod trust;
+pub mod websocket;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientSetup, ClientStats, ConnectionState, Subscription, SubscriptionEnd};

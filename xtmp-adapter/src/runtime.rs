@@ -49,6 +49,12 @@ pub trait Link: Send + 'static {
     /// Writes from `buf`, returning how much was taken: a stream may take
     /// part of it; a datagram socket takes all of it (one datagram).
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+    /// Pushes out what a buffering link took but has not written yet; the
+    /// drivers call it whenever they have nothing more to send. (Sockets
+    /// do not buffer: the default does nothing.)
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
     /// Closes the sending direction of a stream (a no-op on datagrams).
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))

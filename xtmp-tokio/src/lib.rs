@@ -1,7 +1,7 @@
 //! # xtmp-tokio
 //!
-//! The tokio adapter of XTMP: a [`Client`] and a [`Server`] over TCP and
-//! UDP. It holds no protocol logic and almost no logic at all: the client
+//! The tokio adapter of XTMP: a [`Client`] and a [`Server`] over TCP,
+//! UDP and WebSocket. It holds no protocol logic and almost no logic at all: the client
 //! and server drivers are [`xtmp_adapter`]'s, written once for every
 //! runtime, and this crate gives them the tokio runtime ([`Tokio`]: tasks,
 //! timers, sockets, name lookup). The session itself (handshake,
@@ -52,8 +52,8 @@
 //! [`ClientSetup::reconnect`] says (exponential backoff with jitter,
 //! [`Backoff`]); [`ConnectionState`] shows where it stands.
 //!
-//! Still to come (issue 7): WebSocket and hybrid transports (parsed, but
-//! refused with [`Error::Unsupported`] for now), tracing and metrics,
+//! Still to come (issue 7): the hybrid transport (parsed, but refused
+//! with [`Error::Unsupported`] for now), tracing and metrics,
 //! `SO_REUSEPORT` sharding, and the `xtmp` command.
 
 mod resolve;

@@ -422,7 +422,14 @@ impl Driver {
             match self.session.poll_transmit(self.clock.now(), &mut self.out) {
                 Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
                 // `BUF_LEN` is above the largest transmit the core makes.
-                Ok(None) | Err(_) => return progress,
+                Ok(None) | Err(_) => {
+                    // A link that buffers (WebSocket) writes out now; its
+                    // errors show on the next read.
+                    for (_, link) in &mut self.links {
+                        let _ = link.poll_flush(cx);
+                    }
+                    return progress;
+                }
             }
         }
     }
@@ -526,7 +533,7 @@ impl Driver {
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
-            self.dialing = Some(self.rt.dial(self.dial.addr, self.dial.kind));
+            self.dialing = Some(self.dial.open(&self.rt));
         }
         if self.close_deadline.is_some_and(|t| t <= now) {
             self.close_deadline = None;

@@ -6,6 +6,7 @@ mod driver;
 mod state;
 mod subscription;
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use xtmp_core::handshake::{ClientConfig, Fingerprints, Pinned, PublicIdentity};
 use xtmp_core::session::{CloseCode, CloseReason, Message, PathKind, SendOptions, SessionConfig};
 use xtmp_core::wire::MessageType;
 
-use crate::runtime::{Runtime, sleep_until};
+use crate::resolve::BoxFuture;
+use crate::runtime::{Link, Runtime, sleep_until};
+use crate::websocket;
 use crate::{Backoff, Connector, Endpoint, Error, Resolver, Transport, Trust};
 
 pub use state::{ClientStats, ConnectionState};
@@ -185,11 +188,39 @@ pub struct Client {
     close_grace: Duration,
 }
 
-/// Where a client's driver dials.
+/// Where a client's driver dials, and how.
 #[derive(Clone, Debug)]
 pub(crate) struct Dial {
     pub(crate) addr: SocketAddr,
     pub(crate) kind: PathKind,
+    /// The request URI, on a WebSocket endpoint.
+    websocket: Option<Arc<str>>,
+}
+
+impl Dial {
+    fn new(endpoint: &Endpoint, addr: SocketAddr) -> Result<Dial, Error> {
+        let (kind, websocket) = match endpoint.transport {
+            Transport::Tcp => (PathKind::Stream, None),
+            Transport::Udp => (PathKind::Datagram, None),
+            Transport::WebSocket => {
+                (PathKind::Stream, Some(websocket::uri(&endpoint.host, addr.port(), &endpoint.path).into()))
+            }
+            other => return Err(Error::Unsupported(other)),
+        };
+        Ok(Dial { addr, kind, websocket })
+    }
+
+    /// Opens a link: a socket, upgraded to WebSocket on such endpoints.
+    pub(crate) fn open(&self, rt: &Arc<dyn Runtime>) -> BoxFuture<'static, io::Result<Box<dyn Link>>> {
+        let socket = rt.dial(self.addr, self.kind);
+        match self.websocket.clone() {
+            None => socket,
+            Some(uri) => {
+                let rt = rt.clone();
+                Box::pin(async move { websocket::connect(rt.as_ref(), socket.await?, &uri).await })
+            }
+        }
+    }
 }
 
 impl Client {
@@ -214,7 +245,7 @@ impl Client {
         }
         let mut last = None;
         for &addr in &prepared.target.addrs {
-            match Client::start(rt.clone(), addr, endpoint.transport, setup.clone()).await {
+            match Client::start(rt.clone(), Dial::new(endpoint, addr)?, setup.clone()).await {
                 Ok((client, peer)) => {
                     if let Some(peer) = &peer {
                         prepared.connected(peer).map_err(crate::ConnectError::from)?;
@@ -236,25 +267,20 @@ impl Client {
         transport: Transport,
         setup: ClientSetup,
     ) -> Result<Client, Error> {
-        Client::start(rt, addr, transport, setup).await.map(|(c, _)| c)
+        let dial = Dial::new(&Endpoint::from_addr(transport, addr), addr)?;
+        Client::start(rt, dial, setup).await.map(|(c, _)| c)
     }
 
     async fn start(
         rt: Arc<dyn Runtime>,
-        addr: SocketAddr,
-        transport: Transport,
+        dial: Dial,
         setup: ClientSetup,
     ) -> Result<(Client, Option<PublicIdentity>), Error> {
-        let kind = match transport {
-            Transport::Tcp => PathKind::Stream,
-            Transport::Udp => PathKind::Datagram,
-            other => return Err(Error::Unsupported(other)),
-        };
-        let link = rt.dial(addr, kind).await?;
+        let link = dial.open(&rt).await?;
         let (commands, rx) = mpsc::unbounded();
         let (ready_tx, ready_rx) = oneshot::channel();
         let shared = Arc::new(Shared::new());
-        let driver = Driver::new(rt.clone(), &setup, Dial { addr, kind }, link, rx, shared.clone(), ready_tx)?;
+        let driver = Driver::new(rt.clone(), &setup, dial, link, rx, shared.clone(), ready_tx)?;
         rt.spawn(Box::pin(driver));
         let client = Client {
             commands,

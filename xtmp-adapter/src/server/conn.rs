@@ -50,7 +50,14 @@ impl Conn {
                     let _ = self.link.poll_shutdown(cx);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing more to write: push out what a buffering
+                    // link (WebSocket) holds.
+                    return match self.link.poll_flush(cx) {
+                        Poll::Ready(Err(_)) => Poll::Ready(()),
+                        _ => Poll::Pending,
+                    };
+                }
             }
         }
     }

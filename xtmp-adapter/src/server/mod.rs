@@ -112,8 +112,8 @@ impl std::fmt::Debug for Control {
 }
 
 impl Server {
-    /// Starts a server on `rt` listening on each of `listeners` (TCP and
-    /// UDP, any mix; several of a kind are allowed) and serving `router`.
+    /// Starts a server on `rt` listening on each of `listeners` (TCP,
+    /// WebSocket and UDP, any mix; several of a kind are allowed) and serving `router`.
     pub async fn start(
         rt: Arc<dyn Runtime>,
         setup: ServerSetup,
@@ -125,9 +125,12 @@ impl Server {
         let mut local = Vec::new();
         for &(transport, addr) in listeners {
             match transport {
-                Transport::Tcp => {
-                    let l = rt.listen(addr).await?;
+                Transport::Tcp | Transport::WebSocket => {
+                    let mut l = rt.listen(addr).await?;
                     local.push((transport, l.local_addr()?));
+                    if transport == Transport::WebSocket {
+                        l = Box::new(crate::websocket::WsListener::new(rt.clone(), l));
+                    }
                     tcp.push(l);
                 }
                 Transport::Udp => {
