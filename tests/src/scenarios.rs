@@ -291,11 +291,10 @@ pub async fn reconnection(pair: Pair) {
     }
 }
 
-/// Shutdown under load: new connections are refused, the requests being
-/// handled are answered, then the client is told why the session ended.
-pub async fn graceful_shutdown(pair: Pair) {
-    const IN_FLIGHT: usize = 20;
-    let (started_tx, mut started) = mpsc::unbounded::<()>();
+/// Echoes `BUNDLE_SUBMIT` once the returned sender fires (or is
+/// dropped); each handler that starts ticks the returned receiver.
+fn gated() -> (Router, mpsc::UnboundedReceiver<()>, oneshot::Sender<()>) {
+    let (started_tx, started) = mpsc::unbounded::<()>();
     let (open, gate) = oneshot::channel::<()>();
     let gate = gate.shared();
     let router = Router::new().route(MessageType::BUNDLE_SUBMIT, move |r| {
@@ -306,6 +305,14 @@ pub async fn graceful_shutdown(pair: Pair) {
             Ok(Reply::new(MessageType::BUNDLE_SUBMIT, r.message.body))
         }
     });
+    (router, started, open)
+}
+
+/// Shutdown under load: new connections are refused, the requests being
+/// handled are answered, then the client is told why the session ended.
+pub async fn graceful_shutdown(pair: Pair) {
+    const IN_FLIGHT: usize = 20;
+    let (router, mut started, open) = gated();
     let server = pair.serve(Transport::Tcp, router).await;
     let addr = server.local_addr();
     let client = pair.connect(addr, Transport::Tcp, ClientSetup { reconnect: None, ..pair.setup() }).await;
@@ -566,17 +573,7 @@ pub async fn slow_subscriber(pair: Pair) {
 /// Requests beyond the server's in-flight limit for a session are refused
 /// at once; the others are answered, and a freed slot is used again.
 pub async fn in_flight_limit(pair: Pair) {
-    let (entered_tx, mut entered) = mpsc::unbounded::<()>();
-    let (open, gate) = oneshot::channel::<()>();
-    let gate = gate.shared();
-    let router = Router::new().route(MessageType::BUNDLE_SUBMIT, move |r| {
-        let (entered, gate) = (entered_tx.clone(), gate.clone());
-        async move {
-            let _ = entered.unbounded_send(());
-            let _ = gate.await;
-            Ok(Reply::new(MessageType::BUNDLE_SUBMIT, r.message.body))
-        }
-    });
+    let (router, mut entered, open) = gated();
     let mut setup = ServerSetup::new(crate::harness::identity());
     setup.limits.max_in_flight = 2;
     let server = pair.serve_with(setup, Transport::Tcp, router).await;
