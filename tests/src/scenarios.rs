@@ -26,9 +26,8 @@ use xtmp_core::wire::{HEADER_LEN, MAGIC, MessageType, VERSION, offset};
 use crate::harness::{Pair, yield_now};
 use crate::proxy::Proxy;
 
-/// The transports every scenario runs over (hybrid joins when the
-/// adapters carry it).
-pub const TRANSPORTS: [Transport; 3] = [Transport::Tcp, Transport::Udp, Transport::WebSocket];
+/// The transports every scenario runs over.
+pub const TRANSPORTS: [Transport; 4] = [Transport::Tcp, Transport::Udp, Transport::WebSocket, Transport::Hybrid];
 
 /// The transports with a byte stream a proxy can cut.
 pub const STREAM_TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::WebSocket];

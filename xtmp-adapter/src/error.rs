@@ -31,8 +31,6 @@ pub enum Error {
     Timeout,
     /// The endpoint could not be resolved, or its server is not trusted.
     Connect(crate::ConnectError),
-    /// This adapter does not speak the transport yet.
-    Unsupported(crate::Transport),
 }
 
 impl fmt::Display for Error {
@@ -46,7 +44,6 @@ impl fmt::Display for Error {
             Error::Remote { code, reason } => write!(f, "peer answered with error 0x{:04x}: {reason}", code.0),
             Error::Timeout => f.write_str("no answer within the request timeout"),
             Error::Connect(e) => e.fmt(f),
-            Error::Unsupported(t) => write!(f, "the {} transport is not supported yet", t.scheme()),
         }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use core::time::Duration;
 use xtmp_core::endpoint::{Remote, RemoteKind};
 use xtmp_core::session::{Event, PathId, PathKind, SendOptions};
 use xtmp_core::wire::MessageType;
@@ -144,6 +145,174 @@ fn a_hybrid_session_validates_its_datagram_path_and_can_switch_to_it() {
     assert_eq!(p.client.primary_path(), PathId(0));
     p.client.send(MessageType::METRICS_STREAM, Bytes::from_static(b"n"), SendOptions::default()).unwrap();
     p.drive(100, |p| p.server_messages().len() == 2);
+}
+
+/// A hybrid pair: a stream session with a validated datagram path.
+fn hybrid() -> (Pair, PathId) {
+    let mut p = Setup::new(PathKind::Stream).start();
+    p.connect();
+    let udp = p.add_client_path(PathKind::Datagram, "192.0.2.7:40002");
+    p.drive(100, |p| validated(&p.client_events, udp).is_some());
+    p.drive(100, |p| p.server_events.iter().any(|e| matches!(e, Event::PathValidated { .. })));
+    p.settle();
+    (p, udp)
+}
+
+/// Bytes the client sends on each path (stream, datagram) while `f` runs.
+fn client_bytes(p: &mut Pair, udp: PathId, f: impl FnOnce(&mut Pair)) -> (u64, u64) {
+    let on = |p: &Pair, path| p.client_sent_by_path.get(&path).copied().unwrap_or(0);
+    let before = (on(p, PathId(0)), on(p, udp));
+    f(p);
+    (on(p, PathId(0)) - before.0, on(p, udp) - before.1)
+}
+
+#[test]
+fn a_hybrid_session_sends_each_message_on_the_path_its_type_prefers() {
+    let (mut p, udp) = hybrid();
+    let body = Bytes::from(vec![7u8; 600]);
+    let send = |p: &mut Pair, ty, path| {
+        p.client.send(ty, body.clone(), SendOptions { path, ..SendOptions::default() }).unwrap();
+    };
+    let start = p.server_messages().len();
+    // Real-time streams prefer the datagram path.
+    let (stream, dgram) = client_bytes(&mut p, udp, |p| {
+        for _ in 0..20 {
+            send(p, MessageType::METRICS_STREAM, None);
+        }
+        p.drive(200, |p| p.server_messages().len() == start + 20);
+    });
+    assert!(dgram >= 12_000 && stream < 2_000, "metrics: {stream} B on the stream, {dgram} B on the datagram path");
+    // Everything else prefers the stream path.
+    let (stream, dgram) = client_bytes(&mut p, udp, |p| {
+        for _ in 0..20 {
+            send(p, MessageType::WALLET_REGISTER, None);
+        }
+        p.drive(200, |p| p.server_messages().len() == start + 40);
+    });
+    assert!(stream >= 12_000 && dgram < 2_000, "wallets: {stream} B on the stream, {dgram} B on the datagram path");
+    // A send may override its type's choice.
+    let (stream, dgram) = client_bytes(&mut p, udp, |p| {
+        for _ in 0..20 {
+            send(p, MessageType::METRICS_STREAM, Some(PathKind::Stream));
+        }
+        p.drive(200, |p| p.server_messages().len() == start + 60);
+    });
+    assert!(stream >= 12_000 && dgram < 2_000, "overridden: {stream} B on the stream, {dgram} B on the datagram path");
+
+    // The server routes the same way, whichever path it calls primary.
+    let stream_remote = p.client_paths[0];
+    let udp_remote = p.client_paths[udp.0 as usize];
+    let (s0, d0) = (p.server_sent_to(stream_remote), p.server_sent_to(udp_remote));
+    for _ in 0..20 {
+        p.server_session().send(MessageType::LIVE_UPDATES, body.clone(), SendOptions::default()).unwrap();
+    }
+    p.drive(200, |p| p.client_messages().len() == 20);
+    let (s1, d1) = (p.server_sent_to(stream_remote), p.server_sent_to(udp_remote));
+    assert!(d1 - d0 >= 12_000 && s1 - s0 < 2_000, "server live updates: {} B stream, {} B datagram", s1 - s0, d1 - d0);
+    for _ in 0..20 {
+        p.server_session().send(MessageType::REGISTRY_UPDATE, body.clone(), SendOptions::default()).unwrap();
+    }
+    p.drive(200, |p| p.client_messages().len() == 40);
+    let (s2, d2) = (p.server_sent_to(stream_remote), p.server_sent_to(udp_remote));
+    assert!(s2 - s1 >= 12_000 && d2 - d1 < 2_000, "server registry: {} B stream, {} B datagram", s2 - s1, d2 - d1);
+}
+
+#[test]
+fn losing_a_hybrid_sessions_stream_moves_its_reliable_messages_to_the_datagram_path() {
+    let (mut p, udp) = hybrid();
+    let start = p.server_messages().len();
+    for i in 0..30u8 {
+        p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![i; 800]), SendOptions::default()).unwrap();
+    }
+    // They are written to the stream, which then breaks before any of them
+    // arrives.
+    p.flush();
+    let stream_remote = p.client_paths[0];
+    let in_stream = p.to_server.iter().filter(|(r, _)| *r == stream_remote).count();
+    assert!(in_stream > 0, "nothing was written to the stream");
+    p.to_server.retain(|(r, _)| *r != stream_remote);
+    p.client.path_closed(PathId(0));
+    p.server.remote_closed(stream_remote);
+    p.drive(500, |p| p.server_messages().len() == start + 30);
+    let got: Vec<u8> = p.server_messages()[start..].iter().map(|m| m.body[0]).collect();
+    assert_eq!(got, (0..30).collect::<Vec<u8>>(), "each message once, in order");
+    assert_eq!(p.client.primary_path(), udp);
+}
+
+#[test]
+fn in_a_hybrid_session_the_ack_of_a_stream_frame_goes_on_the_stream() {
+    // Found by xtmp-sim (swarm_events, seed 161): the ACK of a frame that
+    // came on the stream went on the datagram path and was lost there. A
+    // stream frame is never declared lost, and ACKs of datagram frames kept
+    // the stall rule quiet, so the message waited for an ACK until its
+    // deadline failed it. Here every datagram to the client is lost.
+    let (mut p, udp) = hybrid();
+    p.black_holes.push((Dir::ToClient, p.client_paths[udp.0 as usize]));
+    let start = p.server_messages().len();
+    let sent = p.now;
+    // One at a time, so the server's immediate ACKs would take turns on
+    // its two paths.
+    let mut ids = Vec::new();
+    for i in 0..10u8 {
+        ids.push(p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![i; 300]), SendOptions::default()).unwrap());
+        p.settle();
+    }
+    p.drive(300, |p| ids.iter().all(|id| p.client_events.contains(&Event::Acked(*id))));
+    let took = p.now.saturating_duration_since(sent);
+    assert!(took < Duration::from_millis(100), "acknowledged after {took:?}");
+    assert_eq!(p.client.primary_path(), PathId(0), "the stream still carries the session");
+    assert_eq!(p.server_messages().len(), start + 10, "each message arrived once");
+}
+
+#[test]
+fn a_hybrid_sessions_black_holed_stream_fails_although_its_datagram_path_is_acknowledged() {
+    // Only an acknowledged stream frame shows that the stream delivers:
+    // ACKs of datagram frames must not keep the stall rule quiet.
+    let (mut p, udp) = hybrid();
+    p.black_holes.push((Dir::ToServer, p.client_paths[0]));
+    let start = p.server_messages().len();
+    let bundle =
+        p.client.send(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"bundle"), SendOptions::default()).unwrap();
+    let mut metrics = Vec::new();
+    for _ in 0..30 {
+        let body = Bytes::from_static(b"metrics");
+        metrics.push(p.client.send(MessageType::METRICS_STREAM, body, SendOptions::default()).unwrap());
+        p.settle();
+        p.now += Duration::from_millis(100);
+        p.client.handle_timeout(p.now);
+        p.server.handle_timeout(p.now);
+        p.collect();
+    }
+    p.settle();
+    let failed = p.client_events.iter().any(|e| matches!(e, Event::PathFailed { path: PathId(0), .. }));
+    assert!(failed, "the stream was never declared stalled: {:?}", p.client_events);
+    assert_eq!(p.client.primary_path(), udp);
+    assert!(p.client_events.contains(&Event::Acked(bundle)), "the bundle went again on the datagram path");
+    assert!(metrics.iter().all(|id| p.client_events.contains(&Event::Acked(*id))));
+    assert_eq!(p.server_messages().len(), start + 31, "each message arrived once");
+}
+
+#[test]
+fn a_hybrid_sessions_dead_datagram_path_fails_and_its_messages_go_on_the_stream() {
+    let (mut p, udp) = hybrid();
+    let udp_remote = p.client_paths[udp.0 as usize];
+    p.black_holes.extend([(Dir::ToServer, udp_remote), (Dir::ToClient, udp_remote)]);
+    let start = p.server_messages().len();
+    let sent = p.now;
+    let ids: Vec<_> = (0..20u8)
+        .map(|i| p.client.send(MessageType::METRICS_STREAM, Bytes::from(vec![i; 200]), SendOptions::default()).unwrap())
+        .collect();
+    p.drive(1000, |p| ids.iter().all(|id| p.client_events.contains(&Event::Acked(*id))));
+    assert!(p.client_events.contains(&Event::PathFailed { path: udp, error: None }), "{:?}", p.client_events);
+    assert_eq!(p.client.primary_path(), PathId(0));
+    let took = p.now.saturating_duration_since(sent);
+    assert!(took >= xtmp_core::reliability::MIN_STALL, "the datagram path was given up after only {took:?}");
+    assert!(took < Duration::from_secs(5), "the datagram path was given up only after {took:?}");
+    let got: Vec<u8> = p.server_messages()[start..].iter().map(|m| m.body[0]).collect();
+    assert_eq!(got, (0..20).collect::<Vec<u8>>(), "each message once, in order");
+    // New real-time messages go on the stream from now on.
+    let id = p.client.send(MessageType::METRICS_STREAM, Bytes::from_static(b"later"), SendOptions::default()).unwrap();
+    p.drive(100, |p| p.client_events.contains(&Event::Acked(id)));
 }
 
 #[test]

@@ -105,6 +105,9 @@ pub(crate) struct ClientNode {
     /// Counters of sessions that ended, summed.
     pub(crate) past_stats: Vec<Stats>,
     pub(crate) partitioned: [bool; 2],
+    /// Its datagram links are down (`BlockDatagrams`), even after the
+    /// faults stop, until `Heal`.
+    pub(crate) datagrams_blocked: bool,
     /// The node is down (between `CrashClient` and `RestartClient`).
     pub(crate) crashed: bool,
 }
@@ -135,6 +138,7 @@ impl ClientNode {
             in_flight: BTreeMap::new(),
             past_stats: Vec::new(),
             partitioned: [false; 2],
+            datagrams_blocked: false,
             crashed: false,
         }
     }

@@ -52,6 +52,10 @@ pub enum Action {
     SetMtu(Who, usize),
     /// Severs the clients' stream connections (a TCP reset).
     Sever(Who),
+    /// The clients' datagram links go down both ways while their stream
+    /// links keep working (a firewall starts dropping UDP), until `Heal`;
+    /// the end of the faults does not lift it.
+    BlockDatagrams(Who),
     /// The clients' datagram address changes, as behind a NAT.
     Rebind(Who),
     /// The server loses all its state; it is down until `RestartServer`.
@@ -179,6 +183,9 @@ pub enum Mark {
     ItemWithdrawn,
     /// The server closed a session whose client had crashed.
     OrphanClosed,
+    /// A client's datagram path failed (its validation, or it stopped
+    /// delivering while a stream path worked).
+    DatagramPathFailed,
 }
 
 /// Clock faults.

@@ -34,6 +34,7 @@ pub const NAMES: &[&str] = &[
     "attacker",
     "stream_severed",
     "hybrid",
+    "hybrid_udp_blocked",
     "nat_rebinding",
     "clock_faults",
     "mtu_change",
@@ -62,6 +63,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "attacker" => attacker(),
         "stream_severed" => stream_severed(),
         "hybrid" => hybrid(),
+        "hybrid_udp_blocked" => hybrid_udp_blocked(),
         "nat_rebinding" => nat_rebinding(),
         "clock_faults" => clock_faults(),
         "mtu_change" => mtu_change(),
@@ -302,6 +304,25 @@ pub fn hybrid() -> Scenario {
         .links(LinkConfig { loss: Loss::Bernoulli(0.05), ..LinkConfig::default() })
         .at(ms(600), Action::Sever(Who::All));
     s.transport = Transport::Hybrid;
+    s
+}
+
+/// Hybrid sessions whose datagram paths stop delivering for good (a
+/// firewall starts dropping UDP) while their streams work: the sessions
+/// give the datagram paths up and move their real-time traffic
+/// (subscription items, pushes) to the streams; the new datagram paths
+/// the clients keep opening fail their validation.
+pub fn hybrid_udp_blocked() -> Scenario {
+    let mut s = Scenario::new("hybrid_udp_blocked")
+        .links(LinkConfig { loss: Loss::Bernoulli(0.02), ..LinkConfig::default() })
+        .at(ms(500), Action::BlockDatagrams(Who::All))
+        .expect(&[Mark::DatagramPathFailed]);
+    s.transport = Transport::Hybrid;
+    s.clients = 2;
+    s.workload.subscriptions = 2;
+    s.workload.items = 40;
+    s.workload.reliable_items = 0.5;
+    s.workload.push_interval = Some(ms(100));
     s
 }
 

@@ -179,6 +179,7 @@ impl Shrinker {
                 | Action::Heal(Who::Client(i))
                 | Action::SetMtu(Who::Client(i), _)
                 | Action::Sever(Who::Client(i))
+                | Action::BlockDatagrams(Who::Client(i))
                 | Action::Rebind(Who::Client(i))
                 | Action::CrashClient(Who::Client(i))
                 | Action::RestartClient(Who::Client(i))

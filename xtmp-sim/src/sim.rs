@@ -473,6 +473,8 @@ impl World {
             for l in [&mut c.up_dgram, &mut c.down_dgram, &mut c.up_stream, &mut c.down_stream] {
                 l.config = l.config.calmed();
             }
+            c.up_dgram.config.down = c.datagrams_blocked;
+            c.down_dgram.config.down = c.datagrams_blocked;
             self.flush_backlog(i);
             self.restart_client(i);
         }
@@ -1096,6 +1098,9 @@ impl World {
     /// socket and opens a new one of the same kind a little later.
     fn path_failed(&mut self, i: usize, path: PathId) {
         let Some(p) = self.clients[i].paths.get(path.0 as usize).copied() else { return };
+        if p.kind == PathKind::Datagram {
+            self.marks.insert(Mark::DatagramPathFailed);
+        }
         if let Some(id) = p.conn {
             self.sever_conn(id, true);
         }
@@ -1411,6 +1416,7 @@ impl World {
                 for i in self.who(w) {
                     let c = &mut self.clients[i];
                     c.partitioned = [false; 2];
+                    c.datagrams_blocked = false;
                     for l in [&mut c.up_dgram, &mut c.down_dgram, &mut c.up_stream, &mut c.down_stream] {
                         l.config.down = false;
                     }
@@ -1422,6 +1428,14 @@ impl World {
                     let c = &mut self.clients[i];
                     c.up_dgram.config.mtu = mtu;
                     c.down_dgram.config.mtu = mtu;
+                }
+            }
+            Action::BlockDatagrams(w) => {
+                for i in self.who(w) {
+                    let c = &mut self.clients[i];
+                    c.datagrams_blocked = true;
+                    c.up_dgram.config.down = true;
+                    c.down_dgram.config.down = true;
                 }
             }
             Action::Sever(w) => {

@@ -103,6 +103,11 @@ fn hybrid() {
 }
 
 #[test]
+fn hybrid_udp_blocked() {
+    sweep("hybrid_udp_blocked", 200);
+}
+
+#[test]
 fn nat_rebinding() {
     sweep("nat_rebinding", 200);
 }

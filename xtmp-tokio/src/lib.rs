@@ -52,9 +52,8 @@
 //! [`ClientSetup::reconnect`] says (exponential backoff with jitter,
 //! [`Backoff`]); [`ConnectionState`] shows where it stands.
 //!
-//! Still to come (issue 7): the hybrid transport (parsed, but refused
-//! with [`Error::Unsupported`] for now), tracing and metrics,
-//! `SO_REUSEPORT` sharding, and the `xtmp` command.
+//! Still to come (issue 7): tracing and metrics, `SO_REUSEPORT`
+//! sharding, and the `xtmp` command.
 
 mod resolve;
 mod runtime;

@@ -68,11 +68,6 @@ async fn an_unpinned_server_is_refused_before_connecting() {
         Err(Error::Connect(ConnectError::Unpinned(_))) => {}
         other => panic!("expected Unpinned, got {other:?}"),
     }
-    let e: Endpoint = format!("xtmp+hybrid://127.0.0.1:9?key={}", identity(1).key_id()).parse().unwrap();
-    match Client::connect_to(&e, ClientSetup::registry(None, false)).await {
-        Err(Error::Unsupported(Transport::Hybrid)) => {}
-        other => panic!("expected Unsupported, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -105,6 +105,13 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     ready: Option<oneshot::Sender<Result<Option<PublicIdentity>, Error>>>,
     dialing: Option<BoxFuture<'static, io::Result<Box<dyn Link>>>>,
+    /// A hybrid client's datagram socket being opened.
+    dialing_datagram: Option<BoxFuture<'static, io::Result<Box<dyn Link>>>>,
+    /// A hybrid client whose datagram path failed opens another then, and
+    /// how many it opened since one was validated (the reconnection
+    /// policy's backoff).
+    datagram_retry_at: Option<Instant>,
+    datagram_attempt: u32,
     retry_at: Option<Instant>,
     attempt: u32,
     /// The application asked to close (or dropped every handle).
@@ -161,6 +168,9 @@ impl Driver {
             shared,
             ready: Some(ready),
             dialing: None,
+            dialing_datagram: None,
+            datagram_retry_at: None,
+            datagram_attempt: 0,
             retry_at: None,
             attempt: 0,
             closing: false,
@@ -447,9 +457,46 @@ impl Driver {
             self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "connection lost during the handshake");
             return;
         }
-        if self.links.is_empty() && !self.closing {
+        self.after_link_gone();
+    }
+
+    /// A link went. With none left the client is reconnecting; a hybrid
+    /// client whose datagram path still works dials a new stream in the
+    /// background (its traffic goes on the datagram path meanwhile).
+    fn after_link_gone(&mut self) {
+        if !self.connected || self.closing {
+            return;
+        }
+        if self.links.is_empty() {
             self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
             self.schedule_retry();
+        } else if !self.links.iter().any(|(_, l)| l.kind() == self.dial.kind) {
+            self.schedule_retry();
+        } else {
+            self.schedule_datagram_retry();
+        }
+    }
+
+    /// A hybrid client that lost its datagram path (it stopped delivering,
+    /// its validation failed, or its socket could not be opened) while the
+    /// stream works opens another after the reconnection policy's backoff.
+    fn schedule_datagram_retry(&mut self) {
+        let has = self.links.iter().any(|(_, l)| l.kind() == PathKind::Datagram);
+        if !self.dial.hybrid || has || self.dialing_datagram.is_some() || self.datagram_retry_at.is_some() {
+            return;
+        }
+        if let Some(d) = self.backoff.as_ref().and_then(|b| b.delay(self.datagram_attempt, self.rng.next_u32())) {
+            self.datagram_attempt += 1;
+            self.datagram_retry_at = Some(Instant::now() + d);
+        }
+    }
+
+    /// A hybrid client opens its datagram path once connected, unless it
+    /// has one.
+    fn ensure_datagram(&mut self) {
+        let has = self.links.iter().any(|(_, l)| l.kind() == PathKind::Datagram);
+        if self.dial.hybrid && !has && self.dialing_datagram.is_none() && !self.closing {
+            self.dialing_datagram = Some(self.rt.dial(self.dial.addr, PathKind::Datagram));
         }
     }
 
@@ -477,7 +524,8 @@ impl Driver {
     }
 
     fn poll_dial(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(fut) = &mut self.dialing else { return false };
+        let datagram = self.poll_dial_datagram(cx);
+        let Some(fut) = &mut self.dialing else { return datagram };
         let Poll::Ready(r) = fut.as_mut().poll(cx) else { return false };
         self.dialing = None;
         match r {
@@ -486,6 +534,7 @@ impl Driver {
                 Some(id) => {
                     self.links.push((id, link));
                     self.shared.update_stats(|s| s.paths_redialed += 1);
+                    self.ensure_datagram();
                 }
                 None => {
                     // The session takes no more paths: start over.
@@ -501,6 +550,25 @@ impl Driver {
         true
     }
 
+    /// A hybrid client's datagram socket opened: it joins the session as
+    /// a path (validated by the session before it carries data). One that
+    /// cannot be opened leaves the session on its stream.
+    fn poll_dial_datagram(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(fut) = &mut self.dialing_datagram else { return false };
+        let Poll::Ready(r) = fut.as_mut().poll(cx) else { return false };
+        self.dialing_datagram = None;
+        if !self.connected || self.dead || self.closing {
+            return true;
+        }
+        match r.ok().map(|link| (self.session.add_path(PathKind::Datagram, false), link)) {
+            Some((Some(id), link)) => self.links.push((id, link)),
+            // The session takes no more paths: it keeps its stream.
+            Some((None, _)) => {}
+            None => self.schedule_datagram_retry(),
+        }
+        true
+    }
+
     fn new_session(&mut self, link: Box<dyn Link>) {
         let now = self.clock.now();
         match Session::connect(now, self.config.clone(), self.client.clone(), self.dial.kind, &mut self.rng) {
@@ -511,6 +579,9 @@ impl Driver {
                 self.blocked = false;
                 self.links = vec![(PathId(0), link)];
                 self.unsent = None;
+                self.dialing_datagram = None;
+                self.datagram_retry_at = None;
+                self.datagram_attempt = 0;
             }
             // The same configuration made the first session: only the
             // provider can fail here.
@@ -522,7 +593,8 @@ impl Driver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let session = if self.dead { None } else { self.session.poll_timeout().map(|t| self.clock.deadline(t)) };
-        let deadline = [session, self.retry_at, self.close_deadline].into_iter().flatten().min();
+        let deadline =
+            [session, self.retry_at, self.datagram_retry_at, self.close_deadline].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
         if self.timer.poll(cx, deadline).is_pending() {
             return false;
@@ -534,6 +606,10 @@ impl Driver {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
             self.dialing = Some(self.dial.open(&self.rt));
+        }
+        if self.datagram_retry_at.is_some_and(|t| t <= now) {
+            self.datagram_retry_at = None;
+            self.ensure_datagram();
         }
         if self.close_deadline.is_some_and(|t| t <= now) {
             self.close_deadline = None;
@@ -575,16 +651,16 @@ impl Driver {
                 }
                 Event::Failed(id, reason) => self.on_failed(id, reason),
                 Event::Writable => self.blocked = false,
-                Event::PathValidated { .. } if self.connected && !self.closing => {
+                Event::PathValidated { path, .. } if self.connected && !self.closing => {
                     self.shared.set_state(ConnectionState::Connected);
                     self.attempt = 0;
+                    if self.links.iter().any(|(p, l)| *p == path && l.kind() == PathKind::Datagram) {
+                        self.datagram_attempt = 0;
+                    }
                 }
                 Event::PathFailed { path, .. } => {
                     self.links.retain(|(p, _)| *p != path);
-                    if self.connected && self.links.is_empty() && !self.closing {
-                        self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
-                        self.schedule_retry();
-                    }
+                    self.after_link_gone();
                 }
                 Event::Closed(reason) => self.on_closed(reason),
                 _ => {}
@@ -598,6 +674,7 @@ impl Driver {
         self.attempt = 0;
         self.shared.update_stats(|s| s.sessions += 1);
         self.shared.set_state(ConnectionState::Connected);
+        self.ensure_datagram();
         if let Some(r) = self.ready.take() {
             let _ = r.send(Ok(peer));
         }

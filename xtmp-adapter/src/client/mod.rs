@@ -195,19 +195,21 @@ pub(crate) struct Dial {
     pub(crate) kind: PathKind,
     /// The request URI, on a WebSocket endpoint.
     websocket: Option<Arc<str>>,
+    /// Hybrid: once connected over TCP, a UDP path to the same address
+    /// joins the session.
+    pub(crate) hybrid: bool,
 }
 
 impl Dial {
     fn new(endpoint: &Endpoint, addr: SocketAddr) -> Result<Dial, Error> {
         let (kind, websocket) = match endpoint.transport {
-            Transport::Tcp => (PathKind::Stream, None),
+            Transport::Tcp | Transport::Hybrid => (PathKind::Stream, None),
             Transport::Udp => (PathKind::Datagram, None),
             Transport::WebSocket => {
                 (PathKind::Stream, Some(websocket::uri(&endpoint.host, addr.port(), &endpoint.path).into()))
             }
-            other => return Err(Error::Unsupported(other)),
         };
-        Ok(Dial { addr, kind, websocket })
+        Ok(Dial { addr, kind, websocket, hybrid: endpoint.transport == Transport::Hybrid })
     }
 
     /// Opens a link: a socket, upgraded to WebSocket on such endpoints.

@@ -138,11 +138,20 @@ impl Server {
                     local.push((transport, s.local_addr()?));
                     udp.push(s);
                 }
-                other => return Err(Error::Unsupported(other)),
+                Transport::Hybrid => {
+                    // TCP and UDP on one port (the TCP listener's, when
+                    // `addr` asks for any).
+                    let l = rt.listen(addr).await?;
+                    let at = l.local_addr()?;
+                    let s = rt.bind_udp(at).await?;
+                    local.push((transport, at));
+                    tcp.push(l);
+                    udp.push(s);
+                }
             }
         }
         if udp.len() > 1 {
-            return Err(Error::Config(String::from("one UDP listener per server for now")));
+            return Err(Error::Config(String::from("one UDP or hybrid listener per server for now")));
         }
         let (control, control_rx) = mpsc::unbounded();
         let driver = driver::ServerDriver::new(rt.clone(), setup, tcp, udp.pop(), router, control_rx)?;

@@ -103,6 +103,9 @@ pub(crate) struct AckState {
     eliciting: u32,
     /// When an ACK must go out at the latest.
     deadline: Option<Instant>,
+    /// Some of those frames came on a stream path: the ACK goes on one
+    /// too (see [`AckState::owe_on_stream`]).
+    stream_owed: bool,
     /// ACKs sent and not yet known to be seen (slots are reused, so
     /// steady traffic allocates nothing).
     sent: Vec<SentAck>,
@@ -122,7 +125,14 @@ const MAX_SENT_ACKS: usize = 8;
 
 impl AckState {
     pub(crate) fn new(now: Instant) -> AckState {
-        AckState { ranges: RangeSet::new(), largest_at: now, eliciting: 0, deadline: None, sent: Vec::new() }
+        AckState {
+            ranges: RangeSet::new(),
+            largest_at: now,
+            eliciting: 0,
+            deadline: None,
+            stream_owed: false,
+            sent: Vec::new(),
+        }
     }
 
     /// Records an authenticated frame. An ack-eliciting frame asks for an
@@ -142,6 +152,20 @@ impl AckState {
         self.eliciting += 1;
         let at = if now_please || self.eliciting >= 2 || !in_order { now } else { now + max_delay };
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+    }
+
+    /// The ack-eliciting frame just recorded came on a stream path, so the
+    /// ACK that answers it goes on a stream path as well. A stream frame is
+    /// never declared lost, so its sender relies on this ACK; on a datagram
+    /// path (a hybrid session's other half) it could be lost, and nothing
+    /// would ask for it again.
+    pub(crate) fn owe_on_stream(&mut self) {
+        self.stream_owed = true;
+    }
+
+    /// Whether the pending ACK goes on a stream path.
+    pub(crate) fn stream_owed(&self) -> bool {
+        self.stream_owed
     }
 
     /// Whether ack-eliciting frames wait for an ACK (one may go with other output).
@@ -164,6 +188,7 @@ impl AckState {
         let largest = AckFrame::encode(&self.ranges, now.saturating_duration_since(self.largest_at), out)?;
         self.eliciting = 0;
         self.deadline = None;
+        self.stream_owed = false;
         Some(largest)
     }
 

@@ -31,5 +31,5 @@ pub use ack::MAX_ACK_RANGES;
 pub use congestion::{Controller, ControllerFactory, NewReno, NewRenoFactory};
 pub use mtu::MtuDiscoveryConfig;
 pub use reassembly::MAX_RUNS;
-pub use recovery::{MAX_PACKET_THRESHOLD, MIN_STALL, PACKET_THRESHOLD, STALL_PTOS};
+pub use recovery::{DATAGRAM_STALL_PROBES, MAX_PACKET_THRESHOLD, MIN_STALL, PACKET_THRESHOLD, STALL_PTOS};
 pub use rtt::RttEstimator;

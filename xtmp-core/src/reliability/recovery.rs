@@ -32,6 +32,12 @@ pub const STALL_PTOS: u32 = 15;
 /// dead stream.
 pub const MIN_STALL: Duration = Duration::from_secs(1);
 
+/// Probe timeouts in a row (and at least [`MIN_STALL`]) after which a
+/// datagram path with frames in flight counts as dead, when another path
+/// can take its traffic (a hybrid session's stream): the time of
+/// [`STALL_PTOS`], since each expiry doubles the wait.
+pub const DATAGRAM_STALL_PROBES: u32 = 4;
+
 /// Each spurious loss also widens the time threshold by a quarter of the
 /// smoothed RTT, up to this many quarters (RACK's adaptive reordering
 /// window, RFC 8985 section 6.2).
@@ -115,7 +121,7 @@ pub(crate) struct Recovery {
     loss_time: Option<Instant>,
     pub(crate) pto_count: u32,
     /// Ack-eliciting frames outstanding on stream paths, and since when
-    /// nothing was acknowledged while some were.
+    /// none of them was acknowledged while some were.
     stream_outstanding: usize,
     stream_silent_since: Option<Instant>,
     /// Recently declared lost: (sequence number, how far it was outrun).
@@ -228,6 +234,7 @@ impl Recovery {
     pub(crate) fn on_ack(&mut self, ack: &AckFrame<'_>, now: Instant, mut acked: impl FnMut(SentFrame)) -> AckOutcome {
         let mut out = AckOutcome::default();
         let mut any_eliciting = false;
+        let mut stream_progress = false;
         let mut largest_time = None;
         for range in ack.ranges() {
             if !self.lost.is_empty() {
@@ -238,6 +245,7 @@ impl Recovery {
                 if let Some(f) = self.resolve(i) {
                     out.newly = true;
                     any_eliciting |= f.eliciting;
+                    stream_progress |= f.eliciting && !f.datagram;
                     if f.seq == ack.largest {
                         largest_time = Some((f.time, f.eliciting));
                     }
@@ -254,9 +262,12 @@ impl Recovery {
         }
         if out.newly {
             self.pto_count = 0;
-            if self.stream_outstanding > 0 {
-                self.stream_silent_since = Some(now);
-            }
+        }
+        // Only a stream frame acknowledged shows the stream delivers: in a
+        // hybrid session ACKs of datagram frames keep coming from a stream
+        // that is a black hole.
+        if stream_progress && self.stream_outstanding > 0 {
+            self.stream_silent_since = Some(now);
         }
         self.trim();
         out
@@ -349,6 +360,22 @@ impl Recovery {
     pub(crate) fn stall_deadline(&self, rtt: &RttEstimator, max_ack_delay: Duration) -> Option<Instant> {
         let wait = (rtt.pto(max_ack_delay) * STALL_PTOS).max(MIN_STALL);
         self.stream_silent_since.map(|t| t.saturating_add(wait))
+    }
+
+    /// The datagram path of the oldest frame in flight, once
+    /// [`DATAGRAM_STALL_PROBES`] probe timeouts in a row went unanswered
+    /// and that frame was sent at least [`MIN_STALL`] ago. The probe count
+    /// starts again.
+    pub(crate) fn stalled_datagram_path(&mut self, now: Instant) -> Option<u32> {
+        if self.pto_count < DATAGRAM_STALL_PROBES {
+            return None;
+        }
+        let oldest = self.sent.iter().find_map(|(_, f)| f.filter(|f| f.in_flight()))?;
+        if now.saturating_duration_since(oldest.time) < MIN_STALL {
+            return None;
+        }
+        self.pto_count = 0;
+        Some(oldest.path)
     }
 
     /// The stream path of the oldest outstanding frame, once stalled; the

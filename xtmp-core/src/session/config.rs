@@ -2,11 +2,14 @@
 //! [`SessionConfig::validate`] when a session is created.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
 use crate::reliability::congestion::{ControllerFactory, NewRenoFactory};
 use crate::reliability::mtu::MtuDiscoveryConfig;
+use crate::session::PathKind;
+use crate::wire::MessageType;
 
 /// How a session behaves once it exists. Shared through `Arc`.
 ///
@@ -43,6 +46,10 @@ pub struct SessionConfig {
     /// Paths a session holds at once (the handshake's, reconnections,
     /// rebinding); a new path beyond this is refused. Default 4.
     pub max_paths: usize,
+    /// Which kind of path each message type goes on while the session has
+    /// a validated stream path and a validated datagram path at once
+    /// (hybrid). Default: [`PathPolicy::default`].
+    pub path_policy: PathPolicy,
     /// How long a receiver keeps the previous key after the peer's first
     /// frame under the next one. Default 3 s.
     pub key_grace: Duration,
@@ -127,6 +134,7 @@ impl Default for SessionConfig {
             rekey_interval: Duration::from_secs(3600),
             rekey_overdue: Duration::from_secs(3 * 3600),
             max_paths: 4,
+            path_policy: PathPolicy::default(),
             key_grace: Duration::from_secs(3),
             replay_window: 4096,
             max_decrypt_failures: 1 << 20,
@@ -242,5 +250,38 @@ impl SessionConfig {
             return bad("max_queued_messages", "queue limits must be positive");
         }
         Ok(())
+    }
+}
+
+/// Where messages go in a hybrid session, one with a validated stream path
+/// and a validated datagram path at once (SPEC.md 3.8): each message
+/// prefers one kind (its type's, or [`SendOptions::path`](super::SendOptions::path)),
+/// and goes on the other only while no path of its kind is up. Control
+/// frames (acknowledgements, heartbeats, key updates) go on either.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// Types that prefer the datagram path: real-time streams, where a late
+    /// item is worth less than a fresh one. Every other type prefers the
+    /// stream path. Default `LIVE_UPDATES`, `EVENT_STREAM`,
+    /// `METRICS_STREAM`.
+    pub datagram_types: Vec<MessageType>,
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        PathPolicy {
+            datagram_types: alloc::vec![
+                MessageType::LIVE_UPDATES,
+                MessageType::EVENT_STREAM,
+                MessageType::METRICS_STREAM
+            ],
+        }
+    }
+}
+
+impl PathPolicy {
+    /// The kind of path messages of type `ty` prefer.
+    pub fn preferred(&self, ty: MessageType) -> PathKind {
+        if self.datagram_types.contains(&ty) { PathKind::Datagram } else { PathKind::Stream }
     }
 }

@@ -477,6 +477,9 @@ impl Session {
         if self.dispatch(h.message_type, h.flags, plain) {
             let eliciting = h.flags.contains(Flags::REQUIRES_ACK);
             self.acks.on_frame(seq, eliciting, self.rx_ack_now, self.now, self.config.max_ack_delay);
+            if eliciting && self.paths[path.0 as usize].kind == PathKind::Stream {
+                self.acks.owe_on_stream();
+            }
         }
     }
 

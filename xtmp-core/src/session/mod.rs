@@ -76,7 +76,7 @@ mod subscription;
 mod timers;
 
 pub use codec::MAX_REASON_LEN;
-pub use config::{ConfigError, MIN_DATAGRAM, SessionConfig};
+pub use config::{ConfigError, MIN_DATAGRAM, PathPolicy, SessionConfig};
 pub use event::{
     BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathId,
     PathKind, SendError, Stats, SubscriptionId, Transmit,
@@ -131,6 +131,9 @@ pub struct SendOptions {
     /// makes it smaller; the peer's application receives the original body.
     /// Off by default: worth it for large textual or repetitive bodies.
     pub compress: bool,
+    /// The kind of path the message prefers in a hybrid session; `None`
+    /// for [`SessionConfig::path_policy`]'s choice by type.
+    pub path: Option<PathKind>,
 }
 
 impl Default for SendOptions {
@@ -142,6 +145,7 @@ impl Default for SendOptions {
             reliable: true,
             deadline: None,
             compress: false,
+            path: None,
         }
     }
 }
@@ -229,6 +233,9 @@ pub(super) struct Outgoing {
     total: u64,
     /// For reliable data: the message's credit offset (SPEC.md 4.6).
     credit: u64,
+    /// For data: the kind of path it prefers (hybrid sessions); `None`:
+    /// any.
+    route: Option<PathKind>,
 }
 
 /// A data message built but not queued (SPEC.md 4.9: an item waiting for
@@ -246,12 +253,14 @@ pub(super) struct Staged {
     /// For a reliable message, when it fails; `None`: the default from
     /// when it is queued.
     deadline: Option<Instant>,
+    /// The kind of path it prefers.
+    route: PathKind,
 }
 
 impl Outgoing {
     pub(super) fn new(ty: MessageType, flags: Flags, head: Head, body: Bytes) -> Outgoing {
         let total = body.len() as u64;
-        Outgoing { ty, flags, head, body, offset: 0, total, credit: 0 }
+        Outgoing { ty, flags, head, body, offset: 0, total, credit: 0, route: None }
     }
 
     /// The reliable message's order number, 0 for anything else.
@@ -335,6 +344,9 @@ pub struct Session {
     queued_items: usize,
     /// The path the transmit being written goes on.
     tx_path: PathId,
+    /// In a hybrid session, which of the two data paths tries first on the
+    /// next transmit (they take turns, so neither starves the other).
+    tx_turn: bool,
     /// The frame being written completes a reliable message and nothing
     /// else waits: it asks for an immediate ACK.
     tx_ack_now: bool,
@@ -474,6 +486,7 @@ impl Session {
             queued_bytes: 0,
             queued_items: 0,
             tx_path: PathId(0),
+            tx_turn: false,
             tx_ack_now: false,
             rx_ack_now: false,
             acks: AckState::new(now),
@@ -882,20 +895,22 @@ impl Session {
             deadline = Some(self.now + options.deadline.unwrap_or(self.config.delivery_timeout));
         }
         let head = DataHeader { kind, id, correlation, order: 0, ack_now: false };
-        Staged { q, ty, flags, head, body, deadline }
+        let route = options.path.unwrap_or_else(|| self.config.path_policy.preferred(ty));
+        Staged { q, ty, flags, head, body, deadline, route }
     }
 
     /// Queues a staged message: a reliable one gets its order number and
     /// credit offset in its class now and is registered for
     /// acknowledgement (with its deadline, or the default from now).
     pub(super) fn commit_data(&mut self, staged: Staged) -> MessageId {
-        let Staged { q, ty, flags, mut head, body, deadline } = staged;
+        let Staged { q, ty, flags, mut head, body, deadline, route } = staged;
         let reliable = flags.contains(Flags::REQUIRES_ACK);
         let class = reliable::class_index(flags);
         if reliable {
             head.order = self.outbound.next_order(class);
         }
         let mut item = Outgoing::new(ty, flags, Head::Data(head), body);
+        item.route = Some(route);
         if reliable {
             item.credit = self.outbound.next_credit(class);
             let deadline = deadline.unwrap_or(self.now + self.config.delivery_timeout);

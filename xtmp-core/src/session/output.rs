@@ -65,14 +65,23 @@ impl Session {
                 return Ok(Some(t));
             }
         }
-        let path = self.primary;
-        let p = &self.paths[path.0 as usize];
-        if !p.alive {
+        if !self.paths[self.primary.0 as usize].alive {
             return Ok(None);
         }
         if let Some(t) = self.transmit_probe(buf) {
             return Ok(Some(t));
         }
+        for path in self.data_paths().into_iter().flatten() {
+            if let Some(t) = self.transmit_data(path, buf)? {
+                self.tx_turn = !self.tx_turn;
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Batches frames for `path` into one transmit.
+    fn transmit_data(&mut self, path: PathId, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         let limit = self.transmit_limit(path, buf);
         self.tx_path = path;
         let in_flight = self.recovery.in_flight();
@@ -207,16 +216,19 @@ impl Session {
         if self.data_held() {
             return Ok(None);
         }
-        // An ACK goes first when due, or along with anything else.
-        if self.acks.pending() && (self.ack_due() || self.has_sendable()) {
+        // An ACK goes first when due, or along with anything else; one owed
+        // for stream frames goes on the stream (SPEC.md 4.2).
+        let ack_route = self.acks.stream_owed().then_some(PathKind::Stream);
+        if self.acks.pending() && self.routes_to(ack_route, self.tx_path) && (self.ack_due() || self.has_sendable()) {
             let ack = Outgoing::new(ACK, Flags::empty(), Head::Ack, Bytes::new());
             return self.write_sealed(&ack, None, out).map(Some);
         }
         loop {
-            let data_ok = self.can_send_data();
+            let path = self.tx_path;
+            let data_ok = self.can_send_data_on(path);
             let ready = |q: usize| match q {
-                Q_CONTROL => !self.queues[q].is_empty(),
-                _ => data_ok && self.queue_ready(q),
+                Q_CONTROL => self.queues[q].front().is_some_and(|item| self.routes_to(item.route, path)),
+                _ => data_ok && self.queue_ready_on(q, path),
             };
             let Some(q) = (0..self.queues.len()).find(|&q| ready(q)) else {
                 if matches!(self.state, State::Closing) && self.disconnect_ready() {

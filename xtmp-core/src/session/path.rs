@@ -205,18 +205,65 @@ impl Session {
         let primary = self.latest_path == path || !old.alive || !old.validated;
         if primary {
             self.switch_primary(path);
+        } else {
+            self.supersede_datagram_paths(path);
         }
         self.push_event(Event::PathValidated { path, primary });
     }
 
-    /// Moves application data to `path`. Datagrams in flight on the old
-    /// primary path are counted lost and repeated on the new one (the peer
-    /// drops duplicates): after a rebinding nothing would acknowledge them.
+    /// Moves application data to `path`. In a hybrid session the datagram
+    /// path stays in use when the stream path becomes primary.
     pub(super) fn switch_primary(&mut self, path: PathId) {
-        let old = self.primary;
         self.primary = path;
-        if old != path && self.paths[old.0 as usize].kind == PathKind::Datagram {
-            self.lose_path_frames(old);
+        self.supersede_datagram_paths(path);
+    }
+
+    /// `path` is now the datagram path in use (if it is one): frames in
+    /// flight on any other datagram path are counted lost and repeated (the
+    /// peer drops duplicates). After a rebinding nothing would acknowledge
+    /// them, and they would hold the congestion window for ever.
+    fn supersede_datagram_paths(&mut self, path: PathId) {
+        if self.paths[path.0 as usize].kind != PathKind::Datagram {
+            return;
+        }
+        for i in 0..self.paths.len() {
+            if i != path.0 as usize && self.paths[i].kind == PathKind::Datagram {
+                self.lose_path_frames(PathId(i as u32));
+            }
+        }
+    }
+
+    /// The path that carries data preferring `kind`: the primary path if
+    /// it is of that kind, otherwise the newest live validated path of
+    /// that kind (a hybrid session's other half).
+    pub(super) fn path_for(&self, kind: PathKind) -> Option<PathId> {
+        let primary = &self.paths[self.primary.0 as usize];
+        if primary.alive && primary.kind == kind {
+            return Some(self.primary);
+        }
+        self.paths.iter().rposition(|p| p.alive && p.validated && p.kind == kind).map(|i| PathId(i as u32))
+    }
+
+    /// The paths data goes on: the primary, and in a hybrid session the
+    /// live validated path of the other kind. They take turns going first.
+    pub(super) fn data_paths(&self) -> [Option<PathId>; 2] {
+        let other = match self.paths[self.primary.0 as usize].kind {
+            PathKind::Stream => PathKind::Datagram,
+            PathKind::Datagram => PathKind::Stream,
+        };
+        let second = self.path_for(other).filter(|&p| p != self.primary);
+        match (second, self.tx_turn) {
+            (Some(s), true) => [Some(s), Some(self.primary)],
+            _ => [Some(self.primary), second],
+        }
+    }
+
+    /// Whether an item that prefers `route` may go on `path`: yes, unless
+    /// a path of its kind is up and `path` is not it.
+    pub(super) fn routes_to(&self, route: Option<PathKind>, path: PathId) -> bool {
+        match route.and_then(|kind| self.path_for(kind)) {
+            Some(p) => p == path,
+            None => true,
         }
     }
 

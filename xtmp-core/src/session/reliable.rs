@@ -89,8 +89,19 @@ impl Session {
     /// Whether the congestion window and the pacer let data go out on the
     /// primary path.
     pub(super) fn can_send_data(&self) -> bool {
-        self.paths[self.primary.0 as usize].kind == PathKind::Stream
+        self.can_send_data_on(self.primary)
+    }
+
+    /// Whether the congestion window and the pacer let data go out on
+    /// `path` (a stream path has its own).
+    pub(super) fn can_send_data_on(&self, path: PathId) -> bool {
+        self.paths[path.0 as usize].kind == PathKind::Stream
             || (self.recovery.in_flight() < self.congestion.window() && self.pacing_release().is_none())
+    }
+
+    /// Whether data queue `q`'s front item may be written on `path` now.
+    pub(super) fn queue_ready_on(&self, q: usize, path: PathId) -> bool {
+        self.queue_ready(q) && self.queues[q].front().is_some_and(|item| self.routes_to(item.route, path))
     }
 
     /// What the pacer is computed from now.
@@ -110,11 +121,14 @@ impl Session {
 
     /// When data held back only by the pacer may go.
     fn pacing_deadline(&self) -> Option<Instant> {
-        let p = &self.paths[self.primary.0 as usize];
-        let waiting = p.alive
-            && p.kind == PathKind::Datagram
-            && self.recovery.in_flight() < self.congestion.window()
-            && self.data_ready();
+        let datagram = self.data_paths().into_iter().flatten().find(|p| {
+            let p = &self.paths[p.0 as usize];
+            p.alive && p.kind == PathKind::Datagram
+        });
+        let waiting = datagram.is_some_and(|d| {
+            self.recovery.in_flight() < self.congestion.window()
+                && (Q_EMERGENCY..self.queues.len()).any(|q| self.queue_ready_on(q, d))
+        });
         waiting.then(|| self.pacing_release()).flatten()
     }
 
@@ -131,7 +145,10 @@ impl Session {
 
     /// Whether a queue holds something that may be sent now.
     pub(super) fn has_sendable(&self) -> bool {
-        !self.queues[Q_CONTROL].is_empty() || (self.can_send_data() && self.data_ready())
+        !self.queues[Q_CONTROL].is_empty()
+            || self.data_paths().into_iter().flatten().any(|p| {
+                self.can_send_data_on(p) && (Q_EMERGENCY..self.queues.len()).any(|q| self.queue_ready_on(q, p))
+            })
     }
 
     /// Whether a data queue's front item may be written now.
@@ -587,7 +604,19 @@ impl Session {
         if self.recovery.pto_deadline(&self.rtt, self.config.max_ack_delay).is_some_and(|t| t <= now) {
             self.recovery.pto_count += 1;
             self.stats.probes += 1;
+            // Probe timeouts are for datagram frames: the probe goes where
+            // they went (in a hybrid session, not the stream path).
             self.queue_ping(Flags::REQUIRES_ACK);
+            if let Some(ping) = self.queues[Q_CONTROL].back_mut() {
+                ping.route = Some(PathKind::Datagram);
+            }
+            // In a hybrid session a datagram path that stopped answering is
+            // given up while the stream works: its traffic goes there.
+            if self.path_for(PathKind::Stream).is_some()
+                && let Some(path) = self.recovery.stalled_datagram_path(now)
+            {
+                self.fail_path(PathId(path), None);
+            }
         }
         if self.recovery.stall_deadline(&self.rtt, self.config.max_ack_delay).is_some_and(|t| t <= now)
             && let Some(path) = self.recovery.stalled_path(now)

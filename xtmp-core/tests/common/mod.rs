@@ -44,6 +44,9 @@ pub struct Pair {
     pub client_events: Vec<Event>,
     pub server_events: Vec<Event>,
     pub filter: Option<Filter>,
+    /// One-way black holes: what goes this way on this remote's path is
+    /// lost (meant for datagram paths; a stream would be cut mid-frame).
+    pub black_holes: Vec<(Dir, Remote)>,
     /// For each client path, the address the server sees it from.
     pub client_paths: Vec<Remote>,
     pub to_server: VecDeque<(Remote, Vec<u8>)>,
@@ -55,6 +58,8 @@ pub struct Pair {
     pub server_sent: u64,
     pub server_received: u64,
     pub server_sent_by_remote: std::collections::HashMap<Remote, u64>,
+    /// Bytes the client sent on each of its paths.
+    pub client_sent_by_path: std::collections::HashMap<PathId, u64>,
     /// Whether the server's application takes its events (a slow
     /// application stops: flow control must hold the client back).
     pub server_reading: bool,
@@ -128,6 +133,7 @@ impl Setup {
             client_events: Vec::new(),
             server_events: Vec::new(),
             filter: None,
+            black_holes: Vec::new(),
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
             held: [None, None],
@@ -136,6 +142,7 @@ impl Setup {
             server_sent: 0,
             server_received: 0,
             server_sent_by_remote: Default::default(),
+            client_sent_by_path: Default::default(),
             server_reading: true,
             client_reading: true,
         }
@@ -149,6 +156,9 @@ impl Pair {
     }
 
     fn push(&mut self, dir: Dir, remote: Remote, bytes: Vec<u8>) {
+        if self.black_holes.contains(&(dir, remote)) {
+            return;
+        }
         let verdict = match &mut self.filter {
             Some(f) => f(dir, &bytes),
             None => Verdict::Deliver,
@@ -185,6 +195,7 @@ impl Pair {
         if self.client_alive {
             while let Some(t) = self.client.poll_transmit(self.now, &mut buf).unwrap() {
                 let remote = self.client_paths[t.path.0 as usize];
+                *self.client_sent_by_path.entry(t.path).or_default() += t.len as u64;
                 self.push(Dir::ToServer, remote, buf[..t.len].to_vec());
                 moved = true;
             }
