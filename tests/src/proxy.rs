@@ -1,6 +1,7 @@
 //! A TCP proxy on any [`Runtime`], which the test can cut: every
 //! connection open at the time is dropped on both sides, as when a
-//! middlebox or the server drops it.
+//! middlebox or the server drops it. It also relays datagrams on the same
+//! port (a hybrid client's UDP path), which a cut leaves alone.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
 use futures::future::select;
-use xtmp_adapter::{Link, Runtime};
+use xtmp_adapter::{DatagramSocket, Link, Runtime};
 use xtmp_core::session::PathKind;
 
 /// A running proxy.
@@ -26,6 +27,8 @@ impl Proxy {
     pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<Proxy> {
         let mut listener = rt.listen(crate::harness::any_port()).await?;
         let addr = listener.local_addr()?;
+        let (udp, out) = (rt.bind_udp(addr).await?, rt.bind_udp(crate::harness::any_port()).await?);
+        rt.spawn(Box::pin(relay(udp, out, target)));
         let open: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
         let conns = open.clone();
         let spawner = rt.clone();
@@ -49,6 +52,36 @@ impl Proxy {
     pub fn cut(&self) {
         self.open.lock().expect("not poisoned").clear();
     }
+}
+
+/// Relays datagrams from the newest client address to `target` through
+/// `out`, and `target`'s answers back. One that cannot go at once is lost,
+/// as UDP allows.
+async fn relay(inbound: Box<dyn DatagramSocket>, out: Box<dyn DatagramSocket>, target: SocketAddr) {
+    let mut client = None;
+    let mut buf = vec![0u8; 65_536];
+    std::future::poll_fn(move |cx| {
+        loop {
+            let mut moved = false;
+            if let Poll::Ready(r) = inbound.poll_recv_from(cx, &mut buf) {
+                moved = true;
+                if let Ok((n, from)) = r {
+                    client = Some(from);
+                    let _ = out.poll_send_to(cx, &buf[..n], target);
+                }
+            }
+            if let Poll::Ready(r) = out.poll_recv_from(cx, &mut buf) {
+                moved = true;
+                if let (Ok((n, _)), Some(to)) = (r, client) {
+                    let _ = inbound.poll_send_to(cx, &buf[..n], to);
+                }
+            }
+            if !moved {
+                return Poll::<()>::Pending;
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Default)]

@@ -652,6 +652,7 @@ impl Driver {
                 Event::Failed(id, reason) => self.on_failed(id, reason),
                 Event::Writable => self.blocked = false,
                 Event::PathValidated { path, .. } if self.connected && !self.closing => {
+                    self.count_paths();
                     self.shared.set_state(ConnectionState::Connected);
                     self.attempt = 0;
                     if self.links.iter().any(|(p, l)| *p == path && l.kind() == PathKind::Datagram) {
@@ -660,6 +661,7 @@ impl Driver {
                 }
                 Event::PathFailed { path, .. } => {
                     self.links.retain(|(p, _)| *p != path);
+                    self.count_paths();
                     self.after_link_gone();
                 }
                 Event::Closed(reason) => self.on_closed(reason),
@@ -669,7 +671,14 @@ impl Driver {
         progress
     }
 
+    /// Updates [`ClientStats::paths`](super::ClientStats::paths).
+    fn count_paths(&self) {
+        let n = self.links.iter().filter(|(p, _)| self.session.is_path_validated(*p)).count();
+        self.shared.update_stats(|s| s.paths = n);
+    }
+
     fn on_connected(&mut self, peer: Option<PublicIdentity>) {
+        self.count_paths();
         self.connected = true;
         self.attempt = 0;
         self.shared.update_stats(|s| s.sessions += 1);

@@ -38,6 +38,9 @@ pub struct ClientStats {
     pub sessions: u64,
     /// Transport connections re-established for a live session.
     pub paths_redialed: u64,
+    /// The session's open paths the session has validated: 1, or 2 in a
+    /// hybrid session with its stream and its datagram path both up.
+    pub paths: usize,
     /// Messages sent again in a new session because the old one closed
     /// before the server acknowledged them.
     pub resent: u64,
