@@ -464,6 +464,7 @@ impl Driver {
     /// client whose datagram path still works dials a new stream in the
     /// background (its traffic goes on the datagram path meanwhile).
     fn after_link_gone(&mut self) {
+        self.count_paths();
         if !self.connected || self.closing {
             return;
         }
@@ -661,7 +662,6 @@ impl Driver {
                 }
                 Event::PathFailed { path, .. } => {
                     self.links.retain(|(p, _)| *p != path);
-                    self.count_paths();
                     self.after_link_gone();
                 }
                 Event::Closed(reason) => self.on_closed(reason),
