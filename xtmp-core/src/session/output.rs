@@ -217,7 +217,7 @@ impl Session {
             return Ok(None);
         }
         // An ACK goes first when due, or along with anything else; one owed
-        // for stream frames goes on the stream (SPEC.md 4.2).
+        // for stream frames goes on the stream (SPEC.md 4.3).
         let ack_route = self.acks.stream_owed().then_some(PathKind::Stream);
         if self.acks.pending() && self.routes_to(ack_route, self.tx_path) && (self.ack_due() || self.has_sendable()) {
             let ack = Outgoing::new(ACK, Flags::empty(), Head::Ack, Bytes::new());
