@@ -17,7 +17,7 @@ use xtmp_core::endpoint::{EndpointConfig, EndpointStats};
 use xtmp_core::handshake::{IdentityKeypair, ServerConfig};
 use xtmp_core::session::SessionConfig;
 
-use crate::runtime::Runtime;
+use crate::runtime::{DatagramSocket, Listener, Runtime};
 use crate::{Error, Transport};
 
 pub use publisher::{Publisher, PublisherClosed};
@@ -111,6 +111,27 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// Binds TCP and UDP on one port: `addr`'s, or when it asks for any, the
+/// one the TCP listener got, tried again with a new one (a few times) if a
+/// UDP socket already holds that port number.
+async fn bind_hybrid(
+    rt: &dyn Runtime,
+    addr: SocketAddr,
+) -> Result<(Box<dyn Listener>, Box<dyn DatagramSocket>), Error> {
+    const TRIES: usize = 8;
+    let mut tries = 0;
+    loop {
+        let l = rt.listen(addr).await?;
+        match rt.bind_udp(l.local_addr()?).await {
+            Ok(s) => return Ok((l, s)),
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries + 1 < TRIES => {
+                tries += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Server {
     /// Starts a server on `rt` listening on each of `listeners` (TCP,
     /// WebSocket and UDP, any mix; several of a kind are allowed) and serving `router`.
@@ -139,12 +160,8 @@ impl Server {
                     udp.push(s);
                 }
                 Transport::Hybrid => {
-                    // TCP and UDP on one port (the TCP listener's, when
-                    // `addr` asks for any).
-                    let l = rt.listen(addr).await?;
-                    let at = l.local_addr()?;
-                    let s = rt.bind_udp(at).await?;
-                    local.push((transport, at));
+                    let (l, s) = bind_hybrid(&*rt, addr).await?;
+                    local.push((transport, l.local_addr()?));
                     tcp.push(l);
                     udp.push(s);
                 }
