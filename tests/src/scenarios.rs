@@ -51,6 +51,20 @@ async fn ask(client: &Client, body: &[u8]) {
     assert_eq!(&answer.body[10..], body, "an answer to another request");
 }
 
+/// Asserts that the server answered with an Error response of `code` (and
+/// `reason`, if given).
+fn expect_remote<T: std::fmt::Debug>(r: Result<T, Error>, code: ErrorCode, reason: Option<&str>, t: Transport) {
+    match r {
+        Err(Error::Remote { code: c, reason: why }) => {
+            assert_eq!(c, code, "{t:?}: {why}");
+            if let Some(reason) = reason {
+                assert_eq!(why, reason, "{t:?}");
+            }
+        }
+        other => panic!("{t:?}: expected {code:?}, got {other:?}"),
+    }
+}
+
 /// Counts what a handler saw, by body, and wakes whoever waits for a total.
 #[derive(Clone)]
 struct Tally {
@@ -136,16 +150,10 @@ pub async fn requests_under_concurrency(pair: Pair) {
             })
             .collect();
         join_all(tasks).await;
-        match client.request(MessageType::WALLET_AUTH, Bytes::from_static(b"w1")).await {
-            Err(Error::Remote { code, reason }) => {
-                assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "wallet locked"), "{t:?}");
-            }
-            other => panic!("{t:?}: expected a refusal, got {other:?}"),
-        }
-        match client.request(MessageType::BUNDLE_SYNC, Bytes::new()).await {
-            Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::UNKNOWN_TYPE, "{t:?}"),
-            other => panic!("{t:?}: expected UNKNOWN_TYPE, got {other:?}"),
-        }
+        let refused = client.request(MessageType::WALLET_AUTH, Bytes::from_static(b"w1")).await;
+        expect_remote(refused, ErrorCode::REFUSED, Some("wallet locked"), t);
+        let unknown = client.request(MessageType::BUNDLE_SYNC, Bytes::new()).await;
+        expect_remote(unknown, ErrorCode::UNKNOWN_TYPE, None, t);
         ask(&client, b"still there").await;
     }
 }
@@ -231,16 +239,10 @@ pub async fn subscriptions(pair: Pair) {
         }
         assert_eq!(next, n, "{t:?}");
         assert!(matches!(sub.end(), Some(SubscriptionEnd::Ended { code: ErrorCode(0), .. })), "{:?}", sub.end());
-        match client.subscribe(MessageType::LIVE_UPDATES, Bytes::from(0u32.to_be_bytes().to_vec())).await {
-            Err(Error::Remote { code, reason }) => {
-                assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "nothing to count"), "{t:?}");
-            }
-            other => panic!("{t:?}: expected a refusal, got {other:?}"),
-        }
-        match client.subscribe(MessageType::METRICS_STREAM, Bytes::new()).await {
-            Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::UNKNOWN_TYPE, "{t:?}"),
-            other => panic!("{t:?}: expected UNKNOWN_TYPE, got {other:?}"),
-        }
+        let refused = client.subscribe(MessageType::LIVE_UPDATES, Bytes::from(0u32.to_be_bytes().to_vec())).await;
+        expect_remote(refused, ErrorCode::REFUSED, Some("nothing to count"), t);
+        let unknown = client.subscribe(MessageType::METRICS_STREAM, Bytes::new()).await;
+        expect_remote(unknown, ErrorCode::UNKNOWN_TYPE, None, t);
         let mut sub = client.subscribe(MessageType::EVENT_STREAM, Bytes::new()).await.unwrap();
         assert_eq!(&sub.next().await.expect("an item").body[..], b"first");
         drop(sub);
@@ -607,12 +609,8 @@ pub async fn in_flight_limit(pair: Pair) {
         .collect();
     entered.next().await.expect("handler ran");
     entered.next().await.expect("handler ran");
-    match client.request(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"3")).await {
-        Err(Error::Remote { code, reason }) => {
-            assert_eq!((code, reason.as_str()), (ErrorCode::REFUSED, "too many requests in flight"));
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let refused = client.request(MessageType::BUNDLE_SUBMIT, Bytes::from_static(b"3")).await;
+    expect_remote(refused, ErrorCode::REFUSED, Some("too many requests in flight"), Transport::Tcp);
     assert_eq!(server.stats().await.requests_refused, 1);
     open.send(()).expect("handlers wait");
     let mut answers: Vec<u8> = join_all(held).await.into_iter().map(|r| r.expect("answered").body[0]).collect();
