@@ -42,6 +42,7 @@ pub mod registry;
 pub mod resolve;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod trust;
 pub mod websocket;
 

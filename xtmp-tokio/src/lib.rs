@@ -52,8 +52,18 @@
 //! [`ClientSetup::reconnect`] says (exponential backoff with jitter,
 //! [`Backoff`]); [`ConnectionState`] shows where it stands.
 //!
-//! Still to come (issue 7): tracing and metrics, `SO_REUSEPORT`
-//! sharding, and the `xtmp` command.
+//! ## Observability
+//!
+//! Clients and servers report through `tracing`: a span per client
+//! session (`xtmp_client`), per server session (`xtmp_session`) and per
+//! request (`xtmp_request`), with session ids, peers, message types and
+//! request ids; warnings for peers that misbehave and for a client that
+//! does not verify its server. With the feature `metrics`, counters of
+//! sessions, requests, refusals and dropped connections go through the
+//! `metrics` facade. The names and fields: [`xtmp_adapter::telemetry`].
+//!
+//! Still to come (issue 7): `SO_REUSEPORT` sharding and the `xtmp`
+//! command.
 
 mod resolve;
 mod runtime;

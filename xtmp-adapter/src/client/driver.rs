@@ -34,6 +34,7 @@ use super::{ClientSetup, Command, Dial, Reply, Subscription, subscription_channe
 use crate::clock::{self, Clock};
 use crate::resolve::BoxFuture;
 use crate::runtime::{Deadline, Link, Runtime};
+use crate::telemetry::{self, Hex};
 use crate::{Backoff, Error};
 
 /// Largest transmit asked of the core (a stream chunk may batch several
@@ -51,6 +52,8 @@ struct Pending {
     reply: Reply,
     /// The server acknowledged it (a request still waits for its answer).
     acked: bool,
+    /// The request's span.
+    span: tracing::Span,
 }
 
 /// One of the application's subscriptions, across sessions.
@@ -118,6 +121,9 @@ pub(crate) struct Driver {
     closing: bool,
     close_deadline: Option<Instant>,
     finished: bool,
+    /// The client's span (`xtmp_client`), whose `session` field follows
+    /// the current session.
+    span: tracing::Span,
 }
 
 impl Driver {
@@ -130,6 +136,7 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         shared: Arc<Shared>,
         ready: oneshot::Sender<Result<Option<PublicIdentity>, Error>>,
+        span: tracing::Span,
     ) -> Result<Driver, Error> {
         let clock = Clock::new();
         let mut rng = clock::rng()?;
@@ -176,6 +183,7 @@ impl Driver {
             closing: false,
             close_deadline: None,
             finished: false,
+            span,
         })
     }
 
@@ -246,8 +254,8 @@ impl Driver {
                 }
                 self.deferred.push_back(c);
             }
-            Command::Send { message_type, body, options, reply } => {
-                let p = Pending { message_type, body, options, reply, acked: false };
+            Command::Send { message_type, body, options, reply, span } => {
+                let p = Pending { message_type, body, options, reply, acked: false, span };
                 self.send(p, true);
             }
             Command::Subscribe { message_type, filter, commands, reply } => {
@@ -300,7 +308,10 @@ impl Driver {
     fn send(&mut self, p: Pending, first: bool) {
         match self.session.send(p.message_type, p.body.clone(), p.options) {
             Ok(id) => {
+                p.span.record("session", tracing::field::display(Hex(self.session.local_session_id())));
+                p.span.record("request_id", id.0);
                 if !first {
+                    tracing::debug!(message_type = %p.message_type, id = id.0, "sent again in the new session");
                     self.shared.update_stats(|s| s.resent += 1);
                 }
                 if p.options.reliable || !matches!(p.reply, Reply::None) {
@@ -309,8 +320,13 @@ impl Driver {
             }
             Err(SendError::WouldBlock) => {
                 self.blocked = true;
-                let c =
-                    Command::Send { message_type: p.message_type, body: p.body, options: p.options, reply: p.reply };
+                let c = Command::Send {
+                    message_type: p.message_type,
+                    body: p.body,
+                    options: p.options,
+                    reply: p.reply,
+                    span: p.span,
+                };
                 self.deferred.push_front(c);
             }
             Err(e) => p.reply.fail(Error::Send(e)),
@@ -469,6 +485,7 @@ impl Driver {
             return;
         }
         if self.links.is_empty() {
+            tracing::info!("connection lost: reconnecting");
             self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
             self.schedule_retry();
         } else if !self.links.iter().any(|(_, l)| l.kind() == self.dial.kind) {
@@ -533,6 +550,8 @@ impl Driver {
             Ok(link) if self.dead => self.new_session(link),
             Ok(link) => match self.session.add_path(self.dial.kind, false) {
                 Some(id) => {
+                    tracing::info!(path = id.0, "redialed: a new connection for the live session");
+                    telemetry::count("xtmp_client_reconnections_total", &[("how", "path")], 1);
                     self.links.push((id, link));
                     self.shared.update_stats(|s| s.paths_redialed += 1);
                     self.ensure_datagram();
@@ -542,8 +561,9 @@ impl Driver {
                     self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "no room for a new path");
                 }
             },
-            Err(_) => {
+            Err(e) => {
                 self.attempt += 1;
+                tracing::info!(attempt = self.attempt, error = %e, "reconnection attempt failed");
                 self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
                 self.schedule_retry();
             }
@@ -661,10 +681,14 @@ impl Driver {
                     }
                 }
                 Event::PathFailed { path, .. } => {
+                    tracing::info!(path = path.0, "path failed");
                     self.links.retain(|(p, _)| *p != path);
                     self.after_link_gone();
                 }
                 Event::Closed(reason) => self.on_closed(reason),
+                Event::KeyUpdated { sending, generation, .. } => {
+                    tracing::debug!(sending, generation, "key updated");
+                }
                 _ => {}
             }
         }
@@ -678,6 +702,19 @@ impl Driver {
     }
 
     fn on_connected(&mut self, peer: Option<PublicIdentity>) {
+        let session = Hex(self.session.local_session_id());
+        self.span.record("session", tracing::field::display(&session));
+        if let Some(id) = self.session.peer_session_id() {
+            self.span.record("server_session", tracing::field::display(Hex(id)));
+        }
+        let server = peer.as_ref().map(|p| tracing::field::display(p.key_id()));
+        if self.ready.is_some() {
+            tracing::info!(%session, server, "connected");
+        } else {
+            tracing::info!(%session, server, resent = self.resend.len(), "reconnected with a new session");
+            telemetry::count("xtmp_client_reconnections_total", &[("how", "session")], 1);
+        }
+        telemetry::count("xtmp_client_sessions_total", &[], 1);
         self.count_paths();
         self.connected = true;
         self.attempt = 0;
@@ -809,6 +846,7 @@ impl Driver {
         if !retry {
             return self.finish(reason);
         }
+        tracing::info!(%reason, "session ended: reconnecting with a new one");
         self.dead = true;
         if self.connected {
             self.attempt = 0;
@@ -840,6 +878,10 @@ impl Driver {
             return;
         }
         self.finished = true;
+        match telemetry::close_class(&reason) {
+            (_, true) => tracing::warn!(%reason, "closed"),
+            _ => tracing::info!(%reason, "closed"),
+        }
         let e = || Error::Closed(reason.clone());
         if let Some(r) = self.ready.take() {
             let _ = r.send(Err(e()));

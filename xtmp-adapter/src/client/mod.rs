@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_lock::Semaphore;
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
+use tracing::Instrument;
 use xtmp_core::crypto::RustCrypto;
 use xtmp_core::handshake::{ClientConfig, Fingerprints, Pinned, PublicIdentity};
 use xtmp_core::session::{CloseCode, CloseReason, Message, PathKind, SendOptions, SessionConfig};
@@ -22,6 +23,7 @@ use xtmp_core::wire::MessageType;
 
 use crate::resolve::BoxFuture;
 use crate::runtime::{Link, Runtime, sleep_until};
+use crate::telemetry;
 use crate::websocket;
 use crate::{Backoff, Connector, Endpoint, Error, Resolver, Transport, Trust};
 
@@ -109,6 +111,9 @@ pub(crate) enum Command {
         body: Bytes,
         options: SendOptions,
         reply: Reply,
+        /// The request's span (`Span::none()` for other sends): the
+        /// driver records the session and the message id into it.
+        span: tracing::Span,
     },
     Subscribe {
         message_type: MessageType,
@@ -193,6 +198,7 @@ pub struct Client {
 pub(crate) struct Dial {
     pub(crate) addr: SocketAddr,
     pub(crate) kind: PathKind,
+    pub(crate) transport: Transport,
     /// The request URI, on a WebSocket endpoint.
     websocket: Option<Arc<str>>,
     /// Hybrid: once connected over TCP, a UDP path to the same address
@@ -209,7 +215,8 @@ impl Dial {
                 (PathKind::Stream, Some(websocket::uri(&endpoint.host, addr.port(), &endpoint.path).into()))
             }
         };
-        Ok(Dial { addr, kind, websocket, hybrid: endpoint.transport == Transport::Hybrid })
+        let transport = endpoint.transport;
+        Ok(Dial { addr, kind, transport, websocket, hybrid: transport == Transport::Hybrid })
     }
 
     /// Opens a link: a socket, upgraded to WebSocket on such endpoints.
@@ -278,12 +285,25 @@ impl Client {
         dial: Dial,
         setup: ClientSetup,
     ) -> Result<(Client, Option<PublicIdentity>), Error> {
-        let link = dial.open(&rt).await?;
+        let span = tracing::info_span!(
+            "xtmp_client",
+            remote = %dial.addr,
+            transport = dial.transport.scheme(),
+            session = tracing::field::Empty,
+            server_session = tracing::field::Empty,
+        );
+        if !setup.client.verifier.authenticates_server() {
+            tracing::warn!(
+                parent: &span,
+                "the server's identity is not verified (handshake::danger): anyone on the path can impersonate it"
+            );
+        }
+        let link = dial.open(&rt).instrument(span.clone()).await?;
         let (commands, rx) = mpsc::unbounded();
         let (ready_tx, ready_rx) = oneshot::channel();
         let shared = Arc::new(Shared::new());
-        let driver = Driver::new(rt.clone(), &setup, dial, link, rx, shared.clone(), ready_tx)?;
-        rt.spawn(Box::pin(driver));
+        let driver = Driver::new(rt.clone(), &setup, dial, link, rx, shared.clone(), ready_tx, span.clone())?;
+        rt.spawn(Box::pin(driver.instrument(span)));
         let client = Client {
             commands,
             shared,
@@ -313,17 +333,40 @@ impl Client {
         body: Bytes,
         options: SendOptions,
     ) -> Result<Message, Error> {
+        let span = tracing::debug_span!(
+            "xtmp_request",
+            message_type = %message_type,
+            session = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
         let _slot = self.in_flight.acquire().await;
         let (tx, rx) = oneshot::channel();
         let options = SendOptions { request: true, reliable: true, ..options };
-        self.command(Command::Send { message_type, body, options, reply: Reply::Response(tx) })?;
-        let deadline = Instant::now() + self.request_timeout;
-        let timeout = sleep_until(self.rt.as_ref(), deadline);
-        match first(rx, timeout).await {
+        let started = Instant::now();
+        self.command(Command::Send { message_type, body, options, reply: Reply::Response(tx), span: span.clone() })?;
+        let timeout = sleep_until(self.rt.as_ref(), started + self.request_timeout);
+        let result = match first(rx, timeout).await {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(self.gone()),
             None => Err(Error::Timeout),
+        };
+        let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(_) => {
+                telemetry::sample("xtmp_client_request_seconds", elapsed.as_secs_f64());
+                "ok"
+            }
+            Err(Error::Timeout) => "timeout",
+            Err(_) => "error",
+        };
+        telemetry::count("xtmp_client_requests_total", &[("outcome", outcome)], 1);
+        match &result {
+            Ok(m) => {
+                tracing::debug!(parent: &span, rtt_us = elapsed.as_micros() as u64, len = m.body.len(), "answered")
+            }
+            Err(e) => tracing::debug!(parent: &span, rtt_us = elapsed.as_micros() as u64, error = %e, "failed"),
         }
+        result
     }
 
     /// Sends a reliable message and waits until the server acknowledged it
@@ -332,7 +375,13 @@ impl Client {
         let _slot = self.in_flight.acquire().await;
         let (tx, rx) = oneshot::channel();
         let options = SendOptions::default();
-        self.command(Command::Send { message_type, body, options, reply: Reply::Acked(tx) })?;
+        self.command(Command::Send {
+            message_type,
+            body,
+            options,
+            reply: Reply::Acked(tx),
+            span: tracing::Span::none(),
+        })?;
         rx.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
@@ -341,7 +390,7 @@ impl Client {
     /// Its fate shows only in [`Client::stats`].
     pub fn post(&self, message_type: MessageType, body: Bytes, options: SendOptions) -> Result<(), Error> {
         let options = SendOptions { request: false, ..options };
-        self.command(Command::Send { message_type, body, options, reply: Reply::None })
+        self.command(Command::Send { message_type, body, options, reply: Reply::None, span: tracing::Span::none() })
     }
 
     /// Subscribes to the server's stream of `message_type` items with

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
+use tracing::Instrument;
 use xtmp_core::endpoint::{Endpoint, EndpointEvent, Remote, RemoteKind, SessionHandle};
 use xtmp_core::handshake::PublicIdentity;
 use xtmp_core::session::{
@@ -25,6 +26,7 @@ use super::{Control, ServerLimits, ServerSetup, ServerStats};
 use crate::Error;
 use crate::clock::{self, Clock};
 use crate::runtime::{DatagramSocket, Deadline, Listener, Runtime};
+use crate::telemetry::{self, Hex};
 
 /// Input to the driver from connection and handler tasks.
 pub(crate) enum Input {
@@ -51,6 +53,8 @@ struct SessionInfo {
     /// Answers the session's send queue could not take yet (it was
     /// full): they go on `Writable`, in order.
     answers: VecDeque<(MessageId, Result<Reply, Rejection>)>,
+    /// `xtmp_session`: the parent of its requests' spans.
+    span: tracing::Span,
 }
 
 /// Where a graceful shutdown stands.
@@ -195,6 +199,8 @@ impl ServerDriver {
                     break 'listeners;
                 };
                 if self.writers.len() >= self.limits.max_connections {
+                    tracing::warn!(peer = %addr, limit = self.limits.max_connections, "connection refused: too many");
+                    telemetry::count("xtmp_server_connections_dropped_total", &[], 1);
                     self.connections_dropped += 1;
                     continue;
                 }
@@ -382,21 +388,39 @@ impl ServerDriver {
             progress = true;
             match e {
                 EndpointEvent::NewSession(h, remote) => {
+                    let span = tracing::info_span!(
+                        "xtmp_session",
+                        session = %Hex(h.0),
+                        peer = %remote.addr,
+                        identity = tracing::field::Empty,
+                    );
+                    tracing::debug!(parent: &span, kind = ?remote.kind, "handshake started");
                     let info = SessionInfo {
                         addr: remote.addr,
                         identity: None,
                         in_flight: 0,
                         publishers: HashMap::new(),
                         answers: VecDeque::new(),
+                        span,
                     };
                     self.sessions.insert(h, info);
+                    telemetry::gauge("xtmp_server_sessions", self.sessions.len() as f64);
                 }
                 EndpointEvent::CloseRemote(remote) => {
+                    if remote.kind == RemoteKind::Stream {
+                        tracing::warn!(peer = %remote.addr, "connection dropped: its stream broke the framing rules");
+                        telemetry::count("xtmp_server_connections_dropped_total", &[], 1);
+                    }
                     self.writers.remove(&remote);
                     self.endpoint.remote_closed(remote);
                 }
-                EndpointEvent::Session(h, Event::Connected { peer, .. }) => {
+                EndpointEvent::Session(h, Event::Connected { peer, cipher }) => {
                     if let Some(i) = self.sessions.get_mut(&h) {
+                        if let Some(p) = &peer {
+                            i.span.record("identity", tracing::field::display(p.key_id()));
+                        }
+                        tracing::info!(parent: &i.span, ?cipher, "session established");
+                        telemetry::count("xtmp_server_sessions_total", &[], 1);
                         i.identity = peer;
                     }
                 }
@@ -410,11 +434,24 @@ impl ServerDriver {
                         self.drain_publisher(h, id);
                     }
                 }
-                EndpointEvent::Session(h, Event::Closed(_)) => {
+                EndpointEvent::Session(h, Event::Closed(reason)) => {
                     if let Some(info) = self.sessions.remove(&h) {
+                        let (class, blame) = telemetry::close_class(&reason);
+                        if blame {
+                            tracing::warn!(parent: &info.span, %reason, "session closed");
+                        } else {
+                            tracing::info!(parent: &info.span, %reason, "session closed");
+                        }
+                        telemetry::count("xtmp_server_sessions_closed_total", &[("reason", class)], 1);
+                        telemetry::gauge("xtmp_server_sessions", self.sessions.len() as f64);
                         for p in info.publishers.values() {
                             p.close(PublisherClosed::SessionClosed);
                         }
+                    }
+                }
+                EndpointEvent::Session(h, Event::KeyUpdated { sending, generation }) => {
+                    if let Some(i) = self.sessions.get(&h) {
+                        tracing::debug!(parent: &i.span, sending, generation, "key updated");
                     }
                 }
                 _ => {}
@@ -429,45 +466,70 @@ impl ServerDriver {
         match m.kind {
             MessageKind::Request | MessageKind::Message => {
                 let request = m.kind == MessageKind::Request;
+                let span = tracing::debug_span!(
+                    parent: &info.span,
+                    "xtmp_request",
+                    message_type = %m.message_type,
+                    request_id = m.id.0,
+                );
                 let Some(handler) = self.router.routes.get(&m.message_type).cloned() else {
+                    tracing::debug!(parent: &span, "refused: no handler for this message type");
+                    telemetry::count("xtmp_server_requests_refused_total", &[("reason", "unknown_type")], 1);
                     if request {
                         self.refuse(h, m.id, ErrorCode::UNKNOWN_TYPE, "no handler for this message type");
                     }
                     return;
                 };
                 if request && info.in_flight >= self.limits.max_in_flight {
+                    tracing::debug!(parent: &span, limit = self.limits.max_in_flight, "refused: too many in flight");
+                    telemetry::count("xtmp_server_requests_refused_total", &[("reason", "in_flight")], 1);
                     self.requests_refused += 1;
                     return self.refuse(h, m.id, ErrorCode::REFUSED, "too many requests in flight");
                 }
+                telemetry::count("xtmp_server_requests_total", &[], 1);
                 let id = m.id;
                 let mut answers = self.inputs_tx.clone();
                 if request {
                     info.in_flight += 1;
                 }
                 let task = handler(Request { peer, message: m });
-                self.rt.spawn(Box::pin(async move {
+                let task = async move {
                     let answer = task.await;
+                    match &answer {
+                        Ok(r) => tracing::debug!(answer = %r.message_type, len = r.body.len(), "handled"),
+                        Err(r) => tracing::debug!(code = r.code.0, reason = %r.reason, "rejected"),
+                    }
                     if request {
                         let _ = send_input(&mut answers, Input::Answer(h, id, answer)).await;
                     }
-                }));
+                };
+                self.rt.spawn(Box::pin(task.instrument(span)));
             }
             MessageKind::Subscribe => {
                 let Some(handler) = self.router.streams.get(&m.message_type).cloned() else {
                     return self.refuse(h, m.id, ErrorCode::UNKNOWN_TYPE, "no publisher for this message type");
                 };
                 if self.shutdown.is_some() {
+                    telemetry::count("xtmp_server_requests_refused_total", &[("reason", "shutdown")], 1);
                     return self.refuse(h, m.id, ErrorCode::REFUSED, "server shutting down");
                 }
                 let id = SubscriptionId(m.id.0);
                 let shared = PubShared::new(m.message_type, self.limits.publisher_depth);
                 info.publishers.insert(id, shared.clone());
                 let publisher = Publisher { shared, notify: self.notify_tx.clone(), session: h, id };
+                let span = tracing::debug_span!(
+                    parent: &info.span,
+                    "xtmp_subscription",
+                    message_type = %m.message_type,
+                    subscription = id.0,
+                );
                 let task = handler(Request { peer, message: m }, publisher.clone());
-                self.rt.spawn(Box::pin(async move {
+                let task = async move {
                     let result = task.await;
+                    tracing::debug!(ok = result.is_ok(), "publisher finished");
                     publisher.finish(result);
-                }));
+                };
+                self.rt.spawn(Box::pin(task.instrument(span)));
             }
             MessageKind::Unsubscribe(id) => {
                 if let Some(p) = info.publishers.remove(&id) {
@@ -499,6 +561,9 @@ impl ServerDriver {
 
     fn begin_shutdown(&mut self, grace: Duration, done: Option<oneshot::Sender<()>>) {
         let deadline = Instant::now() + grace;
+        if self.shutdown.is_none() {
+            tracing::info!(sessions = self.sessions.len(), grace_ms = grace.as_millis() as u64, "shutting down");
+        }
         let s = self.shutdown.get_or_insert_with(|| Shutdown { deadline, done: Vec::new(), closing: false });
         s.deadline = s.deadline.min(deadline);
         s.done.extend(done);

@@ -172,7 +172,10 @@ impl Server {
         }
         let (control, control_rx) = mpsc::unbounded();
         let driver = driver::ServerDriver::new(rt.clone(), setup, tcp, udp.pop(), router, control_rx)?;
-        rt.spawn(Box::pin(driver));
+        let names: Vec<String> = local.iter().map(|(t, a)| format!("{}://{a}", t.scheme())).collect();
+        let span = tracing::info_span!("xtmp_server", listeners = %names.join(" "));
+        tracing::info!(parent: &span, "listening");
+        rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
         Ok(Server { local, control })
     }
 

@@ -21,6 +21,13 @@ pub trait ServerVerifier: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether this verifier establishes who the server is. Only the
+    /// verifiers in [`danger`] say `false`; an adapter logs a warning for
+    /// every connection made with one.
+    fn authenticates_server(&self) -> bool {
+        true
+    }
+
     /// Accepts or rejects `server`, which has already proven possession of
     /// both its keys by signing the transcript.
     fn verify(
@@ -114,6 +121,10 @@ pub mod danger {
     pub struct NoServerVerification;
 
     impl ServerVerifier for NoServerVerification {
+        fn authenticates_server(&self) -> bool {
+            false
+        }
+
         fn verify(
             &self,
             _: &dyn CryptoProvider,
