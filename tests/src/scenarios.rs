@@ -527,7 +527,8 @@ pub async fn bad_websocket_peers(pair: Pair) {
 }
 
 /// Keys are ratcheted in both directions every 64 frames while requests
-/// flow, without a lost or misdirected answer.
+/// flow, without a lost or misdirected answer; a hybrid re-key asked for
+/// with `Client::rekey` completes while requests go on.
 pub async fn key_rotation(pair: Pair) {
     let mut session = (*pair.setup().session).clone();
     session.key_update_frames = 64;
@@ -553,6 +554,18 @@ pub async fn key_rotation(pair: Pair) {
         let s = client.stats().session;
         assert!(s.send_generation >= 4 && s.recv_generation >= 4, "{t:?}: keys were not rotated: {s:?}");
         assert_eq!(s.decrypt_failures, 0, "{t:?}");
+
+        // A hybrid re-key on demand completes within a few round trips,
+        // while requests go on.
+        assert_eq!(s.rekeys, 0, "{t:?}: the interval is an hour");
+        assert!(client.rekey().await, "{t:?}: the re-key did not start");
+        let mut asked = 0;
+        while client.stats().session.rekeys == 0 {
+            assert!(asked < 100, "{t:?}: the re-key did not complete in 100 round trips");
+            ask(&client, b"during the re-key").await;
+            asked += 1;
+        }
+        assert_eq!(client.stats().session.decrypt_failures, 0, "{t:?}");
     }
 }
 

@@ -301,6 +301,13 @@ impl Driver {
                 self.close(false);
             }
             Command::Abort => self.close(true),
+            Command::Rekey(tx) => {
+                let started = self.can_send() && self.session.rekey_now(self.clock.now());
+                if started {
+                    tracing::debug!("hybrid re-key started");
+                }
+                let _ = tx.send(started);
+            }
         }
     }
 

@@ -133,6 +133,8 @@ pub(crate) enum Command {
         grace: Duration,
     },
     Abort,
+    /// Start a hybrid re-key now.
+    Rekey(oneshot::Sender<bool>),
 }
 
 impl std::fmt::Debug for Command {
@@ -144,6 +146,7 @@ impl std::fmt::Debug for Command {
             Command::ItemRead { .. } => "ItemRead",
             Command::Close { .. } => "Close",
             Command::Abort => "Abort",
+            Command::Rekey(_) => "Rekey",
         })
     }
 }
@@ -413,6 +416,16 @@ impl Client {
     pub async fn state_changed(&self) -> ConnectionState {
         let seen = self.shared.version();
         self.shared.changed(seen).await.0
+    }
+
+    /// Starts a hybrid re-key now (a fresh X25519 + ML-KEM-1024 exchange
+    /// inside the session, mixed into both directions' keys) rather than
+    /// at the session's `rekey_interval`. Returns whether one started: not
+    /// while the client is not connected or a re-key is already under way.
+    /// Its completion shows in [`ClientStats`] (`session.rekeys`).
+    pub async fn rekey(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Rekey(tx)).is_ok() && rx.await.unwrap_or(false)
     }
 
     /// The latest counters.
