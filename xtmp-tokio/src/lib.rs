@@ -62,8 +62,13 @@
 //! sessions, requests, refusals and dropped connections go through the
 //! `metrics` facade. The names and fields: [`xtmp_adapter::telemetry`].
 //!
-//! Still to come (issue 7): `SO_REUSEPORT` sharding and the `xtmp`
-//! command.
+//! ## The `xtmp` command
+//!
+//! The `xtmp-cli` crate builds the `xtmp` command on this adapter
+//! (`keygen`, `serve`, `request`, `send`, `subscribe`, `ping`, `demo`):
+//! `cargo run --release -p xtmp-cli -- demo`.
+//!
+//! Still to come (issue 7): `SO_REUSEPORT` sharding.
 
 mod resolve;
 mod runtime;

@@ -115,3 +115,26 @@ async fn trust_on_first_use_records_the_server_then_refuses_another() {
     echo(&again).await;
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
+
+/// `close` returns once the server has been told, not after the drain
+/// period (here an hour) in which the session still ignores stray frames.
+#[tokio::test]
+async fn close_returns_once_the_server_is_told_not_after_the_drain_period() {
+    let id = identity(5);
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let s = server(&id, transport).await;
+        let mut setup = ClientSetup::pinned(id.public().clone());
+        let mut session = (*setup.session).clone();
+        session.drain_period = std::time::Duration::from_secs(3600);
+        setup.session = Arc::new(session);
+        let client = Client::connect(s.local_addr(), transport, setup).await.unwrap();
+        echo(&client).await;
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(60), client.close()).await;
+        match closed {
+            Ok(CloseReason::Local { reason, .. }) => assert_eq!(reason, "client closed", "{transport:?}"),
+            other => panic!("{transport:?}: close did not return as it should: {other:?}"),
+        }
+        assert!(matches!(client.state(), xtmp_tokio::ConnectionState::Closed(_)));
+        assert!(client.request(MessageType::REGISTRY_QUERY, Bytes::new()).await.is_err());
+    }
+}

@@ -197,6 +197,13 @@ impl Driver {
             if self.finished {
                 return Poll::Ready(());
             }
+            if self.closing && !self.dead && self.unsent.is_none() && self.session.is_draining() {
+                // The server has been told and nothing is left to send:
+                // `close()` returns now; the session drains in the
+                // background until the core ends it.
+                let reason = self.session.close_reason().cloned().unwrap_or_else(|| self.closing_reason());
+                self.shared.set_state(ConnectionState::Closed(reason));
+            }
             progress |= self.poll_timer(cx);
             if self.finished {
                 return Poll::Ready(());
@@ -379,7 +386,11 @@ impl Driver {
     }
 
     fn closing_error(&self) -> Error {
-        Error::Closed(CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::from("client closed") })
+        Error::Closed(self.closing_reason())
+    }
+
+    fn closing_reason(&self) -> CloseReason {
+        CloseReason::Local { code: CloseCode::NO_ERROR, reason: String::from("client closed") }
     }
 
     // ---- the links ----

@@ -447,7 +447,9 @@ impl Client {
 
     /// Closes the session gracefully: queued messages go out first (for
     /// at most the setup's `close_grace`, then the session is aborted), the
-    /// server is told, and this resolves once the session has ended.
+    /// server is told, and this resolves once that is done. (The session
+    /// then drains in the background for the session's `drain_period`,
+    /// ignoring stray frames; nothing waits for that.)
     pub async fn close(&self) -> CloseReason {
         let _ = self.commands.unbounded_send(Command::Close { grace: self.close_grace });
         self.closed().await

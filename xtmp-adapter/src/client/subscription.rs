@@ -40,6 +40,23 @@ pub enum SubscriptionEnd {
     Closed(CloseReason),
 }
 
+impl std::fmt::Display for SubscriptionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubscriptionEnd::Ended { code, reason } if code.0 == 0 && reason.is_empty() => {
+                f.write_str("the server completed the stream")
+            }
+            SubscriptionEnd::Ended { code, reason } => {
+                write!(f, "the server ended the stream (code 0x{:04x}): {reason}", code.0)
+            }
+            SubscriptionEnd::Refused { code, reason } => {
+                write!(f, "the server refused to renew the subscription (code 0x{:04x}): {reason}", code.0)
+            }
+            SubscriptionEnd::Closed(r) => write!(f, "the client stopped: {r}"),
+        }
+    }
+}
+
 /// The items of a subscription, as a [`Stream`] of [`Message`]s.
 ///
 /// Reliable items arrive exactly once and in order, and are counted as

@@ -675,6 +675,19 @@ impl Session {
         matches!(self.state, State::Established | State::Closing)
     }
 
+    /// Whether the session has told its peer it is closing (the Disconnect
+    /// went out) and is now draining: it ignores whatever still arrives
+    /// until the drain period ends with the `Closed` event. Nothing this
+    /// side queued is still to be sent.
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, State::Draining { .. })
+    }
+
+    /// Why the session is closing or closed, once that is decided.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
+    }
+
     /// Whether the session has ended (the `Closed` event was queued).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
