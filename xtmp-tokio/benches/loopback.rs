@@ -5,7 +5,8 @@
 //! `cargo bench -p xtmp-tokio --bench loopback` prints, per transport, the
 //! median and 99th percentile of sequential round trips and the ratio of
 //! the medians to the raw baseline. `XTMP_BENCH_ROUNDS` sets the number of
-//! round trips (default 2,000).
+//! round trips (default 2,000), `XTMP_BENCH_WORKERS` the runtime's worker
+//! threads (default 2; `perf/run.sh` runs it pinned and split).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,7 +128,10 @@ async fn xtmp(transport: Transport, n: usize) -> [(Duration, Duration); 2] {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // `XTMP_BENCH_WORKERS=1` with `taskset -c 0`: client and server on one
+    // core; the default 2: split over two (see perf/run.sh).
+    let workers = std::env::var("XTMP_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     let n = rounds();
     rt.block_on(async {
         println!("{n} sequential round trips of {PAYLOAD} B on loopback (median / p99)");

@@ -1,0 +1,242 @@
+//! XTMP against rustls on loopback, measured in the same run:
+//!
+//! - a full handshake including the TCP connection: XTMP (ML-KEM-1024 +
+//!   X25519, ML-DSA-87 + Ed25519, the aws-lc-rs provider) against rustls
+//!   TLS 1.3 with X25519MLKEM768 and an ECDSA P-256 certificate (aws-lc-rs);
+//! - bulk transfer in 64 KiB messages (XTMP acknowledged sends from 32
+//!   tasks sharing a client) against rustls and raw TCP writes of 64 KiB.
+//!
+//! `bash perf/run.sh` runs it pinned to one core (`taskset -c 0`, one
+//! worker thread) and split over two (two workers). Environment:
+//! `XTMP_PERF_WORKERS` (default 2), `XTMP_PERF_HANDSHAKES` (default 200),
+//! `XTMP_PERF_BULK_MIB` (default 256).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::crypto::aws_lc_rs;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use xtmp_core::crypto::AwsLc;
+use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig};
+use xtmp_core::wire::MessageType;
+use xtmp_tokio::{Client, ClientSetup, Reply, Router, Server, ServerSetup, Transport};
+
+const CHUNK: usize = 64 * 1024;
+const TASKS: usize = 32;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[(v.len() - 1) * 9 / 10])
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+// ---- XTMP ----
+
+async fn xtmp_server() -> (Server, Arc<IdentityKeypair>) {
+    let mut rng = xtmp_tokio::xtmp_adapter::clock::rng().expect("OS randomness");
+    let identity = Arc::new(IdentityKeypair::generate(&AwsLc, &mut rng).expect("an identity"));
+    let mut setup = ServerSetup::new(identity.clone());
+    let mut endpoint = (*setup.endpoint).clone();
+    endpoint.server = Arc::new(ServerConfig::new(Arc::new(AwsLc), identity.clone()));
+    setup.endpoint = Arc::new(endpoint);
+    let router = Router::new()
+        .route(MessageType::BUNDLE_SUBMIT, |_| async move { Ok(Reply::new(MessageType::BUNDLE_SUBMIT, Bytes::new())) });
+    let server = Server::bind(setup, Transport::Tcp, "127.0.0.1:0".parse().unwrap(), router).await.unwrap();
+    (server, identity)
+}
+
+fn xtmp_setup(identity: &IdentityKeypair) -> ClientSetup {
+    let client = ClientConfig::new(Arc::new(AwsLc), Arc::new(Pinned(identity.public().clone())));
+    ClientSetup::new(Arc::new(client))
+}
+
+async fn xtmp_handshakes(n: usize) -> Vec<Duration> {
+    let (server, identity) = xtmp_server().await;
+    let setup = xtmp_setup(&identity);
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let c = Client::connect(server.local_addr(), Transport::Tcp, setup.clone()).await.unwrap();
+        if i >= n / 10 {
+            v.push(t.elapsed());
+        }
+        c.abort();
+    }
+    v
+}
+
+async fn xtmp_bulk(bytes: usize) -> Duration {
+    let (server, identity) = xtmp_server().await;
+    let client = Client::connect(server.local_addr(), Transport::Tcp, xtmp_setup(&identity)).await.unwrap();
+    let body = Bytes::from(vec![0x5a; CHUNK]);
+    let run = |count: usize| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (c, b, next) = (client.clone(), body.clone(), next.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                        c.send(MessageType::BUNDLE_SUBMIT, b.clone()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    run(256).await; // warm-up: 16 MiB
+    let t = Instant::now();
+    run(bytes / CHUNK).await;
+    let d = t.elapsed();
+    client.abort();
+    d
+}
+
+// ---- rustls and raw TCP ----
+
+fn tls_configs() -> (TlsAcceptor, TlsConnector) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert: CertificateDer<'static> = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let mut provider = aws_lc_rs::default_provider();
+    provider.kx_groups = vec![aws_lc_rs::kx_group::X25519MLKEM768];
+    let provider = Arc::new(provider);
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.resumption = rustls::client::Resumption::disabled();
+    (TlsAcceptor::from(Arc::new(server)), TlsConnector::from(Arc::new(client)))
+}
+
+/// Reads to the end, then answers one byte.
+async fn sink<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; CHUNK];
+    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    let _ = s.write_all(&[1]).await;
+    let _ = s.flush().await;
+}
+
+async fn serve(tls: Option<TlsAcceptor>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            s.set_nodelay(true).unwrap();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acc) => {
+                        if let Ok(t) = acc.accept(s).await {
+                            sink(t).await;
+                        }
+                    }
+                    None => sink(s).await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn tls_handshakes(n: usize) -> Vec<Duration> {
+    let (acc, conn) = tls_configs();
+    let addr = serve(Some(acc)).await;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let tls = conn.connect(name.clone(), tcp).await.unwrap();
+        if i >= n / 10 {
+            v.push(t.elapsed());
+        }
+        if i == 0 {
+            let (_, c) = tls.get_ref();
+            assert_eq!(c.negotiated_key_exchange_group().map(|g| g.name()), Some(rustls::NamedGroup::X25519MLKEM768));
+        }
+    }
+    v
+}
+
+async fn write_bulk<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bytes: usize) {
+    let chunk = vec![0x5a; CHUNK];
+    for _ in 0..bytes / CHUNK {
+        s.write_all(&chunk).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).await.unwrap();
+}
+
+async fn tcp_bulk(bytes: usize, tls: bool) -> Duration {
+    let (acc, conn) = tls_configs();
+    let addr = serve(tls.then_some(acc)).await;
+    let mut best = Duration::MAX;
+    for _ in 0..2 {
+        // The first run warms up.
+        let t = Instant::now();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        if tls {
+            let s = conn.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+            write_bulk(s, bytes).await;
+        } else {
+            write_bulk(tcp, bytes).await;
+        }
+        best = t.elapsed();
+    }
+    best
+}
+
+fn main() {
+    let workers = env("XTMP_PERF_WORKERS", 2);
+    let handshakes = env("XTMP_PERF_HANDSHAKES", 200).max(10);
+    let bulk = env("XTMP_PERF_BULK_MIB", 256).max(1) << 20;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+    rt.block_on(async {
+        println!("loopback, {workers} worker thread(s)");
+        let (x50, x90) = median(xtmp_handshakes(handshakes).await);
+        let (t50, t90) = median(tls_handshakes(handshakes).await);
+        println!("full handshake incl. TCP connect ({handshakes}, median / p90):");
+        println!("  xtmp   ML-KEM-1024+X25519, ML-DSA-87+Ed25519 (aws-lc) {:8.1} µs / {:8.1} µs", us(x50), us(x90));
+        println!("  rustls TLS 1.3 X25519MLKEM768, ECDSA P-256 (aws-lc) {:8.1} µs / {:8.1} µs", us(t50), us(t90));
+        println!("  xtmp / rustls {:.2}x (target: below 1)", x50.as_secs_f64() / t50.as_secs_f64());
+
+        let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
+        let x = gbs(xtmp_bulk(bulk).await);
+        let t = gbs(tcp_bulk(bulk, true).await);
+        let r = gbs(tcp_bulk(bulk, false).await);
+        println!("bulk, {} MiB in 64 KiB messages / writes:", bulk >> 20);
+        println!("  xtmp acknowledged sends ({TASKS} tasks) {x:6.2} GB/s");
+        println!("  rustls TLS 1.3 AES-256-GCM           {t:6.2} GB/s");
+        println!("  raw TCP                              {r:6.2} GB/s");
+        println!("  xtmp / rustls {:.2}x (target: at least 1.5)", x / t);
+    });
+}
