@@ -28,7 +28,7 @@ use xtmp_core::wire::MessageType;
 use xtmp_tokio::{Client, ClientSetup, Reply, Router, Server, ServerSetup, Transport};
 
 const CHUNK: usize = 64 * 1024;
-const TASKS: usize = 32;
+const TASKS_DEFAULT: usize = 32;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -81,10 +81,10 @@ async fn xtmp_handshakes(n: usize) -> Vec<Duration> {
 async fn xtmp_bulk(bytes: usize) -> Duration {
     let (server, identity) = xtmp_server().await;
     let client = Client::connect(server.local_addr(), Transport::Tcp, xtmp_setup(&identity)).await.unwrap();
-    let body = Bytes::from(vec![0x5a; CHUNK]);
+    let body = Bytes::from(vec![0x5a; env("XTMP_PERF_XCHUNK", CHUNK)]);
     let run = |count: usize| {
         let next = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..TASKS)
+        let tasks: Vec<_> = (0..env("XTMP_PERF_TASKS", TASKS_DEFAULT))
             .map(|_| {
                 let (c, b, next) = (client.clone(), body.clone(), next.clone());
                 tokio::spawn(async move {
@@ -234,7 +234,7 @@ fn main() {
         let t = gbs(tcp_bulk(bulk, true).await);
         let r = gbs(tcp_bulk(bulk, false).await);
         println!("bulk, {} MiB in 64 KiB messages / writes:", bulk >> 20);
-        println!("  xtmp acknowledged sends ({TASKS} tasks) {x:6.2} GB/s");
+        println!("  xtmp acknowledged sends ({:>2} tasks)  {x:6.2} GB/s", env("XTMP_PERF_TASKS", TASKS_DEFAULT));
         println!("  rustls TLS 1.3 AES-256-GCM           {t:6.2} GB/s");
         println!("  raw TCP                              {r:6.2} GB/s");
         println!("  xtmp / rustls {:.2}x (target: at least 1.5)", x / t);
