@@ -193,6 +193,41 @@ pub async fn acknowledged_sends(pair: Pair) {
     }
 }
 
+/// Messages larger than a frame, on every transport: each is fragmented,
+/// reassembled whole and answered (the answer as large), at sizes around
+/// the frame payload limit (64 KiB) and up to 1 MB, one at a time and
+/// several at once; an acknowledged send of 1 MB is handled once.
+pub async fn large_messages(pair: Pair) {
+    const SIZES: [usize; 7] = [65_400, 65_440, 65_441, 65_536, 65_700, 100_000, 1_000_000];
+    let body = |len: usize, seed: usize| -> Vec<u8> { (0..len).map(|j| (j.wrapping_mul(31) + seed) as u8).collect() };
+    for t in TRANSPORTS {
+        let (tally, mut ticks) = Tally::new();
+        let server = pair.serve(t, recording(tally.clone())).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        for (i, len) in SIZES.into_iter().enumerate() {
+            ask(&client, &body(len, i)).await;
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (c, b) = (client.clone(), body(200_000 + i, i));
+                pair.spawn(async move { ask(&c, &b).await })
+            })
+            .collect();
+        join_all(tasks).await;
+        let big = Bytes::from(body(1_000_000, 99));
+        client
+            .send(MessageType::WALLET_REGISTER, big.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{t:?}: an acknowledged 1 MB send failed: {e}"));
+        let seen = tally.until(&mut ticks, 1).await;
+        assert_eq!(seen.get(&big), Some(&1), "{t:?}: the 1 MB message was not handled exactly once");
+        let stats = client.stats();
+        assert_eq!(stats.session.decrypt_failures, 0, "{t:?}: {stats:?}");
+        client.close().await;
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 /// Publishes `n` numbered reliable items (the filter says how many), then
 /// ends the stream; refuses a filter of zero. `EVENT_STREAM` pushes one
 /// item and reports how its publisher was closed.

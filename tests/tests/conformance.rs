@@ -38,6 +38,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn large_messages() {
+                run::<$server, $client, _>(scenarios::large_messages);
+            }
+
+            #[test]
             fn slow_subscriber() {
                 run::<$server, $client, _>(scenarios::slow_subscriber);
             }

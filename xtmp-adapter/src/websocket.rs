@@ -128,8 +128,11 @@ impl Link for WsLink {
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut ws = Pin::new(&mut self.ws);
         ready!(ws.as_mut().poll_ready(cx)).map_err(ws_error)?;
-        ws.start_send(Message::Binary(Bytes::copy_from_slice(buf))).map_err(ws_error)?;
-        Poll::Ready(Ok(buf.len()))
+        // A message carries a chunk of the byte stream (SPEC 1.7), at most
+        // what a receiver must take.
+        let chunk = &buf[..buf.len().min(MAX_MESSAGE)];
+        ws.start_send(Message::Binary(Bytes::copy_from_slice(chunk))).map_err(ws_error)?;
+        Poll::Ready(Ok(chunk.len()))
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

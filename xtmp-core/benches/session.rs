@@ -74,7 +74,7 @@ fn one_message_with(p: &mut Pair, body: &Bytes, buf: &mut [u8], options: SendOpt
         }
     }
     assert!(got);
-    while let Some((_, len)) = p.server.poll_transmit(p.now, buf) {
+    while let Some((_, len)) = p.server.poll_transmit(p.now, buf).unwrap() {
         p.client.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..len]);
     }
     while let Some(e) = p.client.poll_event() {
@@ -207,7 +207,7 @@ fn summary() {
             let s2 = dhat::HeapStats::get().total_blocks;
             send += s1 - s0;
             open += s2 - s1;
-            while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf) {
+            while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf).unwrap() {
                 p.client.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..len]);
             }
             while p.client.poll_event().is_some() {}

@@ -22,7 +22,7 @@ use crate::crypto::{AeadAlgorithm, AeadKey, NONCE_LEN, Secret, TAG_LEN};
 use crate::handshake::{ServerConfig, ServerHandshake, messages};
 use crate::session::carrier::FlightRecv;
 use crate::session::codec::{self, HandshakeChunk};
-use crate::session::{ConfigError, ConnectError, Event, PathId, PathKind, Session, SessionConfig};
+use crate::session::{BufferTooSmall, ConfigError, ConnectError, Event, PathId, PathKind, Session, SessionConfig};
 use crate::time::Instant;
 use crate::wire::{DatagramFrames, Deframer, Flags, Frame, Header, MessageType};
 
@@ -795,24 +795,41 @@ impl Endpoint {
     }
 
     /// Writes the next datagram or stream chunk into `buf`: where it goes
-    /// and how long it is. Call until `None`.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Remote, usize)> {
+    /// and how long it is. Call until `Ok(None)`.
+    ///
+    /// A `buf` of [`Endpoint::max_transmit_len`] bytes never gets
+    /// `Err(BufferTooSmall)`. With a shorter one, the transmit that does not
+    /// fit stays queued (nothing is lost) and the error says how long a
+    /// buffer it needs; the caller grows its buffer and calls again.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<(Remote, usize)>, BufferTooSmall> {
         self.now = self.now.max(now);
-        if let Some((remote, bytes)) = self.stateless.pop_front()
-            && bytes.len() <= buf.len()
-        {
-            buf[..bytes.len()].copy_from_slice(&bytes);
-            return Some((remote, bytes.len()));
+        if let Some((remote, bytes)) = self.stateless.front() {
+            let (remote, len) = (*remote, bytes.len());
+            if len > buf.len() {
+                return Err(BufferTooSmall { needed: len });
+            }
+            buf[..len].copy_from_slice(bytes);
+            self.stateless.pop_front();
+            return Ok(Some((remote, len)));
         }
         // Round-robin over sessions, starting after the last one served.
         let now = self.now;
         let (cursor, sessions) = (self.cursor, &mut self.sessions);
-        let found = next_transmit(sessions.range_mut(cursor..), now, buf)
-            .or_else(|| next_transmit(sessions.range_mut(..cursor), now, buf));
-        let (sid, remote, len) = found?;
+        let found = match next_transmit(sessions.range_mut(cursor..), now, buf)? {
+            Some(found) => Some(found),
+            None => next_transmit(sessions.range_mut(..cursor), now, buf)?,
+        };
+        let Some((sid, remote, len)) = found else { return Ok(None) };
         self.cursor = sid.wrapping_add(1);
         self.collect(sid);
-        Some((remote, len))
+        Ok(Some((remote, len)))
+    }
+
+    /// The largest transmit [`Endpoint::poll_transmit`] writes (every
+    /// session's [`Session::max_transmit_len`] under this configuration; a
+    /// stateless Retry is far shorter).
+    pub fn max_transmit_len(&self) -> usize {
+        self.config.server.params.max_transmit_len()
     }
 
     /// The earliest deadline of any session or pending hello.
@@ -855,20 +872,22 @@ impl Endpoint {
     }
 }
 
-/// The first session in `sessions` with something to send.
+/// The first session in `sessions` with something to send. A session
+/// whose next transmit does not fit `buf` stops the search: skipping it
+/// would leave it stalled for as long as the caller's buffer stays short.
 fn next_transmit<'a>(
     sessions: impl Iterator<Item = (&'a u64, &'a mut Entry)>,
     now: Instant,
     buf: &mut [u8],
-) -> Option<(u64, Remote, usize)> {
+) -> Result<Option<(u64, Remote, usize)>, BufferTooSmall> {
     for (sid, e) in sessions {
-        if let Ok(Some(t)) = e.session.poll_transmit(now, buf)
+        if let Some(t) = e.session.poll_transmit(now, buf)?
             && let Some(remote) = e.paths.get(t.path.0 as usize)
         {
-            return Some((*sid, *remote, t.len));
+            return Ok(Some((*sid, *remote, t.len)));
         }
     }
-    None
+    Ok(None)
 }
 
 fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {

@@ -48,7 +48,7 @@ fn main() {
                 open += s2 - s1;
                 // Acknowledgements flow back (measured in the round trip
                 // below): on a datagram path the congestion window needs them.
-                while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf) {
+                while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf).unwrap() {
                     p.client.handle_input(p.now, PathId(0), &buf[..len]);
                 }
                 while p.client.poll_event().is_some() {}
@@ -74,7 +74,7 @@ fn main() {
                 while let Some(e) = p.server.poll_event() {
                     drop(e);
                 }
-                while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf) {
+                while let Some((_, len)) = p.server.poll_transmit(p.now, &mut buf).unwrap() {
                     p.client.handle_input(p.now, PathId(0), &buf[..len]);
                 }
                 while let Some(e) = p.client.poll_event() {

@@ -52,7 +52,7 @@ impl Net {
                 }
                 while c.poll_event().is_some() {}
             }
-            while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut self.buf) {
+            while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut self.buf).unwrap() {
                 let (c, _) = self.clients.iter_mut().find(|(_, r)| *r == remote).unwrap();
                 c.handle_input(self.now, PathId(0), &self.buf[..len]);
                 moved = true;

@@ -68,6 +68,35 @@ fn large_messages_are_fragmented_and_reassembled() {
     }
 }
 
+/// `max_transmit_len` bounds every transmit (the pair's buffers are exactly
+/// that long); a shorter buffer gets `BufferTooSmall` saying what it needs,
+/// and nothing is lost: the same frame goes out with a longer one.
+#[test]
+fn a_short_transmit_buffer_is_an_error_that_loses_nothing() {
+    for frame in [64 * 1024, 200_000] {
+        let mut s = Setup::new(PathKind::Stream);
+        s.client.params.max_frame_payload = frame;
+        s.server().params.max_frame_payload = frame;
+        let mut p = s.start();
+        p.connect();
+        let max = p.client.max_transmit_len();
+        assert_eq!(max, xtmp_core::wire::HEADER_LEN + frame as usize);
+        assert_eq!(p.server.max_transmit_len(), max);
+        let big = body(7, 3 * frame as usize);
+        let id = p.client.send(MessageType::BUNDLE_SUBMIT, big.clone(), SendOptions::default()).unwrap();
+        let mut short = vec![0u8; 64 * 1024];
+        let sent = p.client.stats().frames_sent;
+        match p.client.poll_transmit(p.now, &mut short) {
+            Err(e) => assert_eq!(e.needed, max, "{frame}"),
+            other => panic!("{frame}: {other:?}"),
+        }
+        assert_eq!(p.client.stats().frames_sent, sent, "the frame that did not fit was not counted as sent");
+        p.drive(100_000, |p| acked(&p.client_events).contains(&id));
+        let got: Vec<Bytes> = p.server_messages().iter().map(|m| m.body.clone()).collect();
+        assert_eq!(got, vec![big], "{frame}: the message whole, once");
+    }
+}
+
 #[test]
 fn a_message_beyond_the_peers_maximum_is_refused_at_send() {
     let mut s = Setup::new(PathKind::Stream);

@@ -1155,7 +1155,14 @@ impl World {
             self.server_events();
             let now = self.now;
             while let Some(e) = self.server.endpoint.as_mut() {
-                let Some((remote, len)) = e.poll_transmit(self.server.clock.local(now), &mut buf) else { break };
+                let (remote, len) = match e.poll_transmit(self.server.clock.local(now), &mut buf) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.violation(format!("server: poll_transmit: {e}"));
+                        return;
+                    }
+                };
                 moved = true;
                 self.server_sent(remote, buf[..len].to_vec());
             }

@@ -146,6 +146,7 @@ impl Driver {
         let session = Session::connect(clock.now(), config.clone(), setup.client.clone(), dial.kind, &mut rng)
             .map_err(|e| Error::Config(e.to_string()))?;
         let timer = Deadline::new(rt.timer());
+        let out = vec![0; session.max_transmit_len()];
         Ok(Driver {
             rt,
             clock,
@@ -160,7 +161,7 @@ impl Driver {
             connected: false,
             links: vec![(PathId(0), link)],
             unsent: None,
-            out: vec![0; BUF_LEN],
+            out,
             input: vec![0; BUF_LEN],
             commands: Some(commands),
             deferred: VecDeque::new(),
@@ -465,8 +466,10 @@ impl Driver {
             }
             match self.session.poll_transmit(self.clock.now(), &mut self.out) {
                 Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
-                // `BUF_LEN` is above the largest transmit the core makes.
-                Ok(None) | Err(_) => {
+                // `out` is `max_transmit_len` long, so this is not expected;
+                // growing it keeps the session from stalling if it happens.
+                Err(e) => self.out.resize(e.needed, 0),
+                Ok(None) => {
                     // A link that buffers (WebSocket) writes out now; its
                     // errors show on the next read.
                     for (_, link) in &mut self.links {

@@ -108,6 +108,7 @@ impl ServerDriver {
         let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
         let (notify_tx, notify) = mpsc::unbounded();
         let timer = Deadline::new(rt.timer());
+        let out = vec![0; endpoint.max_transmit_len()];
         Ok(ServerDriver {
             rt,
             clock,
@@ -125,7 +126,7 @@ impl ServerDriver {
             writers: HashMap::new(),
             sessions: HashMap::new(),
             timer,
-            out: vec![0; BUF_LEN],
+            out,
             dgram: vec![0; BUF_LEN],
             shutdown: None,
             requests_refused: 0,
@@ -362,8 +363,15 @@ impl ServerDriver {
                     Poll::Ready(_) => self.udp_unsent = None,
                 }
             }
-            let Some((remote, len)) = self.endpoint.poll_transmit(self.clock.now(), &mut self.out) else {
-                return progress;
+            let (remote, len) = match self.endpoint.poll_transmit(self.clock.now(), &mut self.out) {
+                Ok(Some(t)) => t,
+                Ok(None) => return progress,
+                // `out` is `max_transmit_len` long, so this is not expected;
+                // growing it keeps the session from stalling if it happens.
+                Err(e) => {
+                    self.out.resize(e.needed, 0);
+                    continue;
+                }
             };
             progress = true;
             match remote.kind {

@@ -150,7 +150,7 @@ pub(super) fn transcript() -> &'static Transcript {
                 t.client.push(buf[..tx.len].to_vec());
                 server.handle_input(now, remote(), &buf[..tx.len]);
             }
-            while let Some((_, len)) = server.poll_transmit(now, &mut buf) {
+            while let Ok(Some((_, len))) = server.poll_transmit(now, &mut buf) {
                 t.server.push(buf[..len].to_vec());
                 client.handle_input(now, PathId(0), &buf[..len]);
             }

@@ -98,7 +98,7 @@ pub fn handshake_server(data: &[u8]) {
             server.handle_input(now, remotes[r], &bytes);
         }
         let mut sent = 0;
-        while let Some((to, len)) = server.poll_transmit(now, &mut buf) {
+        while let Ok(Some((to, len))) = server.poll_transmit(now, &mut buf) {
             sent += 1;
             assert!(sent < 1_000, "the endpoint never stops sending");
             let i = remotes.iter().position(|x| *x == to).expect("sent to an address nobody used");

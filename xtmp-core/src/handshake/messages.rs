@@ -155,6 +155,15 @@ const PARAM_RECEIVE_WINDOW: u16 = 4;
 const PARAM_SUBSCRIPTION_WINDOW: u16 = 5;
 
 impl SessionParams {
+    /// The largest transmit a session announcing these parameters writes:
+    /// one frame header plus the largest frame payload it sends, which is
+    /// at most the larger of `max_frame_payload` and the floor every peer
+    /// accepts ([`crate::wire::MIN_MAX_PAYLOAD`]). A `poll_transmit`
+    /// buffer this long never gets `BufferTooSmall`.
+    pub fn max_transmit_len(&self) -> usize {
+        crate::wire::HEADER_LEN + self.max_frame_payload.max(crate::wire::MIN_MAX_PAYLOAD) as usize
+    }
+
     /// Writes a Parameters message: a list of `id u16 ‖ length u16 ‖ value`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let start = begin_message(out, PARAMETERS);

@@ -473,7 +473,10 @@ impl Session {
             retried: false,
             local_max_frame: params.max_frame_payload,
             local_idle_ms: params.idle_timeout_ms,
-            peer_max_frame: crate::wire::DEFAULT_MAX_PAYLOAD,
+            // Until the peer's parameters arrive, within what this side
+            // accepts itself, so `max_transmit_len` bounds every transmit.
+            peer_max_frame: crate::wire::DEFAULT_MAX_PAYLOAD
+                .min(params.max_frame_payload.max(crate::wire::MIN_MAX_PAYLOAD)),
             cipher: None,
             send_keys: None,
             recv_keys: None,
@@ -691,6 +694,14 @@ impl Session {
     /// Whether the session has ended (the `Closed` event was queued).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// The largest transmit [`Session::poll_transmit`] writes: a buffer
+    /// this long never gets [`BufferTooSmall`]. It is fixed when the session
+    /// is made (by this side's `max_frame_payload`), so a caller sizes its
+    /// buffer once.
+    pub fn max_transmit_len(&self) -> usize {
+        HEADER_LEN + (self.local_max_frame.max(crate::wire::MIN_MAX_PAYLOAD) as usize)
     }
 
     /// The session's counters.

@@ -54,6 +54,10 @@ impl Session {
     /// path it goes on. Call until it returns `Ok(None)`. Several frames
     /// are batched into one transmit up to the path's maximum datagram
     /// size (stream paths: up to `buf.len()`).
+    ///
+    /// A `buf` shorter than [`Session::max_transmit_len`] may get
+    /// `Err(BufferTooSmall)` when the next frame does not fit; nothing is
+    /// lost, and a call with a longer buffer writes it.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Result<Option<Transmit>, BufferTooSmall> {
         self.now = self.now.max(now);
         while let Some(&(path, _)) = self.path_queue.front() {

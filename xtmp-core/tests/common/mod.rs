@@ -191,7 +191,8 @@ impl Pair {
     /// Moves every pending transmit into the queues. Returns whether anything moved.
     pub fn flush(&mut self) -> bool {
         let mut moved = false;
-        let mut buf = vec![0u8; 70_000];
+        // Exactly what each side says it needs: the contract under test.
+        let mut buf = vec![0u8; self.client.max_transmit_len()];
         if self.client_alive {
             while let Some(t) = self.client.poll_transmit(self.now, &mut buf).unwrap() {
                 let remote = self.client_paths[t.path.0 as usize];
@@ -200,8 +201,9 @@ impl Pair {
                 moved = true;
             }
         }
+        buf.resize(self.server.max_transmit_len(), 0);
         if self.server_alive {
-            while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut buf) {
+            while let Some((remote, len)) = self.server.poll_transmit(self.now, &mut buf).unwrap() {
                 self.server_sent += len as u64;
                 *self.server_sent_by_remote.entry(remote).or_default() += len as u64;
                 self.push(Dir::ToClient, remote, buf[..len].to_vec());
