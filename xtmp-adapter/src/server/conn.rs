@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_channel::mpsc;
@@ -13,12 +14,46 @@ use xtmp_core::endpoint::Remote;
 use super::driver::Input;
 use crate::runtime::Link;
 
+/// How long a connection's read buffer is.
+pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// A read this short is copied out, and the buffer kept; a longer one
+/// hands the buffer itself to the driver.
+const COPY_BELOW: usize = 4 * 1024;
+
+/// Read buffers kept for reuse at most.
+const POOL_MAX: usize = 64;
+
+/// Read buffers that connection tasks fill and the driver gives back once
+/// the core has taken their bytes. A connection carrying bulk data reuses
+/// the same few buffers, where a fresh 64 KiB allocation per read would
+/// make the allocator fault in (and give back) pages on every read.
+#[derive(Clone, Default)]
+pub(crate) struct BufPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufPool {
+    /// A buffer of `READ_BUF` bytes.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        let reused = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0; READ_BUF])
+    }
+
+    /// Keeps `buf` for reuse, unless enough are kept already.
+    pub(crate) fn give(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() == READ_BUF && pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    }
+}
+
 pub(crate) struct Conn {
     pub(crate) link: Box<dyn Link>,
     pub(crate) remote: Remote,
     pub(crate) inputs: mpsc::Sender<Input>,
     pub(crate) writes: mpsc::Receiver<Vec<u8>>,
     pub(crate) buf: Vec<u8>,
+    pub(crate) pool: BufPool,
     /// A chunk being written, and how much of it went.
     pub(crate) unsent: Option<(Vec<u8>, usize)>,
     /// The read side ended (and the driver must be told).
@@ -81,7 +116,14 @@ impl Conn {
             match self.link.poll_recv(cx, &mut self.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    let _ = self.inputs.start_send(Input::Bytes(self.remote, self.buf[..n].to_vec()));
+                    let bytes = if n < COPY_BELOW {
+                        self.buf[..n].to_vec()
+                    } else {
+                        let mut full = std::mem::replace(&mut self.buf, self.pool.take());
+                        full.truncate(n);
+                        full
+                    };
+                    let _ = self.inputs.start_send(Input::Bytes(self.remote, bytes));
                 }
                 Poll::Ready(_) => self.read_done = true,
             }

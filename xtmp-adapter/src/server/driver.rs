@@ -19,7 +19,7 @@ use xtmp_core::session::{
     CloseCode, ErrorCode, Event, Message, MessageId, MessageKind, SendError, SendOptions, SubscriptionId,
 };
 
-use super::conn::Conn;
+use super::conn::{BufPool, Conn, READ_BUF};
 use super::publisher::{Out, PubShared, Publisher, PublisherClosed};
 use super::router::{Peer, Rejection, Reply, Request, Router};
 use super::{Control, ServerLimits, ServerSetup, ServerStats};
@@ -85,6 +85,8 @@ pub(crate) struct ServerDriver {
     timer: Deadline,
     out: Vec<u8>,
     dgram: Vec<u8>,
+    /// Read buffers shared with the connection tasks.
+    pool: BufPool,
     shutdown: Option<Shutdown>,
     requests_refused: u64,
     connections_dropped: u64,
@@ -128,6 +130,7 @@ impl ServerDriver {
             timer,
             out,
             dgram: vec![0; BUF_LEN],
+            pool: BufPool::default(),
             shutdown: None,
             requests_refused: 0,
             connections_dropped: 0,
@@ -216,7 +219,8 @@ impl ServerDriver {
                     remote,
                     inputs: self.inputs_tx.clone(),
                     writes: wrx,
-                    buf: vec![0; BUF_LEN],
+                    buf: self.pool.take(),
+                    pool: self.pool.clone(),
                     unsent: None,
                     read_done: false,
                     told: false,
@@ -234,9 +238,15 @@ impl ServerDriver {
             progress = true;
             let now = self.clock.now();
             match i {
-                Input::Bytes(remote, b) => {
+                Input::Bytes(remote, mut b) => {
                     if self.writers.contains_key(&remote) {
                         self.endpoint.handle_input(now, remote, &b);
+                    }
+                    // A handed-over read buffer (truncated to what was
+                    // read) goes back to the pool at its full length.
+                    if b.capacity() == READ_BUF {
+                        b.resize(READ_BUF, 0);
+                        self.pool.give(b);
                     }
                 }
                 Input::Closed(remote) => {

@@ -95,14 +95,16 @@ impl Reassembly {
         Ok(Stored::Progress)
     }
 
-    /// Appends to the head. Its capacity grows by half at a time (amortised
-    /// copies stay linear) but never beyond the message's length, so a
-    /// message is charged at most 1.5 times what arrived, and exactly its
-    /// length once whole.
+    /// Appends to the head. Its capacity grows to 1.5 times what it then
+    /// holds (amortised copies stay linear) but never beyond the message's
+    /// length, so a message is charged at most 1.5 times what arrived, and
+    /// exactly its length once whole. A message whose first fragment is
+    /// two thirds of it or more (a message just over one frame) gets its
+    /// whole length at once: one allocation, no copy on growth.
     fn extend_head(&mut self, bytes: &[u8]) {
         let needed = self.head.len() + bytes.len();
         if needed > self.head.capacity() {
-            let grown = (self.head.capacity() + self.head.capacity() / 2).max(needed).min(self.total as usize);
+            let grown = (needed + needed / 2).min(self.total as usize);
             self.head.reserve_exact(grown - self.head.len());
         }
         self.head.extend_from_slice(bytes);

@@ -18,10 +18,12 @@ pub use frame::{DatagramFrames, Frame, associated_data, frame_crc, write_crc};
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION, check_prefix, offset};
 pub use types::{EncryptionType, FlagRule, Flags, MessageType, Priority, TypeClass};
 
-/// Default maximum payload of one frame accepted by a receiver: 64 KiB.
+/// Default maximum payload of one frame accepted by a receiver: 64 KiB
+/// and 64 bytes, so that a message of 64 KiB travels in one frame with its
+/// data header (25 bytes) rather than as a full frame and a sliver.
 ///
 /// Messages larger than this are fragmented (SPEC.md, "Reliability").
-pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024;
+pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024 + 64;
 
 /// The smallest maximum frame payload a side may announce (SPEC.md,
 /// Parameters id 2): every receiver accepts frames this large, so
