@@ -510,13 +510,23 @@ impl ServerDriver {
                 if request {
                     info.in_flight += 1;
                 }
-                let task = handler(Request { peer, message: m });
+                let mut task = handler(Request { peer, message: m });
+                // First poll here: a handler that answers at once costs no
+                // task and no wake-up. One that waits moves to its own task,
+                // whose first poll registers that task's waker.
+                let first = span.in_scope(|| task.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())));
+                if let Poll::Ready(answer) = first {
+                    span.in_scope(|| log_answer(&answer));
+                    if request {
+                        info.in_flight -= 1;
+                        info.answers.push_back((id, answer));
+                        self.flush_answers(h);
+                    }
+                    return;
+                }
                 let task = async move {
                     let answer = task.await;
-                    match &answer {
-                        Ok(r) => tracing::debug!(answer = %r.message_type, len = r.body.len(), "handled"),
-                        Err(r) => tracing::debug!(code = r.code.0, reason = %r.reason, "rejected"),
-                    }
+                    log_answer(&answer);
                     if request {
                         let _ = send_input(&mut answers, Input::Answer(h, id, answer)).await;
                     }
@@ -656,4 +666,11 @@ impl Future for ServerDriver {
 async fn send_input(tx: &mut mpsc::Sender<Input>, input: Input) -> Result<(), mpsc::SendError> {
     std::future::poll_fn(|cx| tx.poll_ready(cx)).await?;
     tx.start_send(input)
+}
+
+fn log_answer(answer: &Result<Reply, Rejection>) {
+    match answer {
+        Ok(r) => tracing::debug!(answer = %r.message_type, len = r.body.len(), "handled"),
+        Err(r) => tracing::debug!(code = r.code.0, reason = %r.reason, "rejected"),
+    }
 }
