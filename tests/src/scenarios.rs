@@ -42,6 +42,13 @@ fn echo() -> Router {
             Ok(Reply::new(MessageType::REGISTRY_QUERY, body))
         })
         .route(MessageType::WALLET_AUTH, |_| async move { Err(Rejection::refused("wallet locked")) })
+        // Panics in its first poll (on the server's driver), or after it
+        // waited (in a task of its own).
+        .route(MessageType::WALLET_BALANCE, |_| async move { panic!("a handler bug") })
+        .route(MessageType::WALLET_TRANSACTION, |_| async move {
+            yield_now().await;
+            panic!("a handler bug after an await")
+        })
 }
 
 async fn ask(client: &Client, body: &[u8]) {
@@ -154,6 +161,10 @@ pub async fn requests_under_concurrency(pair: Pair) {
         expect_remote(refused, ErrorCode::REFUSED, Some("wallet locked"), t);
         let unknown = client.request(MessageType::BUNDLE_SYNC, Bytes::new()).await;
         expect_remote(unknown, ErrorCode::UNKNOWN_TYPE, None, t);
+        for ty in [MessageType::WALLET_BALANCE, MessageType::WALLET_TRANSACTION] {
+            let panicked = client.request(ty, Bytes::new()).await;
+            expect_remote(panicked, ErrorCode::INTERNAL, Some("the handler panicked"), t);
+        }
         ask(&client, b"still there").await;
     }
 }

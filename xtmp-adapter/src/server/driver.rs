@@ -25,6 +25,7 @@ use super::router::{Peer, Rejection, Reply, Request, Router};
 use super::{Control, ServerLimits, ServerSetup, ServerStats};
 use crate::Error;
 use crate::clock::{self, Clock};
+use crate::resolve::BoxFuture;
 use crate::runtime::{DatagramSocket, Deadline, Listener, Runtime};
 use crate::telemetry::{self, Hex};
 
@@ -510,11 +511,12 @@ impl ServerDriver {
                 if request {
                     info.in_flight += 1;
                 }
-                let mut task = handler(Request { peer, message: m });
+                let mut task = Guarded(handler(Request { peer, message: m }));
                 // First poll here: a handler that answers at once costs no
                 // task and no wake-up. One that waits moves to its own task,
                 // whose first poll registers that task's waker.
-                let first = span.in_scope(|| task.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())));
+                let noop = &mut Context::from_waker(std::task::Waker::noop());
+                let first = span.in_scope(|| Pin::new(&mut task).poll(noop));
                 if let Poll::Ready(answer) = first {
                     span.in_scope(|| log_answer(&answer));
                     if request {
@@ -551,7 +553,7 @@ impl ServerDriver {
                     message_type = %m.message_type,
                     subscription = id.0,
                 );
-                let task = handler(Request { peer, message: m }, publisher.clone());
+                let task = Guarded(handler(Request { peer, message: m }, publisher.clone()));
                 let task = async move {
                     let result = task.await;
                     tracing::debug!(ok = result.is_ok(), "publisher finished");
@@ -672,5 +674,26 @@ fn log_answer(answer: &Result<Reply, Rejection>) {
     match answer {
         Ok(r) => tracing::debug!(answer = %r.message_type, len = r.body.len(), "handled"),
         Err(r) => tracing::debug!(code = r.code.0, reason = %r.reason, "rejected"),
+    }
+}
+
+/// A handler's future, with a panic turned into an `INTERNAL` rejection: a
+/// handler that panics fails its own request (or subscription), and the
+/// driver, which polls a handler first, keeps serving every session.
+struct Guarded<T>(BoxFuture<'static, Result<T, Rejection>>);
+
+impl<T> Future for Guarded<T> {
+    type Output = Result<T, Rejection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The future is not polled again after it panicked: this returns
+        // `Ready`, so nothing observes the state the panic left.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                tracing::warn!("a handler panicked; its request is answered with an internal error");
+                Poll::Ready(Err(Rejection { code: ErrorCode::INTERNAL, reason: String::from("the handler panicked") }))
+            }
+        }
     }
 }
