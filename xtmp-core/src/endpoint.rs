@@ -5,7 +5,8 @@
 //!
 //! Like a [`Session`], an [`Endpoint`] is driven by its caller:
 //! [`Endpoint::handle_input`] for every datagram or stream chunk,
-//! [`Endpoint::poll_transmit`] until `None`, [`Endpoint::poll_event`],
+//! [`Endpoint::poll_transmit`] until `Ok(None)` (with a buffer of
+//! [`Endpoint::max_transmit_len`] bytes), [`Endpoint::poll_event`],
 //! and [`Endpoint::poll_timeout`] / [`Endpoint::handle_timeout`].
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};

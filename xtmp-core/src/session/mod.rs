@@ -9,8 +9,9 @@
 //! simulator, a test) runs the same loop:
 //!
 //! 1. feed every datagram or stream chunk to [`Session::handle_input`];
-//! 2. call [`Session::poll_transmit`] until it returns `None`, sending each
-//!    transmit on the path it names;
+//! 2. call [`Session::poll_transmit`] with a buffer of
+//!    [`Session::max_transmit_len`] bytes until it returns `Ok(None)`,
+//!    sending each transmit on the path it names;
 //! 3. drain [`Session::poll_event`];
 //! 4. sleep until [`Session::poll_timeout`], then call
 //!    [`Session::handle_timeout`].
