@@ -151,28 +151,20 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), String> {
         progress.done(format!("   {} sequential requests of 64 bytes or less: {}", a.requests, d.line()));
     }
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let (client, next, total) = (client.clone(), next.clone(), a.concurrent);
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<(), String>(());
-                    }
-                    let body = Bytes::from(format!("task request {i}"));
-                    let answer = client.request(ECHO, body.clone()).await.map_err(|e| e.to_string())?;
-                    if answer.body != body {
-                        return Err(format!("request {i} got another's answer"));
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
+    let total = a.concurrent;
+    let c = client.clone();
+    on_tasks(TASKS, total, move |i| {
+        let client = c.clone();
+        async move {
+            let body = Bytes::from(format!("task request {i}"));
+            let answer = client.request(ECHO, body.clone()).await.map_err(|e| e.to_string())?;
+            if answer.body != body {
+                return Err(format!("request {i} got another's answer"));
+            }
+            Ok(())
+        }
+    })
+    .await?;
     let elapsed = started.elapsed();
     println!(
         "   {} requests from {TASKS} tasks sharing the client: {:.0} requests/s, each answer matched to its request",
@@ -242,29 +234,20 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), String> {
     let acked = Arc::new(AtomicUsize::new(0));
     let cut = Arc::new(AtomicUsize::new(0));
     let relay = Arc::new(relay);
-    let next = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..16)
-        .map(|_| {
-            let (client, next, acked) = (client.clone(), next.clone(), acked.clone());
-            let (relay, cut) = (relay.clone(), cut.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= SENDS {
-                        return Ok::<(), String>(());
-                    }
-                    let body = Bytes::from(format!("bundle {i}"));
-                    client.send(MessageType::BUNDLE_SUBMIT, body).await.map_err(|e| e.to_string())?;
-                    if acked.fetch_add(1, Ordering::Relaxed) + 1 == CUT_AFTER {
-                        cut.store(relay.cut(), Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in senders {
-        t.await.map_err(|e| e.to_string())??;
-    }
+    let c = client.clone();
+    let (acked2, cut2) = (acked.clone(), cut.clone());
+    on_tasks(16, SENDS, move |i| {
+        let (client, acked, relay, cut) = (c.clone(), acked2.clone(), relay.clone(), cut2.clone());
+        async move {
+            let body = Bytes::from(format!("bundle {i}"));
+            client.send(MessageType::BUNDLE_SUBMIT, body).await.map_err(|e| e.to_string())?;
+            if acked.fetch_add(1, Ordering::Relaxed) + 1 == CUT_AFTER {
+                cut.store(relay.cut(), Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    })
+    .await?;
     println!(
         "   {SENDS} acknowledged sends from 16 tasks; {} TCP connection(s) cut after the {CUT_AFTER}th acknowledgement",
         cut.load(Ordering::Relaxed)
@@ -307,5 +290,33 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), String> {
     client.close().await;
     server.shutdown(Duration::from_secs(2)).await;
     println!("\nclosed gracefully. Try `xtmp serve --ephemeral` and `xtmp ping --endpoint <printed endpoint>` next.");
+    Ok(())
+}
+
+/// Runs `job(i)` for every `i` below `total` on `tasks` tasks that take
+/// the next `i` as they finish one; the first error is returned.
+async fn on_tasks<F, Fut>(tasks: usize, total: usize, job: F) -> Result<(), String>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (next, job) = (next.clone(), job.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<(), String>(());
+                    }
+                    job(i).await?;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.map_err(|e| e.to_string())??;
+    }
     Ok(())
 }
