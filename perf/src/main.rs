@@ -10,6 +10,10 @@
 //! worker thread) and split over two (two workers). Environment:
 //! `XTMP_PERF_WORKERS` (default 2), `XTMP_PERF_HANDSHAKES` (default 200),
 //! `XTMP_PERF_BULK_MIB` (default 256).
+//!
+//! It also measures how many handshakes per second a server completes with
+//! one shard and with one per worker thread, under 16 clients connecting
+//! again and again (the server's part of a handshake is the heavier).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,10 +49,11 @@ fn us(d: Duration) -> f64 {
 
 // ---- XTMP ----
 
-async fn xtmp_server() -> (Server, Arc<IdentityKeypair>) {
+async fn xtmp_server(shards: usize) -> (Server, Arc<IdentityKeypair>) {
     let mut rng = xtmp_tokio::xtmp_adapter::clock::rng().expect("OS randomness");
     let identity = Arc::new(IdentityKeypair::generate(&AwsLc, &mut rng).expect("an identity"));
     let mut setup = ServerSetup::new(identity.clone());
+    setup.limits.shards = shards;
     let mut endpoint = (*setup.endpoint).clone();
     endpoint.server = Arc::new(ServerConfig::new(Arc::new(AwsLc), identity.clone()));
     setup.endpoint = Arc::new(endpoint);
@@ -64,7 +69,7 @@ fn xtmp_setup(identity: &IdentityKeypair) -> ClientSetup {
 }
 
 async fn xtmp_handshakes(n: usize) -> Vec<Duration> {
-    let (server, identity) = xtmp_server().await;
+    let (server, identity) = xtmp_server(0).await;
     let setup = xtmp_setup(&identity);
     let mut v = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
@@ -78,8 +83,39 @@ async fn xtmp_handshakes(n: usize) -> Vec<Duration> {
     v
 }
 
+/// Handshakes per second of a server with `shards` shards, from
+/// `concurrency` clients connecting again and again: the server's part of a
+/// handshake (ML-KEM encapsulation, two signatures) outweighs the client's,
+/// so this shows whether the server uses more than one core.
+async fn xtmp_handshake_rate(shards: usize, total: usize, concurrency: usize) -> f64 {
+    let (server, identity) = xtmp_server(shards).await;
+    let (addr, setup) = (server.local_addr(), xtmp_setup(&identity));
+    let run = |count: usize| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (setup, next) = (setup.clone(), next.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                        Client::connect(addr, Transport::Tcp, setup.clone()).await.unwrap().abort();
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    run(concurrency).await; // warm-up
+    let t = Instant::now();
+    run(total).await;
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn xtmp_bulk(bytes: usize) -> Duration {
-    let (server, identity) = xtmp_server().await;
+    let (server, identity) = xtmp_server(0).await;
     let client = Client::connect(server.local_addr(), Transport::Tcp, xtmp_setup(&identity)).await.unwrap();
     let body = Bytes::from(vec![0x5a; env("XTMP_PERF_XCHUNK", CHUNK)]);
     let run = |count: usize| {
@@ -228,6 +264,13 @@ fn main() {
         println!("  xtmp   ML-KEM-1024+X25519, ML-DSA-87+Ed25519 (aws-lc) {:8.1} µs / {:8.1} µs", us(x50), us(x90));
         println!("  rustls TLS 1.3 X25519MLKEM768, ECDSA P-256 (aws-lc) {:8.1} µs / {:8.1} µs", us(t50), us(t90));
         println!("  xtmp / rustls {:.2}x (target: below 1)", x50.as_secs_f64() / t50.as_secs_f64());
+
+        let (total, concurrency) = (handshakes * 2, 16);
+        let one = xtmp_handshake_rate(1, total, concurrency).await;
+        let all = xtmp_handshake_rate(workers, total, concurrency).await;
+        println!("server handshake rate, {concurrency} clients connecting again and again ({total}):");
+        println!("  1 shard            {one:8.0} /s");
+        println!("  {workers} shard(s)         {all:8.0} /s   ({:.2}x)", all / one);
 
         let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
         let x = gbs(xtmp_bulk(bulk).await);

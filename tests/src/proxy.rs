@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
 use futures::future::select;
+use xtmp_adapter::runtime::bind_udp;
 use xtmp_adapter::{DatagramSocket, Link, Runtime};
 use xtmp_core::session::PathKind;
 
@@ -27,7 +28,7 @@ impl Proxy {
     pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<Proxy> {
         let mut listener = rt.listen(crate::harness::any_port()).await?;
         let addr = listener.local_addr()?;
-        let (udp, out) = (rt.bind_udp(addr).await?, rt.bind_udp(crate::harness::any_port()).await?);
+        let (udp, out) = (bind_udp(&*rt, addr)?, bind_udp(&*rt, crate::harness::any_port())?);
         rt.spawn(Box::pin(relay(udp, out, target)));
         let open: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
         let conns = open.clone();

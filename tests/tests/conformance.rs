@@ -68,6 +68,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn sharded_server() {
+                run::<$server, $client, _>(scenarios::sharded_server);
+            }
+
+            #[test]
             fn bad_websocket_peers() {
                 run::<$server, $client, _>(scenarios::bad_websocket_peers);
             }

@@ -83,7 +83,8 @@ macro_rules! bind_runtime {
             }
 
             /// Listens on each of `listeners` (TCP, UDP and WebSocket, any
-            /// mix, at most one UDP socket) and serves `router`.
+            /// mix, at most one UDP or hybrid listener) and serves `router`, on
+            /// [`ServerLimits::shards`]($crate::ServerLimits::shards) shards.
             pub async fn start(
                 setup: $crate::ServerSetup,
                 listeners: &[($crate::Transport, ::std::net::SocketAddr)],

@@ -24,8 +24,8 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     fn dial(&self, addr: SocketAddr, kind: PathKind) -> BoxFuture<'static, io::Result<Box<dyn Link>>>;
     /// Listens for TCP connections on `addr`.
     fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
-    /// Binds a UDP socket to `addr`, for a server.
-    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn DatagramSocket>>>;
+    /// Takes a bound UDP socket (for a server) into the runtime's reactor.
+    fn adopt_udp(&self, socket: std::net::UdpSocket) -> io::Result<Box<dyn DatagramSocket>>;
     /// The runtime's host-name resolver.
     fn resolver(&self) -> Arc<dyn Resolver>;
 }
@@ -77,6 +77,11 @@ pub trait DatagramSocket: Send + Sync + 'static {
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>>;
     /// Sends one datagram to `to`.
     fn poll_send_to(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<io::Result<usize>>;
+}
+
+/// Binds a UDP socket to `addr` on `rt`, for a server.
+pub fn bind_udp(rt: &dyn Runtime, addr: SocketAddr) -> io::Result<Box<dyn DatagramSocket>> {
+    rt.adopt_udp(std::net::UdpSocket::bind(addr)?)
 }
 
 /// Waits until `deadline` on `rt`'s timers.

@@ -104,8 +104,8 @@ impl Runtime for AsyncIo {
         Box::pin(async move { Ok(Box::new(TcpListen(Async::<TcpListener>::bind(addr)?)) as Box<dyn Listener>) })
     }
 
-    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn DatagramSocket>>> {
-        Box::pin(async move { Ok(Box::new(UdpServer(Async::<UdpSocket>::bind(addr)?)) as Box<dyn DatagramSocket>) })
+    fn adopt_udp(&self, socket: UdpSocket) -> io::Result<Box<dyn DatagramSocket>> {
+        Ok(Box::new(UdpServer(Async::new(socket)?)))
     }
 
     fn resolver(&self) -> Arc<dyn Resolver> {

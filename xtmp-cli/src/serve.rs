@@ -39,6 +39,10 @@ pub(crate) struct ServeArgs {
     /// in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     grace_ms: u64,
+    /// Shards the sessions are spread over, each on its own task; 0 means
+    /// one per core.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
 }
 
 /// The streams a server publishes.
@@ -166,7 +170,8 @@ pub(crate) async fn run(a: ServeArgs) -> Result<(), String> {
     let identity = Arc::new(identity);
     let listen = if a.listen.is_empty() { vec![parse_listen("xtmp://127.0.0.1:7778")?] } else { a.listen.clone() };
     let addrs = listen_addrs(&listen).await?;
-    let setup = ServerSetup::new(identity.clone());
+    let mut setup = ServerSetup::new(identity.clone());
+    setup.limits.shards = a.shards;
     let server = Server::start(setup, &addrs, router(a.registry.clone(), a.rate)).await.map_err(|e| e.to_string())?;
     // What a client needs, on stdout: each endpoint with the key pinned.
     for (t, addr) in server.listeners() {

@@ -197,6 +197,21 @@ pub struct EndpointStats {
     pub streams_reset: u64,
 }
 
+impl core::ops::AddAssign for EndpointStats {
+    /// Adds `other`'s counters to these: the totals of a server of several
+    /// endpoints ([`crate::shard`]).
+    fn add_assign(&mut self, other: EndpointStats) {
+        self.dropped += other.dropped;
+        self.hellos_refused += other.hellos_refused;
+        self.retries_sent += other.retries_sent;
+        self.tokens_rejected += other.tokens_rejected;
+        self.sessions_created += other.sessions_created;
+        self.hellos_shed += other.hellos_shed;
+        self.migrations += other.migrations;
+        self.streams_reset += other.streams_reset;
+    }
+}
+
 struct Entry {
     session: Session,
     paths: Vec<Remote>,

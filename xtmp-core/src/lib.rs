@@ -22,6 +22,7 @@
 //! | [`session`] | one session: handshake carriage, record protection, replay window, key updates, heartbeats, close |
 //! | [`reliability`] | acknowledgements, loss detection, retransmission, fragmentation, ordering, congestion control |
 //! | [`endpoint`] | the server side: demultiplexing, ClientHello reassembly, admission, stateless cookies |
+//! | [`shard`] | one endpoint per core: session ids that name their endpoint, and routing frames to it |
 //! | [`time`] | the caller-supplied monotonic [`time::Instant`] |
 //!
 //! ## Example: encode a frame and decode it again
@@ -61,6 +62,7 @@ pub mod endpoint;
 pub mod handshake;
 pub mod reliability;
 pub mod session;
+pub mod shard;
 pub mod time;
 pub mod wire;
 

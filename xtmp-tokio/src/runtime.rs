@@ -89,14 +89,10 @@ impl Runtime for Tokio {
         })
     }
 
-    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn DatagramSocket>>> {
-        let handle = self.handle.clone();
-        Box::pin(async move {
-            let s = std::net::UdpSocket::bind(addr)?;
-            s.set_nonblocking(true)?;
-            let _on = handle.enter();
-            Ok(Box::new(UdpServer(UdpSocket::from_std(s)?)) as Box<dyn DatagramSocket>)
-        })
+    fn adopt_udp(&self, socket: std::net::UdpSocket) -> io::Result<Box<dyn DatagramSocket>> {
+        socket.set_nonblocking(true)?;
+        let _on = self.handle.enter();
+        Ok(Box::new(UdpServer(UdpSocket::from_std(socket)?)))
     }
 
     fn resolver(&self) -> Arc<dyn Resolver> {

@@ -1,18 +1,23 @@
 //! One accepted TCP connection: a task that passes what it reads to the
-//! server's driver (waiting while the driver's input queue is full, which
-//! pushes back on the sender) and writes what the driver queues for it.
+//! driver of its shard (waiting while the driver's input queue is full,
+//! which pushes back on the sender) and writes what the driver queues for
+//! it. With several shards, the connection's first 16 bytes name its shard
+//! (SPEC.md 3.8.1).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_channel::mpsc;
 use futures_core::Stream;
 use xtmp_core::endpoint::Remote;
+use xtmp_core::shard::Shard;
 
 use super::driver::Input;
-use crate::runtime::Link;
+use crate::runtime::{Deadline, Link, Timer};
 
 /// How long a connection's read buffer is.
 pub(crate) const READ_BUF: usize = 64 * 1024;
@@ -47,21 +52,127 @@ impl BufPool {
     }
 }
 
-pub(crate) struct Conn {
-    pub(crate) link: Box<dyn Link>,
-    pub(crate) remote: Remote,
-    pub(crate) inputs: mpsc::Sender<Input>,
-    pub(crate) writes: mpsc::Receiver<Vec<u8>>,
-    pub(crate) buf: Vec<u8>,
+/// What every shard driver and connection task of one server shares.
+pub(crate) struct Shared {
+    /// Each shard's input queue, by shard number.
+    pub(crate) inputs: Vec<mpsc::Sender<Input>>,
+    /// TCP and WebSocket connections open now.
+    pub(crate) connections: AtomicUsize,
+    pub(crate) connections_dropped: AtomicU64,
+    /// Datagrams that arrived on another shard's socket and were handed over.
+    pub(crate) datagrams_forwarded: AtomicU64,
+    /// How long a connection may take to send the 16 bytes that name its
+    /// shard (the endpoint's hello timeout).
+    pub(crate) hello_timeout: Duration,
     pub(crate) pool: BufPool,
+}
+
+impl Shared {
+    fn shards(&self) -> u32 {
+        self.inputs.len() as u32
+    }
+}
+
+/// One open connection counted in [`Shared::connections`] until dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Conn {
+    link: Box<dyn Link>,
+    remote: Remote,
+    slot: Slot,
+    /// The shard's input queue, once the connection's first frame named
+    /// the shard (at once when there is one shard).
+    inputs: Option<mpsc::Sender<Input>>,
+    /// Until then, what was read so far, and when a connection that has not
+    /// sent 16 bytes is closed.
+    first: Vec<u8>,
+    hello: Option<(Deadline, Instant)>,
+    /// The input that tells the shard about the connection, until its queue
+    /// has room.
+    opened: Option<Input>,
+    writes: Option<mpsc::Receiver<Vec<u8>>>,
+    write_queue: usize,
+    buf: Vec<u8>,
     /// A chunk being written, and how much of it went.
-    pub(crate) unsent: Option<(Vec<u8>, usize)>,
+    unsent: Option<(Vec<u8>, usize)>,
     /// The read side ended (and the driver must be told).
-    pub(crate) read_done: bool,
-    pub(crate) told: bool,
+    read_done: bool,
+    told: bool,
 }
 
 impl Conn {
+    /// A connection counted in `shared.connections`; `timer` times the
+    /// wait for its first bytes when there are several shards.
+    pub(crate) fn new(
+        link: Box<dyn Link>,
+        remote: Remote,
+        shared: &Arc<Shared>,
+        timer: Box<dyn Timer>,
+        write_queue: usize,
+    ) -> Conn {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        let several = shared.shards() > 1;
+        let mut conn = Conn {
+            link,
+            remote,
+            slot: Slot(shared.clone()),
+            inputs: None,
+            first: Vec::new(),
+            hello: several.then(|| (Deadline::new(timer), Instant::now() + shared.hello_timeout)),
+            opened: None,
+            writes: None,
+            write_queue,
+            buf: shared.pool.take(),
+            unsent: None,
+            read_done: false,
+            told: false,
+        };
+        if !several {
+            conn.assign(0);
+        }
+        conn
+    }
+
+    /// Hands the connection to shard `shard`, with what was read so far.
+    fn assign(&mut self, shard: u32) {
+        let (wtx, wrx) = mpsc::channel(self.write_queue);
+        self.inputs = Some(self.slot.0.inputs[shard as usize].clone());
+        self.writes = Some(wrx);
+        self.hello = None;
+        self.opened = Some(Input::Opened(self.remote, wtx, std::mem::take(&mut self.first)));
+    }
+
+    /// Reads until the first 16 bytes name the connection's shard; `Ready`
+    /// if the peer left (or stayed silent too long) before.
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Some((timer, at)) = &mut self.hello
+                && timer.poll(cx, *at).is_ready()
+            {
+                tracing::debug!(peer = %self.remote.addr, "connection closed: no frame header within the hello timeout");
+                self.slot.0.connections_dropped.fetch_add(1, Ordering::Relaxed);
+                return Poll::Ready(());
+            }
+            match self.link.poll_recv(cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.first.extend_from_slice(&self.buf[..n]);
+                    if let Some(shard) = Shard::route(&self.first, self.slot.0.shards()) {
+                        self.assign(shard);
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Ready(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
     /// Writes until the link or the queue has nothing more; `Ready` once
     /// the driver dropped its sender (close) or the link broke.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -79,7 +190,8 @@ impl Conn {
                 }
                 continue;
             }
-            match Pin::new(&mut self.writes).poll_next(cx) {
+            let Some(writes) = &mut self.writes else { return Poll::Pending };
+            match Pin::new(writes).poll_next(cx) {
                 Poll::Ready(Some(chunk)) => self.unsent = Some((chunk, 0)),
                 Poll::Ready(None) => {
                     let _ = self.link.poll_shutdown(cx);
@@ -101,15 +213,30 @@ impl Conn {
     /// told the connection ended (or is gone).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            match self.inputs.poll_ready(cx) {
+            let Some(inputs) = &mut self.inputs else {
+                if self.read_done || self.poll_first(cx).is_ready() {
+                    // Gone before it joined a shard: no one to tell.
+                    self.read_done = true;
+                    return Poll::Ready(());
+                }
+                if self.inputs.is_none() {
+                    return Poll::Pending;
+                }
+                continue;
+            };
+            match inputs.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {}
             }
+            if let Some(opened) = self.opened.take() {
+                let _ = inputs.start_send(opened);
+                continue;
+            }
             if self.read_done {
                 if !self.told {
                     self.told = true;
-                    let _ = self.inputs.start_send(Input::Closed(self.remote));
+                    let _ = inputs.start_send(Input::Closed(self.remote));
                 }
                 return Poll::Ready(());
             }
@@ -119,11 +246,11 @@ impl Conn {
                     let bytes = if n < COPY_BELOW {
                         self.buf[..n].to_vec()
                     } else {
-                        let mut full = std::mem::replace(&mut self.buf, self.pool.take());
+                        let mut full = std::mem::replace(&mut self.buf, self.slot.0.pool.take());
                         full.truncate(n);
                         full
                     };
-                    let _ = self.inputs.start_send(Input::Bytes(self.remote, bytes));
+                    let _ = inputs.start_send(Input::Bytes(self.remote, bytes));
                 }
                 Poll::Ready(_) => self.read_done = true,
             }
@@ -136,6 +263,14 @@ impl Future for Conn {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.writes.is_none() {
+            // Not joined to a shard yet: nothing to write until the first
+            // bytes name the shard.
+            let gone = this.poll_read(cx).is_ready();
+            if this.writes.is_none() {
+                return if gone { Poll::Ready(()) } else { Poll::Pending };
+            }
+        }
         let write_done = this.poll_write(cx).is_ready();
         if write_done {
             // Closed by the driver, or broken: the read side ends too.

@@ -1,11 +1,13 @@
-//! The server's driver: one future that owns the core's endpoint, its
-//! listeners and its UDP socket, and hands requests to handler tasks.
+//! A server's shard driver: one future that owns one of the core's
+//! endpoints (the server's only one, or one shard of several), its UDP
+//! socket, and (shard 0) the listeners, and hands requests to handler tasks.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,32 +15,37 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use tracing::Instrument;
-use xtmp_core::endpoint::{Endpoint, EndpointEvent, Remote, RemoteKind, SessionHandle};
+use xtmp_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle};
 use xtmp_core::handshake::PublicIdentity;
 use xtmp_core::session::{
     CloseCode, ErrorCode, Event, Message, MessageId, MessageKind, SendError, SendOptions, SubscriptionId,
 };
+use xtmp_core::shard::Shard;
 
-use super::conn::{BufPool, Conn, READ_BUF};
+use super::conn::{Conn, READ_BUF, Shared};
 use super::publisher::{Out, PubShared, Publisher, PublisherClosed};
 use super::router::{Peer, Rejection, Reply, Request, Router};
-use super::{Control, ServerLimits, ServerSetup, ServerStats};
+use super::{Control, ServerLimits, ServerStats};
 use crate::Error;
 use crate::clock::{self, Clock};
 use crate::resolve::BoxFuture;
 use crate::runtime::{DatagramSocket, Deadline, Listener, Runtime};
 use crate::telemetry::{self, Hex};
 
-/// Input to the driver from connection and handler tasks.
+/// Input to the driver from connection and handler tasks and other shards.
 pub(crate) enum Input {
+    /// A connection joined this shard: its writer, and its first bytes.
+    Opened(Remote, mpsc::Sender<Vec<u8>>, Vec<u8>),
     Bytes(Remote, Vec<u8>),
     Closed(Remote),
+    /// A datagram of this shard that arrived on another shard's socket.
+    Datagram(Remote, Vec<u8>),
     Answer(SessionHandle, MessageId, Result<Reply, Rejection>),
 }
 
 /// Inputs queued for the driver: a full queue makes connection readers
 /// wait, which pushes back on TCP senders.
-const INPUT_QUEUE: usize = 1024;
+pub(crate) const INPUT_QUEUE: usize = 1024;
 const BUF_LEN: usize = 64 * 1024;
 const BUDGET: usize = 64;
 /// How long accepting pauses after a listener fails (out of file
@@ -69,11 +76,18 @@ struct Shutdown {
 pub(crate) struct ServerDriver {
     rt: Arc<dyn Runtime>,
     clock: Clock,
+    shard: Shard,
     endpoint: Endpoint,
     limits: ServerLimits,
     router: Arc<Router>,
+    shared: Arc<Shared>,
+    /// Every shard's input queue (to hand datagrams to their shard).
+    peers: Vec<mpsc::Sender<Input>>,
     listeners: Vec<Box<dyn Listener>>,
-    udp: Option<Box<dyn DatagramSocket>>,
+    udp: Option<Arc<dyn DatagramSocket>>,
+    /// This shard reads `udp` (where several shards share one socket,
+    /// only shard 0 reads it).
+    udp_reads: bool,
     /// A datagram the socket did not take yet.
     udp_unsent: Option<(SocketAddr, usize)>,
     inputs: mpsc::Receiver<Input>,
@@ -86,55 +100,61 @@ pub(crate) struct ServerDriver {
     timer: Deadline,
     out: Vec<u8>,
     dgram: Vec<u8>,
-    /// Read buffers shared with the connection tasks.
-    pool: BufPool,
     shutdown: Option<Shutdown>,
     requests_refused: u64,
-    connections_dropped: u64,
     /// Accepting resumes at this time (after a listener failed).
     accept_paused: Option<Instant>,
 }
 
+/// What one shard driver is given.
+pub(crate) struct ShardSetup {
+    pub(crate) shard: Shard,
+    pub(crate) endpoint: Arc<EndpointConfig>,
+    pub(crate) limits: ServerLimits,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) inputs: mpsc::Receiver<Input>,
+    pub(crate) listeners: Vec<Box<dyn Listener>>,
+    pub(crate) udp: Option<Arc<dyn DatagramSocket>>,
+    pub(crate) udp_reads: bool,
+    pub(crate) router: Arc<Router>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+}
+
 impl ServerDriver {
-    pub(crate) fn new(
-        rt: Arc<dyn Runtime>,
-        setup: ServerSetup,
-        listeners: Vec<Box<dyn Listener>>,
-        udp: Option<Box<dyn DatagramSocket>>,
-        router: Router,
-        control: mpsc::UnboundedReceiver<Control>,
-    ) -> Result<ServerDriver, Error> {
+    pub(crate) fn new(rt: Arc<dyn Runtime>, setup: ShardSetup) -> Result<ServerDriver, Error> {
         let clock = Clock::new();
         let mut rng = clock::rng()?;
         let endpoint =
-            Endpoint::new(clock.now(), setup.endpoint.clone(), &mut rng).map_err(|e| Error::Config(e.to_string()))?;
-        let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+            Endpoint::new(clock.now(), setup.endpoint, &mut rng).map_err(|e| Error::Config(e.to_string()))?;
+        let inputs_tx = setup.shared.inputs[setup.shard.index() as usize].clone();
         let (notify_tx, notify) = mpsc::unbounded();
         let timer = Deadline::new(rt.timer());
         let out = vec![0; endpoint.max_transmit_len()];
         Ok(ServerDriver {
             rt,
             clock,
+            shard: setup.shard,
             endpoint,
             limits: setup.limits,
-            router: Arc::new(router),
-            listeners,
-            udp,
+            router: setup.router,
+            peers: setup.shared.inputs.clone(),
+            shared: setup.shared,
+            listeners: setup.listeners,
+            udp: setup.udp,
+            udp_reads: setup.udp_reads,
             udp_unsent: None,
-            inputs,
+            inputs: setup.inputs,
             inputs_tx,
             notify,
             notify_tx,
-            control: Some(control),
+            control: Some(setup.control),
             writers: HashMap::new(),
             sessions: HashMap::new(),
             timer,
             out,
             dgram: vec![0; BUF_LEN],
-            pool: BufPool::default(),
             shutdown: None,
             requests_refused: 0,
-            connections_dropped: 0,
             accept_paused: None,
         })
     }
@@ -180,12 +200,13 @@ impl ServerDriver {
         progress
     }
 
+    /// This shard's counters (the server adds the shared ones).
     fn stats(&self) -> ServerStats {
         ServerStats {
             endpoint: self.endpoint.stats(),
             sessions: self.endpoint.session_count(),
             requests_refused: self.requests_refused,
-            connections_dropped: self.connections_dropped,
+            ..ServerStats::default()
         }
     }
 
@@ -203,29 +224,14 @@ impl ServerDriver {
                     self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
                     break 'listeners;
                 };
-                if self.writers.len() >= self.limits.max_connections {
+                if self.shared.connections.load(Ordering::Relaxed) >= self.limits.max_connections {
                     tracing::warn!(peer = %addr, limit = self.limits.max_connections, "connection refused: too many");
                     telemetry::count("xtmp_server_connections_dropped_total", &[], 1);
-                    self.connections_dropped += 1;
+                    self.shared.connections_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let remote = Remote { addr, kind: RemoteKind::Stream };
-                let (wtx, wrx) = mpsc::channel(self.limits.write_queue);
-                self.writers.insert(remote, wtx);
-                // Closed by the endpoint if it has not joined a session
-                // within the hello timeout (a silent or half-sent peer).
-                self.endpoint.stream_opened(self.clock.now(), remote);
-                let conn = Conn {
-                    link,
-                    remote,
-                    inputs: self.inputs_tx.clone(),
-                    writes: wrx,
-                    buf: self.pool.take(),
-                    pool: self.pool.clone(),
-                    unsent: None,
-                    read_done: false,
-                    told: false,
-                };
+                let conn = Conn::new(link, remote, &self.shared, self.rt.timer(), self.limits.write_queue);
                 self.rt.spawn(Box::pin(conn));
             }
         }
@@ -239,6 +245,15 @@ impl ServerDriver {
             progress = true;
             let now = self.clock.now();
             match i {
+                Input::Opened(remote, writer, first) => {
+                    self.writers.insert(remote, writer);
+                    // Closed by the endpoint if it has not joined a session
+                    // within the hello timeout (a silent or half-sent peer).
+                    self.endpoint.stream_opened(now, remote);
+                    if !first.is_empty() {
+                        self.endpoint.handle_input(now, remote, &first);
+                    }
+                }
                 Input::Bytes(remote, mut b) => {
                     if self.writers.contains_key(&remote) {
                         self.endpoint.handle_input(now, remote, &b);
@@ -247,9 +262,10 @@ impl ServerDriver {
                     // read) goes back to the pool at its full length.
                     if b.capacity() == READ_BUF {
                         b.resize(READ_BUF, 0);
-                        self.pool.give(b);
+                        self.shared.pool.give(b);
                     }
                 }
+                Input::Datagram(remote, b) => self.endpoint.handle_input(now, remote, &b),
                 Input::Closed(remote) => {
                     if self.writers.remove(&remote).is_some() {
                         self.endpoint.remote_closed(remote);
@@ -285,13 +301,24 @@ impl ServerDriver {
     }
 
     fn poll_udp(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(u) = &self.udp else { return false };
+        let Some(u) = self.udp.as_ref().filter(|_| self.udp_reads) else { return false };
         let mut progress = false;
         for _ in 0..BUDGET {
             match u.poll_recv_from(cx, &mut self.dgram) {
                 Poll::Ready(Ok((n, addr))) => {
                     let remote = Remote { addr, kind: RemoteKind::Datagram };
-                    self.endpoint.handle_input(self.clock.now(), remote, &self.dgram[..n]);
+                    let datagram = &self.dgram[..n];
+                    let owner = Shard::route(datagram, self.shard.count()).unwrap_or(self.shard.index());
+                    if owner == self.shard.index() {
+                        self.endpoint.handle_input(self.clock.now(), remote, datagram);
+                    } else {
+                        // Another shard's session: hand it over (or lose it,
+                        // as a datagram may be, if that shard is behind).
+                        let input = Input::Datagram(remote, datagram.to_vec());
+                        if self.peers[owner as usize].try_send(input).is_ok() {
+                            self.shared.datagrams_forwarded.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 // An ICMP error for an earlier datagram: nothing to do.
                 Poll::Ready(Err(_)) => {}
@@ -392,7 +419,7 @@ impl ServerDriver {
                         self.writers.get_mut(&remote).is_some_and(|w| w.try_send(self.out[..len].to_vec()).is_err());
                     if full {
                         // Not reading (or gone): drop the connection.
-                        self.connections_dropped += 1;
+                        self.shared.connections_dropped.fetch_add(1, Ordering::Relaxed);
                         self.writers.remove(&remote);
                         self.endpoint.remote_closed(remote);
                     }

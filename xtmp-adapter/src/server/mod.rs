@@ -1,22 +1,36 @@
-//! The server, written once for every runtime: the core's endpoint behind
-//! listeners, driven by one task, with a router that runs a handler task
-//! per request and per subscription.
+//! The server, written once for every runtime: the core's endpoints (one
+//! per shard, by default one per core) behind listeners, each driven by
+//! its own task, with a router that runs a handler task per request and
+//! per subscription.
+//!
+//! With several shards, each session lives in one shard for its whole
+//! life, chosen by its session id (SPEC.md 3.8.1): a TCP or WebSocket
+//! connection joins the shard its first frame names, and each shard reads
+//! its own UDP socket, all bound to one port with `SO_REUSEPORT` (on
+//! Linux the kernel hands each datagram to the right one; elsewhere the
+//! shard that got it hands it over).
 
 mod conn;
 mod driver;
 mod publisher;
 mod router;
+mod udp_group;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use futures_channel::{mpsc, oneshot};
 use xtmp_core::crypto::RustCrypto;
-use xtmp_core::endpoint::{EndpointConfig, EndpointStats};
+use xtmp_core::endpoint::{EndpointConfig, EndpointStats, RetryPolicy};
 use xtmp_core::handshake::{IdentityKeypair, ServerConfig};
 use xtmp_core::session::SessionConfig;
+use xtmp_core::shard::Shard;
 
+use self::conn::Shared;
+use self::driver::{INPUT_QUEUE, ServerDriver, ShardSetup};
 use crate::runtime::{DatagramSocket, Listener, Runtime};
 use crate::{Error, Transport};
 
@@ -57,12 +71,60 @@ pub struct ServerLimits {
     /// may reconnect) rather than make the server's memory grow.
     /// Default 256.
     pub write_queue: usize,
+    /// Shards: endpoints, each driven by its own task, that the sessions
+    /// are spread over, so that a server uses every core. `0` (the
+    /// default) means one per core the process may run on
+    /// (`std::thread::available_parallelism`). The endpoint's limits
+    /// (`max_sessions`, `max_half_open`, `max_reassembly_bytes` and the
+    /// Retry threshold) are shared out evenly, each shard getting its part
+    /// rounded up (at least 64 KiB of reassembly memory).
+    pub shards: usize,
+    /// With several shards on Linux, have the kernel hand each datagram to
+    /// the socket of its shard (a BPF program on the `SO_REUSEPORT` group,
+    /// SPEC.md 3.8.1). Off (or where that fails), the kernel spreads
+    /// datagrams by address and a shard hands on those of other shards,
+    /// one channel hop each. Default on.
+    pub kernel_routing: bool,
 }
 
 impl Default for ServerLimits {
     fn default() -> ServerLimits {
-        ServerLimits { max_in_flight: 256, publisher_depth: 64, max_connections: 10_000, write_queue: 256 }
+        ServerLimits {
+            max_in_flight: 256,
+            publisher_depth: 64,
+            max_connections: 10_000,
+            write_queue: 256,
+            shards: 0,
+            kernel_routing: true,
+        }
     }
+}
+
+impl ServerLimits {
+    /// How many shards a server with these limits runs.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(u16::MAX as usize)
+    }
+}
+
+/// Shard `shard`'s part of `base`: its session ids, and its share of the limits.
+fn shard_config(base: &EndpointConfig, shard: Shard) -> EndpointConfig {
+    let n = shard.count() as usize;
+    let mut c = base.clone();
+    let mut server = (*base.server).clone();
+    server.session_ids = shard;
+    c.server = Arc::new(server);
+    c.max_sessions = base.max_sessions.div_ceil(n);
+    c.max_half_open = base.max_half_open.div_ceil(n);
+    c.max_reassembly_bytes = (base.max_reassembly_bytes / n).max(64 * 1024);
+    if let RetryPolicy::UnderLoad(k) = base.retry {
+        c.retry = RetryPolicy::UnderLoad(k.div_ceil(n));
+    }
+    c
 }
 
 impl ServerSetup {
@@ -85,8 +147,25 @@ pub struct ServerStats {
     pub sessions: usize,
     /// Requests refused because their session had too many in flight.
     pub requests_refused: u64,
-    /// TCP connections dropped: over the connection limit, or not reading.
+    /// TCP connections dropped: over the connection limit, not reading,
+    /// or silent (not even a frame header within the hello timeout).
     pub connections_dropped: u64,
+    /// Datagrams that arrived on one shard's socket and were handed to the
+    /// shard of their session: none where the kernel routes them.
+    pub datagrams_forwarded: u64,
+    /// Shards the server runs.
+    pub shards: usize,
+    /// Sessions each shard holds now, by shard number.
+    pub shard_sessions: Vec<usize>,
+}
+
+impl ServerStats {
+    fn add(&mut self, shard: ServerStats) {
+        self.endpoint += shard.endpoint;
+        self.sessions += shard.sessions;
+        self.shard_sessions.push(shard.sessions);
+        self.requests_refused += shard.requests_refused;
+    }
 }
 
 pub(crate) enum Control {
@@ -96,10 +175,17 @@ pub(crate) enum Control {
 
 /// A running server. Dropping it stops it at once (every session is
 /// aborted, with a Disconnect); [`Server::shutdown`] stops it gracefully.
-#[derive(Debug)]
 pub struct Server {
     local: Vec<(Transport, SocketAddr)>,
-    control: mpsc::UnboundedSender<Control>,
+    /// Each shard's control queue.
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("listeners", &self.local).field("shards", &self.controls.len()).finish()
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -111,19 +197,25 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// A server's UDP sockets (one per shard, or one), and whether the kernel
+/// routes datagrams to their shard's socket.
+type UdpGroup = (Vec<std::net::UdpSocket>, bool);
+
 /// Binds TCP and UDP on one port: `addr`'s, or when it asks for any, the
 /// one the TCP listener got, tried again with a new one (a few times) if a
 /// UDP socket already holds that port number.
 async fn bind_hybrid(
     rt: &dyn Runtime,
     addr: SocketAddr,
-) -> Result<(Box<dyn Listener>, Box<dyn DatagramSocket>), Error> {
+    shards: usize,
+    steer: bool,
+) -> Result<(Box<dyn Listener>, UdpGroup), Error> {
     const TRIES: usize = 8;
     let mut tries = 0;
     loop {
         let l = rt.listen(addr).await?;
-        match rt.bind_udp(l.local_addr()?).await {
-            Ok(s) => return Ok((l, s)),
+        match udp_group::bind(l.local_addr()?, shards, steer) {
+            Ok(g) => return Ok((l, g)),
             Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries + 1 < TRIES => {
                 tries += 1;
             }
@@ -141,8 +233,9 @@ impl Server {
         listeners: &[(Transport, SocketAddr)],
         router: Router,
     ) -> Result<Server, Error> {
+        let count = setup.limits.shard_count();
         let mut tcp = Vec::new();
-        let mut udp = Vec::new();
+        let mut udp: Vec<UdpGroup> = Vec::new();
         let mut local = Vec::new();
         for &(transport, addr) in listeners {
             match transport {
@@ -155,28 +248,69 @@ impl Server {
                     tcp.push(l);
                 }
                 Transport::Udp => {
-                    let s = rt.bind_udp(addr).await?;
-                    local.push((transport, s.local_addr()?));
-                    udp.push(s);
+                    let g = udp_group::bind(addr, count, setup.limits.kernel_routing)?;
+                    local.push((transport, g.0[0].local_addr()?));
+                    udp.push(g);
                 }
                 Transport::Hybrid => {
-                    let (l, s) = bind_hybrid(&*rt, addr).await?;
+                    let (l, g) = bind_hybrid(&*rt, addr, count, setup.limits.kernel_routing).await?;
                     local.push((transport, l.local_addr()?));
                     tcp.push(l);
-                    udp.push(s);
+                    udp.push(g);
                 }
             }
         }
         if udp.len() > 1 {
             return Err(Error::Config(String::from("one UDP or hybrid listener per server for now")));
         }
-        let (control, control_rx) = mpsc::unbounded();
-        let driver = driver::ServerDriver::new(rt.clone(), setup, tcp, udp.pop(), router, control_rx)?;
+        // Each shard's socket; where there is one socket for several
+        // shards, they all send on it and shard 0 reads it.
+        let (sockets, steered) = udp.pop().unwrap_or_default();
+        let sockets: Vec<Arc<dyn DatagramSocket>> =
+            sockets.into_iter().map(|s| rt.adopt_udp(s).map(Arc::from)).collect::<Result<_, _>>()?;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::channel(INPUT_QUEUE)).unzip();
+        let shared = Arc::new(Shared {
+            inputs: senders,
+            connections: Default::default(),
+            connections_dropped: Default::default(),
+            datagrams_forwarded: Default::default(),
+            hello_timeout: setup.endpoint.hello_timeout,
+            pool: Default::default(),
+        });
         let names: Vec<String> = local.iter().map(|(t, a)| format!("{}://{a}", t.scheme())).collect();
-        let span = tracing::info_span!("xtmp_server", listeners = %names.join(" "));
-        tracing::info!(parent: &span, "listening");
-        rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
-        Ok(Server { local, control })
+        let names = names.join(" ");
+        let router = Arc::new(router);
+        let mut controls = Vec::with_capacity(count);
+        let mut drivers = Vec::with_capacity(count);
+        for (i, inputs) in receivers.into_iter().enumerate() {
+            let shard = Shard::new(i as u32, count as u32).ok_or_else(|| Error::Config(String::from("shards")))?;
+            let (control, control_rx) = mpsc::unbounded();
+            controls.push(control);
+            let socket = (!sockets.is_empty()).then(|| sockets[i % sockets.len()].clone());
+            let driver = ServerDriver::new(
+                rt.clone(),
+                ShardSetup {
+                    shard,
+                    endpoint: Arc::new(shard_config(&setup.endpoint, shard)),
+                    limits: setup.limits,
+                    shared: shared.clone(),
+                    inputs,
+                    listeners: if i == 0 { std::mem::take(&mut tcp) } else { Vec::new() },
+                    udp_reads: i < sockets.len(),
+                    udp: socket,
+                    router: router.clone(),
+                    control: control_rx,
+                },
+            )?;
+            drivers.push(driver);
+        }
+        let span = tracing::info_span!("xtmp_server", listeners = %names);
+        tracing::info!(parent: &span, shards = count, kernel_routing = steered, "listening");
+        for (i, driver) in drivers.into_iter().enumerate() {
+            let span = tracing::info_span!(parent: &span, "xtmp_shard", shard = i);
+            rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+        }
+        Ok(Server { local, controls, shared })
     }
 
     /// The first listener's address.
@@ -189,11 +323,24 @@ impl Server {
         &self.local
     }
 
-    /// The server's counters.
+    /// The server's counters: every shard's, added up.
     pub async fn stats(&self) -> ServerStats {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.control.unbounded_send(Control::Stats(tx));
-        rx.await.unwrap_or_default()
+        let mut stats = ServerStats {
+            connections_dropped: self.shared.connections_dropped.load(Ordering::Relaxed),
+            datagrams_forwarded: self.shared.datagrams_forwarded.load(Ordering::Relaxed),
+            shards: self.controls.len(),
+            ..ServerStats::default()
+        };
+        let mut answers = Vec::with_capacity(self.controls.len());
+        for control in &self.controls {
+            let (tx, rx) = oneshot::channel();
+            let _ = control.unbounded_send(Control::Stats(tx));
+            answers.push(rx);
+        }
+        for rx in answers {
+            stats.add(rx.await.unwrap_or_default());
+        }
+        stats
     }
 
     /// Stops gracefully: accepts no new session or connection, ends every
@@ -202,8 +349,14 @@ impl Server {
     /// ("server shutting down"). Whatever is still open after `grace` is
     /// aborted. Resolves once the server has stopped.
     pub async fn shutdown(self, grace: Duration) {
-        let (tx, rx) = oneshot::channel();
-        if self.control.unbounded_send(Control::Shutdown(grace, tx)).is_ok() {
+        let mut done = Vec::with_capacity(self.controls.len());
+        for control in &self.controls {
+            let (tx, rx) = oneshot::channel();
+            if control.unbounded_send(Control::Shutdown(grace, tx)).is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
             let _ = rx.await;
         }
     }

@@ -14,6 +14,7 @@ use super::messages::{self, ClientHello, HELLO_PINNED, MAC1_LEN, ServerHello, Se
 use super::trust::ClientVerifier;
 use super::*;
 use crate::crypto::{AeadAlgorithm, CryptoProvider, HASH_LEN, Rng, Secret, Suite, ct_eq};
+use crate::shard::Shard;
 
 /// How a server handshakes.
 #[derive(Clone, Debug)]
@@ -36,6 +37,10 @@ pub struct ServerConfig {
     pub params: SessionParams,
     /// Debug-only secret logging; see [`KeyLog`].
     pub key_log: Option<Arc<dyn KeyLog>>,
+    /// The session ids this server picks: those of one [`Shard`] of a
+    /// server that runs one endpoint per core. Default [`Shard::SINGLE`]
+    /// (any id).
+    pub session_ids: Shard,
 }
 
 impl ServerConfig {
@@ -50,6 +55,7 @@ impl ServerConfig {
             accept_unkeyed_mac1: true,
             params: SessionParams::default(),
             key_log: None,
+            session_ids: Shard::SINGLE,
         }
     }
 }
@@ -140,8 +146,7 @@ impl ServerHandshake {
         let mut random = [0u8; 32];
         rng.fill_bytes(&mut random);
         let session_id = loop {
-            let id = rng.next_u64();
-            if id != 0 {
+            if let Some(id) = config.session_ids.id_from(rng.next_u64()) {
                 break id;
             }
         };
