@@ -406,6 +406,57 @@ fn a_sender_with_nothing_more_to_send_is_acknowledged_at_once() {
     }
 }
 
+#[test]
+fn a_request_and_its_response_need_no_acknowledgement_frames_of_their_own() {
+    // Nobody waits for the ACK of a request (its response follows) or of a
+    // response: neither asks for one at once. The server's ACK goes with
+    // the response, the client's with its next request, or after the ACK
+    // delay when no request follows (SPEC.md 4.3).
+    for kind in [PathKind::Datagram, PathKind::Stream] {
+        let mut s = Setup::new(kind);
+        s.session.mtu_discovery = None;
+        let mut p = s.start();
+        p.connect();
+        // Past the ACK delay: no acknowledgement is owed from the handshake.
+        let quiet = p.now + Duration::from_millis(25);
+        p.drive(100, |p| p.now >= quiet);
+        p.settle();
+        let mut previous = None;
+        for round in 0..3 {
+            let acks = p.client.stats().acks_sent;
+            let req =
+                p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"w"), SendOptions::request()).unwrap();
+            p.settle();
+            // The ACK the client owed for the last response went with the request.
+            let carried = p.client.stats().acks_sent - acks;
+            assert_eq!(carried, u64::from(round > 0), "{kind:?} round {round}");
+            if let Some(rid) = previous {
+                assert!(p.server_events.contains(&Event::Acked(rid)), "{kind:?} round {round}");
+            }
+            let m = p.server_messages().last().unwrap().id;
+            let server_acks = p.server_session().stats().acks_sent;
+            let rid = p
+                .server_session()
+                .respond(m, MessageType::WALLET_BALANCE, Bytes::from_static(b"42"), SendOptions::default())
+                .unwrap();
+            p.settle();
+            assert_eq!(p.client_messages().len(), round + 1, "{kind:?} round {round}");
+            // The server's ACK of the request went with the response, and
+            // the client sent nothing back: no time passed.
+            assert_eq!(p.server_session().stats().acks_sent - server_acks, 1, "{kind:?} round {round}");
+            assert!(p.client_events.contains(&Event::Acked(req)), "{kind:?} round {round}");
+            assert_eq!(p.client.stats().acks_sent - acks, carried, "{kind:?} round {round}");
+            assert!(!p.server_events.contains(&Event::Acked(rid)), "{kind:?} round {round}");
+            previous = Some(rid);
+        }
+        // No request follows: the last response is acknowledged after the delay.
+        let (t0, rid) = (p.now, previous.unwrap());
+        p.drive(100, |p| p.server_events.contains(&Event::Acked(rid)));
+        let waited = p.now.saturating_duration_since(t0);
+        assert_eq!(waited, Duration::from_millis(25), "{kind:?}");
+    }
+}
+
 /// A controller whose window never changes, so only the pacer limits a burst.
 #[derive(Debug)]
 struct FixedWindow(u64);

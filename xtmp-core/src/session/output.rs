@@ -277,9 +277,13 @@ impl Session {
         };
         // The frame that completes a reliable message asks for an ACK at
         // once when nothing else waits to go: the sender may be waiting for
-        // it (SPEC.md 4.3).
+        // it (SPEC.md 4.3). Not for a request (its ACK comes with the
+        // response) nor for a response (nobody waits for its ACK, which
+        // comes with the peer's next frame).
         let completes = fragment.is_none_or(|chunk| chunk == item.body.len());
-        self.tx_ack_now = item.order() != 0 && completes && !self.data_ready();
+        let waited_for =
+            matches!(item.head, Head::Data(d) if !matches!(d.kind, codec::KIND_REQUEST | codec::KIND_RESPONSE));
+        self.tx_ack_now = waited_for && item.order() != 0 && completes && !self.data_ready();
         let result = self.write_sealed(&item, fragment, out);
         self.tx_ack_now = false;
         let counted = item.counted();
