@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use xtmp_core::crypto::{AeadAlgorithm, AwsLc, CryptoError, CryptoProvider, RustCrypto, Secret};
+use xtmp_core::crypto::{AeadAlgorithm, AeadKey, AwsLc, CryptoError, CryptoProvider, RustCrypto, Secret};
 use xtmp_core::handshake::SIGNATURE_CONTEXT;
 use xtmp_core::session::{Event, PathKind, SendOptions};
 use xtmp_core::wire::MessageType;
@@ -43,6 +43,61 @@ fn aead_results_are_byte_identical_and_cross_open() {
             let mut z = y.clone();
             b.seal(&nonce, &aad, &mut z).unwrap();
             assert_eq!(b.open(&nonce, &aad, &mut z, &bad), Err(CryptoError::Decrypt));
+        }
+    }
+}
+
+/// Only the required methods: exercises the trait's default `open_to`
+/// and `seal_gather`.
+struct InPlaceOnly(Box<dyn AeadKey>);
+
+impl AeadKey for InPlaceOnly {
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16], CryptoError> {
+        self.0.seal(nonce, aad, buf)
+    }
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> Result<(), CryptoError> {
+        self.0.open(nonce, aad, buf, tag)
+    }
+}
+
+#[test]
+fn gathered_seals_and_out_of_place_opens_match_in_place_ones() {
+    for alg in [AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305] {
+        let key = Secret::new([0x24; 32]);
+        let keys: Vec<(&str, Box<dyn AeadKey>)> = vec![
+            ("rust-crypto", RustCrypto.aead(alg, &key).unwrap()),
+            ("aws-lc-rs", AwsLc.aead(alg, &key).unwrap()),
+            ("default methods", Box::new(InPlaceOnly(RustCrypto.aead(alg, &key).unwrap()))),
+        ];
+        let reference = RustCrypto.aead(alg, &key).unwrap();
+        for (name, k) in &keys {
+            for len in [0usize, 1, 25, 64, 1500, 16 * 1024] {
+                let (nonce, aad) = ([len as u8; 12], [3u8; 96]);
+                let plain: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let mut expected = plain.clone();
+                let tag = reference.seal(&nonce, &aad, &mut expected).unwrap();
+                // The head in place and the tail read from elsewhere, with
+                // and without scratch room after the sealed part.
+                for at in [0, len.min(25), len] {
+                    for spare in [0, 16, 40] {
+                        let mut buf = vec![0xee; len + spare];
+                        buf[..at].copy_from_slice(&plain[..at]);
+                        let t = k.seal_gather(&nonce, &aad, &mut buf, at, &plain[at..]).unwrap();
+                        let what = format!("{name} {alg:?} len {len} at {at} spare {spare}");
+                        assert_eq!((&buf[..len], t), (&expected[..], tag), "{what}");
+                        assert!(buf[len..].iter().skip(16).all(|&b| b == 0xee), "{what}: wrote past the scratch room");
+                    }
+                }
+                assert!(k.seal_gather(&nonce, &aad, &mut vec![0; len], len + 1, &[]).is_err(), "{name}");
+                let mut out = vec![0xee; len];
+                k.open_to(&nonce, &aad, &expected, &tag, &mut out).unwrap();
+                assert_eq!(out, plain, "{name} {alg:?} {len}");
+                let mut bad = tag;
+                bad[15] ^= 0x80;
+                assert_eq!(k.open_to(&nonce, &aad, &expected, &bad, &mut out), Err(CryptoError::Decrypt), "{name}");
+                let mut short = vec![0; len + 1];
+                assert_eq!(k.open_to(&nonce, &aad, &expected, &tag, &mut short), Err(CryptoError::Decrypt), "{name}");
+            }
         }
     }
 }

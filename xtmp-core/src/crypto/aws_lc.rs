@@ -198,4 +198,40 @@ impl AeadKey for Aead {
             .map(|_| ())
             .map_err(|_| CryptoError::Decrypt)
     }
+
+    fn open_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        self.0
+            .open_separate_gather(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), ciphertext, tag, out)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    fn seal_gather(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        at: usize,
+        tail: &[u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let end = at.checked_add(tail.len()).ok_or(CryptoError::Encrypt)?;
+        if buf.len() < end + TAG_LEN {
+            // No room for aws-lc to put the tag after the ciphertext.
+            return super::provider::seal_gather_by_copy(self, nonce, aad, buf, at, tail);
+        }
+        // `buf[..at]` in place, then `tail` encrypted into the bytes after
+        // it, followed by the tag (in the scratch room).
+        let (head, rest) = buf.split_at_mut(at);
+        let tail_and_tag = &mut rest[..tail.len() + TAG_LEN];
+        self.0
+            .seal_in_place_scatter(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), head, tail, tail_and_tag)
+            .map_err(|_| CryptoError::Encrypt)?;
+        tail_and_tag[tail.len()..].try_into().map_err(|_| CryptoError::Encrypt)
+    }
 }

@@ -181,4 +181,54 @@ pub trait AeadKey: Send + Sync {
     /// left unspecified and must be discarded.
     fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN])
     -> Result<(), CryptoError>;
+
+    /// Decrypts `ciphertext` into `out` (of the same length) after checking
+    /// `tag`, without copying it first where the backend allows; on failure
+    /// `out` is left unspecified and must be discarded. The default copies,
+    /// then opens in place.
+    fn open_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        if out.len() != ciphertext.len() {
+            return Err(CryptoError::Decrypt);
+        }
+        out.copy_from_slice(ciphertext);
+        self.open(nonce, aad, out, tag)
+    }
+
+    /// Encrypts the plaintext `buf[..at] ‖ tail` into `buf[..at +
+    /// tail.len()]` and returns the detached tag, reading `tail` where it is
+    /// rather than copying it in first where the backend allows. `buf` may
+    /// be longer: the [`TAG_LEN`] bytes after the sealed part may be used as
+    /// scratch. The default copies `tail` into place, then seals in place.
+    fn seal_gather(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        at: usize,
+        tail: &[u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        seal_gather_by_copy(self, nonce, aad, buf, at, tail)
+    }
+}
+
+/// [`AeadKey::seal_gather`] by copying `tail` into place and sealing in place.
+pub(crate) fn seal_gather_by_copy<K: AeadKey + ?Sized>(
+    key: &K,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+    at: usize,
+    tail: &[u8],
+) -> Result<[u8; TAG_LEN], CryptoError> {
+    let end = at.checked_add(tail.len()).ok_or(CryptoError::Encrypt)?;
+    let sealed = buf.get_mut(..end).ok_or(CryptoError::Encrypt)?;
+    sealed[at..].copy_from_slice(tail);
+    key.seal(nonce, aad, sealed)
 }

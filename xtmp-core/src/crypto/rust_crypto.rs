@@ -3,6 +3,7 @@
 use alloc::boxed::Box;
 
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use hmac::Mac;
@@ -215,6 +216,28 @@ impl AeadKey for Aead {
             Aead::ChaCha(c) => c.decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into()),
             #[cfg(feature = "__null-cipher")]
             Aead::Null => return if *tag == [0; TAG_LEN] { Ok(()) } else { Err(CryptoError::Decrypt) },
+        };
+        r.map_err(|_| CryptoError::Decrypt)
+    }
+
+    fn open_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let buf = InOutBuf::new(ciphertext, out).map_err(|_| CryptoError::Decrypt)?;
+        let r = match self {
+            Aead::Aes(c) => c.decrypt_inout_detached(nonce.into(), aad, buf, tag.into()),
+            Aead::ChaCha(c) => c.decrypt_inout_detached(nonce.into(), aad, buf, tag.into()),
+            #[cfg(feature = "__null-cipher")]
+            Aead::Null => {
+                let (i, o) = buf.into_in_out();
+                o.copy_from_slice(i);
+                return if *tag == [0; TAG_LEN] { Ok(()) } else { Err(CryptoError::Decrypt) };
+            }
         };
         r.map_err(|_| CryptoError::Decrypt)
     }

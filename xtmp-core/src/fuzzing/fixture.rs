@@ -84,9 +84,8 @@ impl Sealer {
         header.encryption = self.cipher.encryption_type();
         header.payload_len = plaintext.len() as u32;
         header.validate().ok()?;
-        let mut out = alloc::vec![0u8; HEADER_LEN + plaintext.len()];
-        out[HEADER_LEN..].copy_from_slice(plaintext);
-        let n = self.keys.seal(self.cipher, header, plaintext.len(), &mut out).ok()?;
+        let mut out = alloc::vec![0u8; HEADER_LEN + plaintext.len() + crate::crypto::TAG_LEN];
+        let n = self.keys.seal(self.cipher, header, plaintext.len(), &mut out, plaintext).ok()?;
         out.truncate(n);
         Some(out)
     }

@@ -425,14 +425,13 @@ impl Session {
                 len
             }
         };
-        if body_at < len {
-            payload[body_at..].copy_from_slice(&item.body[..data_len]);
-        }
+        // The body (or this fragment of it) is sealed from where it is.
+        let tail = if body_at < len { &item.body[..data_len] } else { &[][..] };
         let seq = self.next_seq;
         let mut header = Header::new(item.ty, peer, seq);
         header.flags = flags;
         let keys = self.send_keys.as_mut().ok_or(usize::MAX)?;
-        let n = keys.seal(cipher, header, len, out).map_err(|_| usize::MAX)?;
+        let n = keys.seal(cipher, header, len, out, tail).map_err(|_| usize::MAX)?;
         self.next_seq += 1;
         self.stats.frames_sent += 1;
         if ack_written {

@@ -102,17 +102,22 @@ pub(crate) struct SendKeys {
 }
 
 impl SendKeys {
-    /// Seals the frame in `out[..HEADER_LEN + len]`: `out[HEADER_LEN..]`
-    /// holds the plaintext payload on entry. Fills in the encryption
-    /// fields, seals in place, writes the tag and the CRC.
+    /// Seals the frame in `out[..HEADER_LEN + len]`, whose plaintext payload
+    /// is `out[HEADER_LEN..HEADER_LEN + len - tail.len()] ‖ tail` (a body
+    /// is sealed from where it is, not copied in first, where the provider
+    /// allows). Fills in the encryption fields, seals, writes the tag and
+    /// the CRC. Up to [`TAG_LEN`] bytes of `out` after the frame may be
+    /// overwritten.
     pub(crate) fn seal(
         &mut self,
         alg: AeadAlgorithm,
         mut header: Header,
         len: usize,
         out: &mut [u8],
+        tail: &[u8],
     ) -> Result<usize, CryptoError> {
         let total = HEADER_LEN + len;
+        let at = len.checked_sub(tail.len()).ok_or(CryptoError::Encrypt)?;
         header.flags |= Flags::ENCRYPTED;
         header.encryption = alg.encryption_type();
         header.key_id = *self.current.key_id();
@@ -122,11 +127,14 @@ impl SendKeys {
         header.crc = 0;
         header.tag = [0; TAG_LEN];
         debug_assert_eq!(header.validate(), Ok(()));
-        let (head, payload) = out[..total].split_at_mut(HEADER_LEN);
+        if out.len() < total {
+            return Err(CryptoError::Encrypt);
+        }
+        let (head, payload) = out.split_at_mut(HEADER_LEN);
         let head: &mut [u8; HEADER_LEN] = head.try_into().map_err(|_| CryptoError::InvalidKey)?;
         header.write(head);
         let aead = self.current.aead.as_deref().ok_or(CryptoError::InvalidKey)?;
-        let tag = aead.seal(&self.current.nonce(header.sequence), head, payload)?;
+        let tag = aead.seal_gather(&self.current.nonce(header.sequence), head, payload, at, tail)?;
         head[offset::TAG..offset::TAG + TAG_LEN].copy_from_slice(&tag);
         wire::write_crc(&mut out[..total]).map_err(|_| CryptoError::InvalidKey)?;
         self.sealed += 1;
@@ -238,10 +246,12 @@ impl RecvKeys {
             return Err(OpenError::NonceMismatch);
         }
         let aad = wire::associated_data(frame.raw_header());
+        // Decrypted straight from the frame: the zero fill is a cheaper
+        // pass than a copy of the ciphertext.
         plain.clear();
-        plain.extend_from_slice(frame.payload());
+        plain.resize(frame.payload().len(), 0);
         let aead = g.aead.as_deref().ok_or(OpenError::UnknownKey)?;
-        aead.open(&nonce, &aad, &mut plain[..], &h.tag).map_err(|_| OpenError::Tag)?;
+        aead.open_to(&nonce, &aad, frame.payload(), &h.tag, &mut plain[..]).map_err(|_| OpenError::Tag)?;
         Ok(slot)
     }
 
