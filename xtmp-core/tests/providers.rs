@@ -89,6 +89,7 @@ fn gathered_seals_and_out_of_place_opens_match_in_place_ones() {
                     }
                 }
                 assert!(k.seal_gather(&nonce, &aad, &mut vec![0; len], len + 1, &[]).is_err(), "{name}");
+                assert!(k.seal_gather(&nonce, &aad, &mut vec![0; len], usize::MAX - 8, &[]).is_err(), "{name}");
                 let mut out = vec![0xee; len];
                 k.open_to(&nonce, &aad, &expected, &tag, &mut out).unwrap();
                 assert_eq!(out, plain, "{name} {alg:?} {len}");

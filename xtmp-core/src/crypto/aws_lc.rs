@@ -221,7 +221,7 @@ impl AeadKey for Aead {
         tail: &[u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
         let end = at.checked_add(tail.len()).ok_or(CryptoError::Encrypt)?;
-        if buf.len() < end + TAG_LEN {
+        if buf.len() < end.saturating_add(TAG_LEN) {
             // No room for aws-lc to put the tag after the ciphertext.
             return super::provider::seal_gather_by_copy(self, nonce, aad, buf, at, tail);
         }
