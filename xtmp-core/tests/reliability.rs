@@ -409,9 +409,9 @@ fn a_sender_with_nothing_more_to_send_is_acknowledged_at_once() {
 #[test]
 fn a_request_and_its_response_need_no_acknowledgement_frames_of_their_own() {
     // Nobody waits for the ACK of a request (its response follows) or of a
-    // response: neither asks for one at once. The server's ACK goes with
-    // the response, the client's with its next request, or after the ACK
-    // delay when no request follows (SPEC.md 4.3).
+    // response: neither asks for one at once. The server's ACK goes inside
+    // the response's frame, the client's inside its next request's, or
+    // after the ACK delay when no request follows (SPEC.md 4.3).
     for kind in [PathKind::Datagram, PathKind::Stream] {
         let mut s = Setup::new(kind);
         s.session.mtu_discovery = None;
@@ -423,18 +423,22 @@ fn a_request_and_its_response_need_no_acknowledgement_frames_of_their_own() {
         p.settle();
         let mut previous = None;
         for round in 0..3 {
-            let acks = p.client.stats().acks_sent;
+            let (acks, frames) = (p.client.stats().acks_sent, p.client.stats().frames_sent);
             let req =
                 p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"w"), SendOptions::request()).unwrap();
             p.settle();
-            // The ACK the client owed for the last response went with the request.
+            // The ACK the client owed for the last response went with the
+            // request, inside its frame: one frame.
             let carried = p.client.stats().acks_sent - acks;
             assert_eq!(carried, u64::from(round > 0), "{kind:?} round {round}");
+            assert_eq!(p.client.stats().acks_attached, round as u64, "{kind:?} round {round}");
+            assert_eq!(p.client.stats().frames_sent - frames, 1, "{kind:?} round {round}");
             if let Some(rid) = previous {
                 assert!(p.server_events.contains(&Event::Acked(rid)), "{kind:?} round {round}");
             }
             let m = p.server_messages().last().unwrap().id;
-            let server_acks = p.server_session().stats().acks_sent;
+            let server = p.server_session().stats();
+            let (server_acks, server_frames) = (server.acks_sent, server.frames_sent);
             let rid = p
                 .server_session()
                 .respond(m, MessageType::WALLET_BALANCE, Bytes::from_static(b"42"), SendOptions::default())
@@ -443,7 +447,10 @@ fn a_request_and_its_response_need_no_acknowledgement_frames_of_their_own() {
             assert_eq!(p.client_messages().len(), round + 1, "{kind:?} round {round}");
             // The server's ACK of the request went with the response, and
             // the client sent nothing back: no time passed.
-            assert_eq!(p.server_session().stats().acks_sent - server_acks, 1, "{kind:?} round {round}");
+            let server = p.server_session().stats();
+            assert_eq!(server.acks_sent - server_acks, 1, "{kind:?} round {round}");
+            assert_eq!(server.frames_sent - server_frames, 1, "{kind:?} round {round}: the ACK is inside the response");
+            assert_eq!(server.acks_attached, round as u64 + 1, "{kind:?} round {round}");
             assert!(p.client_events.contains(&Event::Acked(req)), "{kind:?} round {round}");
             assert_eq!(p.client.stats().acks_sent - acks, carried, "{kind:?} round {round}");
             assert!(!p.server_events.contains(&Event::Acked(rid)), "{kind:?} round {round}");

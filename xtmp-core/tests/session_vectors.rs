@@ -236,6 +236,23 @@ fn reliability_frames(p: &mut Pair, wire: &Wire) -> Vec<Value> {
     p.server_session().push(sub, Bytes::from(vec![9u8; 1200]), SendOptions::default()).unwrap();
     p.settle();
     take(wire, "SubscriptionCredit after the application read a 1,200-byte item", Dir::ToServer, 0xC8);
+
+    // A request, and the response that carries the server's ACK of it
+    // inside its own frame (SPEC.md 4.3): no ACK frame of its own. First
+    // the ACK delay passes, so no acknowledgement is owed from before.
+    let quiet = p.now + std::time::Duration::from_millis(25);
+    p.drive(100, |p| p.now >= quiet);
+    p.settle();
+    wire.borrow_mut().clear();
+    p.client.send(MessageType::REGISTRY_QUERY, Bytes::from_static(b"wallet 7"), SendOptions::request()).unwrap();
+    p.settle();
+    let m = p.server_messages().last().unwrap().id;
+    let answer = Bytes::from_static(b"balance 42");
+    p.server_session().respond(m, MessageType::REGISTRY_QUERY, answer, SendOptions::default()).unwrap();
+    p.settle();
+    take(wire, "request", Dir::ToServer, MessageType::REGISTRY_QUERY.0);
+    take(wire, "response carrying the ACK of the request", Dir::ToClient, MessageType::REGISTRY_QUERY.0);
+    assert!(!wire.borrow().iter().any(|(d, f)| *d == Dir::ToClient && f[5] == 0xC0), "no ACK frame");
     out
 }
 
@@ -313,11 +330,36 @@ fn records_open_from_the_logged_secrets() {
     }
     let frames = v["reliability_frames"].as_array().unwrap();
     let types: Vec<u8> = frames.iter().map(|r| hex::decode(r["frame"].as_str().unwrap()).unwrap()[5]).collect();
-    assert_eq!(types, [0x20, 0xC0, 0xC6, 0xC5, 0xC8], "a fragment, an ACK, a MaxData, a Forward, a SubscriptionCredit");
-    for (r, ty) in frames.iter().zip(types) {
+    assert_eq!(
+        types,
+        [0x20, 0xC0, 0xC6, 0xC5, 0xC8, 0x30, 0x30],
+        "a fragment, an ACK, a MaxData, a Forward, a SubscriptionCredit, a request, its response"
+    );
+    let request = hex::decode(frames[5]["frame"].as_str().unwrap()).unwrap();
+    let request_seq = u64::from_be_bytes(request[16..24].try_into().unwrap());
+    for (i, (r, ty)) in frames.iter().zip(types).enumerate() {
         let plain = open(&v, r);
         let name = r["name"].as_str().unwrap();
         match ty {
+            // The request: kind 01 (no ACK_NOW: its response acknowledges
+            // it), no correlation, then the body.
+            0x30 if i == 5 => {
+                assert_eq!(plain[0], 0x01, "{name}");
+                assert_eq!(plain[9..17], [0; 8], "{name}");
+                assert_eq!(&plain[25..], b"wallet 7", "{name}");
+            }
+            // The response: kind 02 with bit 40 (an ACK follows the data
+            // header), correlation = the request's message id, the ACK
+            // block (its largest: the request's sequence number), the body.
+            0x30 => {
+                assert_eq!(plain[0], 0x02 | 0x40, "{name}");
+                let request_plain = open(&v, &frames[5]);
+                assert_eq!(plain[9..17], request_plain[1..9], "{name}: answers the request");
+                let ack = &plain[25..];
+                let ack_len = 21 + 16 * usize::from(ack[12]);
+                assert_eq!(u64::from_be_bytes(ack[..8].try_into().unwrap()), request_seq, "{name}");
+                assert_eq!(&ack[ack_len..], b"balance 42", "{name}");
+            }
             // Data header, fragment header (offset 0, total 1,500), body:
             // a 1,024-byte payload, the server's frame limit.
             0x20 => {

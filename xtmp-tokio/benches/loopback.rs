@@ -7,6 +7,8 @@
 //! the medians to the raw baseline. `XTMP_BENCH_ROUNDS` sets the number of
 //! round trips (default 2,000), `XTMP_BENCH_WORKERS` the runtime's worker
 //! threads (default 2; `perf/run.sh` runs it pinned and split).
+//! `XTMP_BENCH_ONLY=tcp|udp` measures one transport (for `perf` or
+//! `strace`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,9 +137,13 @@ fn main() {
     let n = rounds();
     rt.block_on(async {
         println!("{n} sequential round trips of {PAYLOAD} B on loopback (median / p99)");
-        for (name, transport, raw) in
-            [("tcp", Transport::Tcp, raw_tcp(n).await), ("udp", Transport::Udp, raw_udp(n).await)]
-        {
+        let only = std::env::var("XTMP_BENCH_ONLY").ok();
+        for name in ["tcp", "udp"] {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let (transport, raw) =
+                if name == "tcp" { (Transport::Tcp, raw_tcp(n).await) } else { (Transport::Udp, raw_udp(n).await) };
             let [request, acked] = xtmp(transport, n).await;
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             println!("{name}: raw ping-pong      {:8.1} µs / {:8.1} µs", us(raw.0), us(raw.1));

@@ -268,6 +268,55 @@ mod tests {
         p
     }
 
+    /// Closes `server` after `frame` and returns why it closed.
+    fn closed_after(frame: &[u8]) -> (Option<CloseReason>, Vec<Event>) {
+        let mut server = established(Role::Server, PathKind::Datagram, AeadAlgorithm::Aes256Gcm, Arc::default());
+        server.handle_input(fixture::start(), PathId(0), frame);
+        let mut buf = alloc::vec![0u8; 2048];
+        while let Ok(Some(_)) = server.poll_transmit(fixture::start(), &mut buf) {}
+        server.handle_timeout(fixture::start().saturating_add(Duration::from_secs(60)));
+        let events: Vec<Event> = core::iter::from_fn(|| server.poll_event()).collect();
+        let closed = events.iter().find_map(|e| match e {
+            Event::Closed(r) => Some(r.clone()),
+            _ => None,
+        });
+        (closed, events)
+    }
+
+    /// SPEC.md section 4.3: an ACK block carried in a data frame (kind bit
+    /// `40`) is checked like an ACK frame, and a bad one closes the session
+    /// before the message is delivered.
+    #[test]
+    fn a_malformed_attached_ack_closes_the_session_and_delivers_nothing() {
+        // largest 0 ‖ delay ‖ count ‖ first range 0: valid, but this server
+        // has sent nothing.
+        let never_sent = [0u8; 21];
+        let mut too_many = [0u8; 21];
+        too_many[12] = 32;
+        let mut ranges_missing = [0u8; 21];
+        ranges_missing[12] = 1;
+        let cases: [(&[u8], &str); 4] = [
+            (&never_sent, "never sent"),
+            (&too_many, "malformed ACK in a data frame"),
+            (&ranges_missing, "malformed ACK in a data frame"),
+            (&never_sent[..20], "malformed ACK in a data frame"),
+        ];
+        for (ack, why) in cases {
+            let mut plain = record(None, b"");
+            plain[0] |= 0x40;
+            plain.extend_from_slice(ack);
+            if ack.len() == 21 {
+                plain.extend_from_slice(b"body");
+            }
+            let frame = Sealer::with_generation(AeadAlgorithm::Aes256Gcm, 0)
+                .seal(MessageType::BUNDLE_SUBMIT, Flags::REQUIRES_ACK, 0, &plain)
+                .unwrap();
+            let (closed, events) = closed_after(&frame);
+            assert!(matches!(&closed, Some(CloseReason::ProtocolViolation(w)) if w.contains(why)), "{why}: {closed:?}");
+            assert!(!events.iter().any(|e| matches!(e, Event::Message(_))), "{why}: nothing delivered");
+        }
+    }
+
     /// SPEC.md section 4.8: a compressed body that declares more than the
     /// receiver's maximum message is refused from its prefix (whole, or in
     /// the first fragment), before anything is allocated for it.

@@ -50,6 +50,16 @@ impl<'a> AckFrame<'a> {
         Some(f)
     }
 
+    /// The length of the ACK block at the start of `p` (one carried inside
+    /// a data frame, SPEC.md 4.3), from its range count; `None` if the
+    /// count is over the limit or `p` is shorter. The block itself is
+    /// checked by [`AckFrame::parse`].
+    pub(crate) fn peek_len(p: &[u8]) -> Option<usize> {
+        let count = usize::from(*p.get(12)?);
+        let len = FIXED_LEN + RANGE_LEN * count;
+        (count < MAX_ACK_RANGES && p.len() >= len).then_some(len)
+    }
+
     /// The acknowledged ranges, highest first, as half-open ranges.
     pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<u64>> + 'a {
         let mut low = self.largest - self.first;

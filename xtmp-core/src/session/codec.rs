@@ -20,6 +20,9 @@ pub(crate) const KIND_END: u8 = 6;
 /// when the sender has nothing else to send: acknowledge at once (SPEC.md
 /// 4.3).
 pub(crate) const KIND_ACK_NOW: u8 = 0x80;
+/// Set in the kind byte of a data frame whose data header is followed by
+/// an acknowledgement block, the payload of an ACK frame (SPEC.md 4.3).
+pub(crate) const KIND_WITH_ACK: u8 = 0x40;
 
 /// `kind u8 ‖ message id u64 ‖ correlation id u64 ‖ order u64`.
 pub(crate) const DATA_HEADER_LEN: usize = 25;
@@ -37,11 +40,14 @@ pub(crate) struct DataHeader {
     pub(crate) order: u64,
     /// The sender asks for an immediate acknowledgement ([`KIND_ACK_NOW`]).
     pub(crate) ack_now: bool,
+    /// An acknowledgement block follows the header ([`KIND_WITH_ACK`]).
+    pub(crate) with_ack: bool,
 }
 
 impl DataHeader {
     pub(crate) fn write(&self, out: &mut [u8]) {
-        out[0] = self.kind | if self.ack_now { KIND_ACK_NOW } else { 0 };
+        out[0] =
+            self.kind | if self.ack_now { KIND_ACK_NOW } else { 0 } | if self.with_ack { KIND_WITH_ACK } else { 0 };
         out[1..9].copy_from_slice(&self.id.to_be_bytes());
         out[9..17].copy_from_slice(&self.correlation.to_be_bytes());
         out[17..25].copy_from_slice(&self.order.to_be_bytes());
@@ -50,8 +56,9 @@ impl DataHeader {
     pub(crate) fn parse(p: &[u8]) -> Option<DataHeader> {
         let h = p.get(..DATA_HEADER_LEN)?;
         let d = DataHeader {
-            kind: h[0] & !KIND_ACK_NOW,
+            kind: h[0] & !(KIND_ACK_NOW | KIND_WITH_ACK),
             ack_now: h[0] & KIND_ACK_NOW != 0,
+            with_ack: h[0] & KIND_WITH_ACK != 0,
             id: u64::from_be_bytes(h[1..9].try_into().ok()?),
             correlation: u64::from_be_bytes(h[9..17].try_into().ok()?),
             order: u64::from_be_bytes(h[17..25].try_into().ok()?),
@@ -221,7 +228,7 @@ mod tests {
     #[test]
     fn data_header_rules() {
         let mut b = [0u8; DATA_HEADER_LEN];
-        let h = |kind, id, correlation| DataHeader { kind, id, correlation, order: 9, ack_now: false };
+        let h = |kind, id, correlation| DataHeader { kind, id, correlation, order: 9, ack_now: false, with_ack: false };
         h(KIND_RESPONSE, 7, 3).write(&mut b);
         assert_eq!(DataHeader::parse(&b), Some(h(KIND_RESPONSE, 7, 3)));
         h(KIND_RESPONSE, 7, 0).write(&mut b);
@@ -244,6 +251,12 @@ mod tests {
         now.write(&mut b);
         assert_eq!(b[0], KIND_REQUEST | KIND_ACK_NOW);
         assert_eq!(DataHeader::parse(&b), Some(now), "the hint is not part of the kind");
+        let carrying = DataHeader { with_ack: true, ..h(KIND_RESPONSE, 7, 3) };
+        carrying.write(&mut b);
+        assert_eq!(b[0], KIND_RESPONSE | KIND_WITH_ACK);
+        assert_eq!(DataHeader::parse(&b), Some(carrying), "an attached ACK is not part of the kind");
+        h(0x20 | KIND_REQUEST, 7, 0).write(&mut b);
+        assert_eq!(DataHeader::parse(&b), None, "bits 3-5 of the kind byte are not used");
         assert_eq!(DataHeader::parse(&b[..24]), None);
         let mut f = [0u8; FRAGMENT_HEADER_LEN];
         write_fragment(1200, 70_000, &mut f);

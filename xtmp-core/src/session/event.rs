@@ -381,8 +381,11 @@ pub struct Stats {
     pub spurious_losses: u64,
     /// Frames that carried data again after a loss.
     pub retransmissions: u64,
-    /// ACK frames sent.
+    /// Acknowledgements sent: ACK frames, and ACKs carried inside data
+    /// frames (SPEC.md 4.3).
     pub acks_sent: u64,
+    /// Of `acks_sent`, those carried inside data frames.
+    pub acks_attached: u64,
     /// Reliable messages acknowledged.
     pub messages_acked: u64,
     /// Reliable messages given up on.

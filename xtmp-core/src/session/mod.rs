@@ -351,6 +351,8 @@ pub struct Session {
     /// The frame being written completes a reliable message and nothing
     /// else waits: it asks for an immediate ACK.
     tx_ack_now: bool,
+    /// The data frame being written carries the pending ACK (SPEC.md 4.3).
+    tx_with_ack: bool,
     /// The frame being dispatched asked for an immediate ACK.
     rx_ack_now: bool,
     /// What to acknowledge, and when.
@@ -492,6 +494,7 @@ impl Session {
             tx_path: PathId(0),
             tx_turn: false,
             tx_ack_now: false,
+            tx_with_ack: false,
             rx_ack_now: false,
             acks: AckState::new(now),
             acked_ranges: Vec::new(),
@@ -919,7 +922,7 @@ impl Session {
             flags |= Flags::REQUIRES_ACK;
             deadline = Some(self.now + options.deadline.unwrap_or(self.config.delivery_timeout));
         }
-        let head = DataHeader { kind, id, correlation, order: 0, ack_now: false };
+        let head = DataHeader { kind, id, correlation, order: 0, ack_now: false, with_ack: false };
         let route = options.path.unwrap_or_else(|| self.config.path_policy.preferred(ty));
         Staged { q, ty, flags, head, body, deadline, route }
     }

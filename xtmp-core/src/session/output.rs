@@ -220,13 +220,45 @@ impl Session {
         if self.data_held() {
             return Ok(None);
         }
-        // An ACK goes first when due, or along with anything else; one owed
-        // for stream frames goes on the stream (SPEC.md 4.3).
+        // An ACK goes when due, or along with anything else; one owed for
+        // stream frames goes on the stream (SPEC.md 4.3). It rides inside
+        // the next data frame when that frame has room for it, and goes
+        // first as a frame of its own otherwise.
         let ack_route = self.acks.stream_owed().then_some(PathKind::Stream);
-        if self.acks.pending() && self.routes_to(ack_route, self.tx_path) && (self.ack_due() || self.has_sendable()) {
-            let ack = Outgoing::new(ACK, Flags::empty(), Head::Ack, Bytes::new());
-            return self.write_sealed(&ack, None, out).map(Some);
+        let ack_wanted =
+            self.acks.pending() && self.routes_to(ack_route, self.tx_path) && (self.ack_due() || self.has_sendable());
+        let next = self.next_queue();
+        if ack_wanted {
+            if !next.is_some_and(|q| self.carries_ack(q, out.len())) {
+                let ack = Outgoing::new(ACK, Flags::empty(), Head::Ack, Bytes::new());
+                return self.write_sealed(&ack, None, out).map(Some);
+            }
+            self.tx_with_ack = true;
         }
+        let Some(q) = next else {
+            if matches!(self.state, State::Closing) && self.disconnect_ready() {
+                if self.recv_keys.is_none() {
+                    return self.write_cleartext_disconnect(out);
+                }
+                let d = self.disconnect.take().ok_or(0usize)?;
+                return match self.write_sealed(&d, None, out) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(needed) => {
+                        self.disconnect = Some(d);
+                        Err(needed)
+                    }
+                };
+            }
+            return Ok(None);
+        };
+        let written = self.write_queued(q, out);
+        self.tx_with_ack = false;
+        written.map(Some)
+    }
+
+    /// The queue whose front item goes next on the path being written
+    /// (dropping reliable messages acknowledged or given up on meanwhile).
+    fn next_queue(&mut self) -> Option<usize> {
         loop {
             let path = self.tx_path;
             let data_ok = self.can_send_data_on(path);
@@ -234,24 +266,8 @@ impl Session {
                 Q_CONTROL => self.queues[q].front().is_some_and(|item| self.routes_to(item.route, path)),
                 _ => data_ok && self.queue_ready_on(q, path),
             };
-            let Some(q) = (0..self.queues.len()).find(|&q| ready(q)) else {
-                if matches!(self.state, State::Closing) && self.disconnect_ready() {
-                    if self.recv_keys.is_none() {
-                        return self.write_cleartext_disconnect(out);
-                    }
-                    let d = self.disconnect.take().ok_or(0usize)?;
-                    return match self.write_sealed(&d, None, out) {
-                        Ok(n) => Ok(Some(n)),
-                        Err(needed) => {
-                            self.disconnect = Some(d);
-                            Err(needed)
-                        }
-                    };
-                }
-                return Ok(None);
-            };
+            let q = (0..self.queues.len()).find(|&q| ready(q))?;
             let item = &self.queues[q][0];
-            // A reliable message acknowledged or given up on meanwhile: skip.
             if let Head::Data(d) = item.head
                 && d.order != 0
                 && self.outbound.get(d.id).is_none()
@@ -259,8 +275,21 @@ impl Session {
                 self.queues[q].pop_front();
                 continue;
             }
-            return self.write_queued(q, out).map(Some);
+            return Some(q);
         }
+    }
+
+    /// Whether the front item of queue `q` is a data message that goes
+    /// whole in one frame with the pending ACK after its data header,
+    /// within the path's frame size and `room` bytes of output.
+    fn carries_ack(&self, q: usize, room: usize) -> bool {
+        let Some(item) = self.queues[q].front() else { return false };
+        let whole = item.offset == 0 && item.body.len() as u64 == item.total;
+        let payload = codec::DATA_HEADER_LEN + self.acks.encoded_len() + item.body.len();
+        matches!(item.head, Head::Data(_))
+            && whole
+            && payload <= self.frame_room(self.tx_path)
+            && HEADER_LEN + payload <= room
     }
 
     /// Writes the front item of queue `q`: whole, or its next fragment.
@@ -345,9 +374,11 @@ impl Session {
         out: &mut [u8],
     ) -> Result<usize, usize> {
         let data_len = fragment.unwrap_or(item.body.len());
+        // `carries_ack` chose this frame for the ACK: a whole message only.
+        let ack_len = if self.tx_with_ack && fragment.is_none() { self.acks.encoded_len() } else { 0 };
         let len = match item.head {
             Head::Data(_) if fragment.is_some() => codec::DATA_HEADER_LEN + codec::FRAGMENT_HEADER_LEN + data_len,
-            Head::Data(_) => codec::DATA_HEADER_LEN + data_len,
+            Head::Data(_) => codec::DATA_HEADER_LEN + ack_len + data_len,
             Head::Heartbeat(..) => codec::HEARTBEAT_LEN + data_len,
             Head::Raw => data_len,
             Head::Ack => self.acks.encoded_len(),
@@ -379,6 +410,15 @@ impl Session {
         let payload = &mut out[HEADER_LEN..total];
         let mut ack_written = false;
         let body_at = match item.head {
+            Head::Data(d) if ack_len > 0 => {
+                DataHeader { ack_now: self.tx_ack_now, with_ack: true, ..d }.write(payload);
+                if datagram {
+                    flags |= Flags::REQUIRES_ACK;
+                }
+                let at = codec::DATA_HEADER_LEN;
+                ack_written = self.acks.write(self.now, &mut payload[at..at + ack_len]).is_some();
+                at + ack_len
+            }
             Head::Data(d) => {
                 DataHeader { ack_now: self.tx_ack_now, ..d }.write(payload);
                 // On a datagram path every data frame is acknowledged, so
@@ -435,6 +475,8 @@ impl Session {
         self.next_seq += 1;
         self.stats.frames_sent += 1;
         if ack_written {
+            self.stats.acks_sent += 1;
+            self.stats.acks_attached += u64::from(ack_len > 0);
             self.on_ack_sent(seq);
         }
         self.on_frame_sent(seq, n, flags, item, data_len);

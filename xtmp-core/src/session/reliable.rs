@@ -174,7 +174,6 @@ impl Session {
     /// Records a sealed frame for acknowledgement and loss detection.
     pub(super) fn on_frame_sent(&mut self, seq: u64, size: usize, flags: Flags, item: &Outgoing, data_len: usize) {
         if let Head::Ack = item.head {
-            self.stats.acks_sent += 1;
             return;
         }
         if !flags.contains(Flags::REQUIRES_ACK) {
@@ -399,6 +398,19 @@ impl Session {
             self.protocol_violation("reliable message without REQUIRES_ACK");
             return false;
         }
+        // Where the data starts: after the attached ACK, if any (SPEC.md 4.3).
+        let mut at = codec::DATA_HEADER_LEN;
+        if head.with_ack {
+            let Some(len) = plain.get(at..).and_then(AckFrame::peek_len) else {
+                self.protocol_violation("malformed ACK in a data frame");
+                return false;
+            };
+            self.on_ack_frame(&plain[at..at + len]);
+            if self.close_reason.is_some() {
+                return false;
+            }
+            at += len;
+        }
         if head.kind == codec::KIND_ITEM
             && head.order != 0
             && !self.subs.admits(head.correlation, self.local_max_message)
@@ -433,7 +445,7 @@ impl Session {
         let now = self.now;
         let mut inbound = core::mem::replace(&mut self.inbound, Inbound::new());
         let result = if flags.contains(Flags::FRAGMENTED) {
-            let rest = &plain[codec::DATA_HEADER_LEN..];
+            let rest = &plain[at..];
             match codec::parse_fragment(rest) {
                 Some((offset, total)) => {
                     let data = &rest[codec::FRAGMENT_HEADER_LEN..];
@@ -456,12 +468,12 @@ impl Session {
                 None => Err(Refused::Violation("truncated fragment header")),
             }
         } else if template.compressed
-            && let Err(e) = compression::declared_len(&plain[codec::DATA_HEADER_LEN..], limits.max_message as usize)
+            && let Err(e) = compression::declared_len(&plain[at..], limits.max_message as usize)
         {
             // Refused before it is stored or acknowledged.
             Err(Refused::Violation(e.reason()))
         } else {
-            let body = plain.split().freeze().slice(codec::DATA_HEADER_LEN..);
+            let body = plain.split().freeze().slice(at..);
             let size = body.len();
             inbound.on_message(class, head.order, template.with_body(body), size, &limits, |m| self.deliver(m))
         };
