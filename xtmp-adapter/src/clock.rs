@@ -25,7 +25,13 @@ impl Clock {
 
     /// The core's "now".
     pub fn now(&self) -> xtmp_core::time::Instant {
-        let elapsed = self.origin.elapsed() + OFFSET;
+        self.at(Instant::now())
+    }
+
+    /// The core's instant for the system instant `t` (a driver reads the
+    /// system clock once per turn and hands the core that reading).
+    pub fn at(&self, t: Instant) -> xtmp_core::time::Instant {
+        let elapsed = t.saturating_duration_since(self.origin) + OFFSET;
         xtmp_core::time::Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
     }
 

@@ -111,10 +111,11 @@ impl Deadline {
         Deadline { timer, armed: None }
     }
 
-    /// Ready once `deadline` has passed; otherwise arms the timer for it
-    /// and registers `cx`'s waker.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        if deadline > Instant::now() {
+    /// Ready once `deadline` has passed by `now` (the caller's reading of
+    /// the clock); otherwise arms the timer for it and registers `cx`'s
+    /// waker.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant, now: Instant) -> Poll<()> {
+        if deadline > now {
             if self.armed != Some(deadline) {
                 self.timer.reset(deadline);
                 self.armed = Some(deadline);

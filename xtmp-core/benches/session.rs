@@ -5,7 +5,8 @@
 //! throughput ratio (target: at least 0.8 for 16 KiB messages), messages
 //! per second on one core, the reliability layer's CPU per message (a
 //! reliable message against an unreliable one), and heap allocations per
-//! message on the send and open paths.
+//! message on the send and open paths, and the core's CPU for one request
+//! round trip (request and response through both ends).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -74,6 +75,30 @@ fn one_message_with(p: &mut Pair, body: &Bytes, buf: &mut [u8], options: SendOpt
         }
     }
     assert!(got);
+    while let Some((_, len)) = p.server.poll_transmit(p.now, buf).unwrap() {
+        p.client.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..len]);
+    }
+    while let Some(e) = p.client.poll_event() {
+        black_box(e);
+    }
+}
+
+/// A request from the client and the server's response: the core's whole
+/// CPU for one request round trip (both ends, both directions; each frame
+/// carries the ACK of the one before, SPEC.md 4.3).
+fn one_round_trip(p: &mut Pair, body: &Bytes, buf: &mut [u8]) {
+    let ty = MessageType::REGISTRY_QUERY;
+    p.client.send(ty, body.clone(), SendOptions::request()).unwrap();
+    while let Some(t) = p.client.poll_transmit(p.now, buf).unwrap() {
+        p.server.handle_input(p.now, p.remote, &buf[..t.len]);
+    }
+    let mut request = None;
+    while let Some(e) = p.server.poll_event() {
+        if let EndpointEvent::Session(_, Event::Message(m)) = e {
+            request = Some(m.id);
+        }
+    }
+    p.server_session().respond(request.unwrap(), ty, body.clone(), SendOptions::default()).unwrap();
     while let Some((_, len)) = p.server.poll_transmit(p.now, buf).unwrap() {
         p.client.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..len]);
     }
@@ -186,6 +211,19 @@ fn summary() {
             );
         }
     }
+    // A request round trip's CPU in the core, the part of the loopback
+    // bench's round trip (xtmp-tokio) that is not sockets or tasks.
+    for provider in providers() {
+        for kind in [PathKind::Stream, PathKind::Datagram] {
+            let b = body(64);
+            let mut p = pair_on(kind, provider.clone());
+            let rtt = best_ns(7, 50_000, || one_round_trip(&mut p, &b, &mut buf));
+            println!(
+                "{:>11} request round trip, 64 B, {kind:?} path: {rtt:>6.0} ns in the core (both ends, both directions)",
+                provider.name()
+            );
+        }
+    }
     // The reliability layer's own CPU per message: a reliable message
     // (registered, ordered, acknowledged every second frame, its ACK
     // processed, delivered in order) against an unreliable one (sent
@@ -238,12 +276,14 @@ fn summary() {
 /// `XTMP_BENCH_PROFILE=<provider>:<size>:<seconds>` (for example
 /// `aws-lc-rs:16384:5`): only loops one message of that size through the
 /// session path with that provider, for a profiler to sample.
+/// `<size>` may also be `rtt`: request round trips of 64 B.
 fn profile(spec: &str) {
     let mut it = spec.split(':');
-    let (name, size, secs) =
-        (it.next(), it.next().and_then(|s| s.parse().ok()), it.next().and_then(|s| s.parse().ok()));
+    let (name, what, secs) = (it.next(), it.next(), it.next().and_then(|s| s.parse().ok()));
+    let rtt = what == Some("rtt");
+    let size = if rtt { Some(64) } else { what.and_then(|s| s.parse().ok()) };
     let (Some(name), Some(size), Some(secs)) = (name, size, secs) else {
-        panic!("XTMP_BENCH_PROFILE wants <provider>:<size>:<seconds>, got {spec:?}");
+        panic!("XTMP_BENCH_PROFILE wants <provider>:<size or rtt>:<seconds>, got {spec:?}");
     };
     let provider = providers().into_iter().find(|p| p.name() == name).expect("no such provider in this build");
     let (b, mut buf) = (body(size), vec![0u8; 70_000]);
@@ -251,11 +291,16 @@ fn profile(spec: &str) {
     let (start, mut n) = (Instant::now(), 0u64);
     while start.elapsed() < Duration::from_secs(secs) {
         for _ in 0..1000 {
-            one_message(&mut p, &b, &mut buf);
+            if rtt {
+                one_round_trip(&mut p, &b, &mut buf);
+            } else {
+                one_message(&mut p, &b, &mut buf);
+            }
         }
         n += 1000;
     }
-    println!("{n} messages, {:.0} ns each", start.elapsed().as_nanos() as f64 / n as f64);
+    let what = if rtt { "round trips" } else { "messages" };
+    println!("{n} {what}, {:.0} ns each", start.elapsed().as_nanos() as f64 / n as f64);
 }
 
 fn main() {

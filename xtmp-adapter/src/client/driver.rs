@@ -75,6 +75,10 @@ struct Sub {
 pub(crate) struct Driver {
     rt: Arc<dyn Runtime>,
     clock: Clock,
+    /// The system clock, read once per turn of `poll_drive` (every
+    /// deadline check and every time handed to the core in that turn uses
+    /// this reading).
+    tick: Instant,
     rng: ChaCha20Rng,
     config: Arc<SessionConfig>,
     client: Arc<ClientConfig>,
@@ -150,6 +154,7 @@ impl Driver {
         Ok(Driver {
             rt,
             clock,
+            tick: Instant::now(),
             rng,
             config,
             client: setup.client.clone(),
@@ -188,8 +193,14 @@ impl Driver {
         })
     }
 
+    /// The core's time for this turn.
+    fn now(&self) -> xtmp_core::time::Instant {
+        self.clock.at(self.tick)
+    }
+
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..BUDGET {
+            self.tick = Instant::now();
             let mut progress = self.poll_commands(cx);
             progress |= self.poll_links(cx);
             progress |= self.poll_dial(cx);
@@ -310,7 +321,7 @@ impl Driver {
             }
             Command::Abort => self.close(true),
             Command::Rekey(tx) => {
-                let started = self.can_send() && self.session.rekey_now(self.clock.now());
+                let started = self.can_send() && self.session.rekey_now(self.now());
                 if started {
                     tracing::debug!("hybrid re-key started");
                 }
@@ -373,12 +384,12 @@ impl Driver {
             self.closing = true;
             return self.finish(reason);
         }
-        let now = self.clock.now();
+        let now = self.now();
         if abort {
             self.session.abort(now, CloseCode::NO_ERROR, "client aborted");
         } else if !self.closing {
             self.session.close(now, CloseCode::NO_ERROR, "client closed");
-            self.close_deadline = Some(Instant::now() + self.close_grace);
+            self.close_deadline = Some(self.tick + self.close_grace);
         }
         self.closing = true;
         for c in std::mem::take(&mut self.deferred) {
@@ -414,7 +425,7 @@ impl Driver {
                         continue 'links;
                     }
                     Poll::Ready(Ok(n)) => {
-                        let now = self.clock.now();
+                        let now = self.now();
                         self.session.handle_input(now, path, &self.input[..n]);
                         progress = true;
                     }
@@ -464,7 +475,7 @@ impl Driver {
             if self.dead {
                 return progress;
             }
-            match self.session.poll_transmit(self.clock.now(), &mut self.out) {
+            match self.session.poll_transmit(self.now(), &mut self.out) {
                 Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
                 // `out` is `max_transmit_len` long, so this is not expected;
                 // growing it keeps the session from stalling if it happens.
@@ -491,7 +502,7 @@ impl Driver {
         self.session.path_closed(path);
         if !self.connected {
             // A handshake's only path: this attempt failed.
-            self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "connection lost during the handshake");
+            self.session.abort(self.now(), CloseCode::NO_ERROR, "connection lost during the handshake");
             return;
         }
         self.after_link_gone();
@@ -526,7 +537,7 @@ impl Driver {
         }
         if let Some(d) = self.backoff.as_ref().and_then(|b| b.delay(self.datagram_attempt, self.rng.next_u32())) {
             self.datagram_attempt += 1;
-            self.datagram_retry_at = Some(Instant::now() + d);
+            self.datagram_retry_at = Some(self.tick + d);
         }
     }
 
@@ -550,11 +561,11 @@ impl Driver {
             return;
         };
         match backoff.delay(self.attempt, self.rng.next_u32()) {
-            Some(d) => self.retry_at = Some(Instant::now() + d),
+            Some(d) => self.retry_at = Some(self.tick + d),
             None => {
                 // Out of attempts.
                 if !self.dead {
-                    self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "reconnection attempts exhausted");
+                    self.session.abort(self.now(), CloseCode::NO_ERROR, "reconnection attempts exhausted");
                 }
                 self.backoff = None;
                 self.finish(CloseReason::PathsLost);
@@ -579,7 +590,7 @@ impl Driver {
                 }
                 None => {
                     // The session takes no more paths: start over.
-                    self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "no room for a new path");
+                    self.session.abort(self.now(), CloseCode::NO_ERROR, "no room for a new path");
                 }
             },
             Err(e) => {
@@ -612,7 +623,7 @@ impl Driver {
     }
 
     fn new_session(&mut self, link: Box<dyn Link>) {
-        let now = self.clock.now();
+        let now = self.now();
         match Session::connect(now, self.config.clone(), self.client.clone(), self.dial.kind, &mut self.rng) {
             Ok(s) => {
                 self.session = s;
@@ -638,12 +649,12 @@ impl Driver {
         let deadline =
             [session, self.retry_at, self.datagram_retry_at, self.close_deadline].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
-        if self.timer.poll(cx, deadline).is_pending() {
+        if self.timer.poll(cx, deadline, self.tick).is_pending() {
             return false;
         }
-        let now = Instant::now();
+        let now = self.tick;
         if !self.dead {
-            self.session.handle_timeout(self.clock.now());
+            self.session.handle_timeout(self.now());
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
@@ -655,7 +666,7 @@ impl Driver {
         }
         if self.close_deadline.is_some_and(|t| t <= now) {
             self.close_deadline = None;
-            self.session.abort(self.clock.now(), CloseCode::NO_ERROR, "close grace period over");
+            self.session.abort(self.now(), CloseCode::NO_ERROR, "close grace period over");
         }
         true
     }

@@ -153,7 +153,7 @@ impl Conn {
     fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if let Some((timer, at)) = &mut self.hello
-                && timer.poll(cx, *at).is_ready()
+                && timer.poll(cx, *at, Instant::now()).is_ready()
             {
                 tracing::debug!(peer = %self.remote.addr, "connection closed: no frame header within the hello timeout");
                 self.slot.0.connections_dropped.fetch_add(1, Ordering::Relaxed);

@@ -76,6 +76,10 @@ struct Shutdown {
 pub(crate) struct ServerDriver {
     rt: Arc<dyn Runtime>,
     clock: Clock,
+    /// The system clock, read once per turn of `poll_drive` (every
+    /// deadline check and every time handed to the core in that turn uses
+    /// this reading).
+    tick: Instant,
     shard: Shard,
     endpoint: Endpoint,
     limits: ServerLimits,
@@ -133,6 +137,7 @@ impl ServerDriver {
         Ok(ServerDriver {
             rt,
             clock,
+            tick: Instant::now(),
             shard: setup.shard,
             endpoint,
             limits: setup.limits,
@@ -159,8 +164,14 @@ impl ServerDriver {
         })
     }
 
+    /// The core's time for this turn.
+    fn now(&self) -> xtmp_core::time::Instant {
+        self.clock.at(self.tick)
+    }
+
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..BUDGET {
+            self.tick = Instant::now();
             let mut progress = self.poll_control(cx);
             progress |= self.poll_accept(cx);
             progress |= self.poll_inputs(cx);
@@ -211,7 +222,7 @@ impl ServerDriver {
     }
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.accept_paused.is_some_and(|t| Instant::now() < t) {
+        if self.accept_paused.is_some_and(|t| self.tick < t) {
             return false;
         }
         self.accept_paused = None;
@@ -221,7 +232,7 @@ impl ServerDriver {
                 progress = true;
                 let Ok((link, addr)) = r else {
                     // Out of file descriptors, say: retry later, not now.
-                    self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
+                    self.accept_paused = Some(self.tick + ACCEPT_PAUSE);
                     break 'listeners;
                 };
                 if self.shared.connections.load(Ordering::Relaxed) >= self.limits.max_connections {
@@ -243,7 +254,7 @@ impl ServerDriver {
         for _ in 0..BUDGET {
             let Poll::Ready(Some(i)) = Pin::new(&mut self.inputs).poll_next(cx) else { break };
             progress = true;
-            let now = self.clock.now();
+            let now = self.now();
             match i {
                 Input::Opened(remote, writer, first) => {
                     self.writers.insert(remote, writer);
@@ -310,7 +321,7 @@ impl ServerDriver {
                     let datagram = &self.dgram[..n];
                     let owner = Shard::route(datagram, self.shard.count()).unwrap_or(self.shard.index());
                     if owner == self.shard.index() {
-                        self.endpoint.handle_input(self.clock.now(), remote, datagram);
+                        self.endpoint.handle_input(self.now(), remote, datagram);
                     } else {
                         // Another shard's session: hand it over (or lose it,
                         // as a datagram may be, if that shard is behind).
@@ -401,7 +412,7 @@ impl ServerDriver {
                     Poll::Ready(_) => self.udp_unsent = None,
                 }
             }
-            let (remote, len) = match self.endpoint.poll_transmit(self.clock.now(), &mut self.out) {
+            let (remote, len) = match self.endpoint.poll_transmit(self.now(), &mut self.out) {
                 Ok(Some(t)) => t,
                 Ok(None) => return progress,
                 // `out` is `max_transmit_len` long, so this is not expected;
@@ -609,15 +620,15 @@ impl ServerDriver {
         let deadline =
             [core, self.shutdown.as_ref().map(|s| s.deadline), self.accept_paused].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
-        if self.timer.poll(cx, deadline).is_pending() {
+        if self.timer.poll(cx, deadline, self.tick).is_pending() {
             return false;
         }
-        self.endpoint.handle_timeout(self.clock.now());
+        self.endpoint.handle_timeout(self.now());
         true
     }
 
     fn begin_shutdown(&mut self, grace: Duration, done: Option<oneshot::Sender<()>>) {
-        let deadline = Instant::now() + grace;
+        let deadline = self.tick + grace;
         if self.shutdown.is_none() {
             tracing::info!(sessions = self.sessions.len(), grace_ms = grace.as_millis() as u64, "shutting down");
         }
@@ -640,13 +651,13 @@ impl ServerDriver {
     /// Moves a shutdown on; `true` once the driver is done.
     fn shutdown_step(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(s) = &mut self.shutdown else { return false };
-        let now = Instant::now();
+        let now = self.tick;
         let late = now >= s.deadline;
         let handling = self.sessions.values().any(|i| i.in_flight > 0);
         if !s.closing && (!handling || late) {
             s.closing = true;
             let handles: Vec<SessionHandle> = self.endpoint.sessions().collect();
-            let t = self.clock.now();
+            let t = self.now();
             for h in handles {
                 if let Some(session) = self.endpoint.session_mut(h) {
                     if late {
@@ -661,7 +672,7 @@ impl ServerDriver {
         let done = if s.closing && late {
             // Out of time: abort what is left, send the Disconnects, stop.
             let handles: Vec<SessionHandle> = self.endpoint.sessions().collect();
-            let t = self.clock.now();
+            let t = self.now();
             for h in handles {
                 if let Some(session) = self.endpoint.session_mut(h) {
                     session.abort(t, CloseCode::NO_ERROR, "server shutting down");
