@@ -9,7 +9,8 @@
 //! `bash perf/run.sh` runs it pinned to one core (`taskset -c 0`, one
 //! worker thread) and split over two (two workers). Environment:
 //! `XTMP_PERF_WORKERS` (default 2), `XTMP_PERF_HANDSHAKES` (default 200),
-//! `XTMP_PERF_BULK_MIB` (default 256).
+//! `XTMP_PERF_BULK_MIB` (default 256); `XTMP_PERF_ONLY=xtmp-handshake`
+//! runs XTMP's handshakes alone (for a profiler).
 //!
 //! It also measures how many handshakes per second a server completes with
 //! one shard and with one per worker thread, under 16 clients connecting
@@ -257,6 +258,11 @@ fn main() {
     let bulk = env("XTMP_PERF_BULK_MIB", 256).max(1) << 20;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     rt.block_on(async {
+        if std::env::var("XTMP_PERF_ONLY").as_deref() == Ok("xtmp-handshake") {
+            // For a profiler: XTMP handshakes only.
+            let (x50, x90) = median(xtmp_handshakes(handshakes).await);
+            return println!("xtmp handshake {:8.1} µs / {:8.1} µs", us(x50), us(x90));
+        }
         println!("loopback, {workers} worker thread(s)");
         let (x50, x90) = median(xtmp_handshakes(handshakes).await);
         let (t50, t90) = median(tls_handshakes(handshakes).await);
