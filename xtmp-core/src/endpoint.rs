@@ -92,8 +92,9 @@ pub struct EndpointConfig {
     pub server: Arc<ServerConfig>,
     /// Sessions held at once (established or not). Default 10,000.
     pub max_sessions: usize,
-    /// ClientHellos being reassembled plus handshakes not yet complete.
-    /// Further hellos are dropped. Default 1,024.
+    /// ClientHellos being reassembled plus handshakes running (a session
+    /// closing or draining after its handshake does not count). Further
+    /// hellos are dropped. Default 1,024.
     pub max_half_open: usize,
     /// Default: Retry once 64 handshakes are half open.
     pub retry: RetryPolicy,
@@ -219,6 +220,8 @@ struct Entry {
     hello_key: u64,
     /// What the session held for reassembly when last looked at.
     held: usize,
+    /// Whether its handshake was still running when last looked at.
+    handshaking: bool,
 }
 
 struct PartialHello {
@@ -269,6 +272,8 @@ pub struct Endpoint {
     touched: Vec<u64>,
     /// The sum of every session's `Entry::held`.
     held: usize,
+    /// Sessions whose `Entry::handshaking` is set.
+    handshaking: usize,
     /// New sessions are admitted (until [`Endpoint::stop_accepting`]).
     accepting: bool,
     stats: EndpointStats,
@@ -312,6 +317,7 @@ impl Endpoint {
             cursor: 0,
             touched: Vec::new(),
             held: 0,
+            handshaking: 0,
             accepting: true,
             stats: EndpointStats::default(),
         })
@@ -369,8 +375,12 @@ impl Endpoint {
         Some(e)
     }
 
+    /// Hellos being reassembled plus sessions whose handshake is running.
+    /// (A session that finished its handshake and is closing or draining
+    /// no longer counts: clients that connect and leave at once must not
+    /// fill the half-open slots for a drain period.)
     fn half_open(&self) -> usize {
-        self.hellos.len() + self.sessions.values().filter(|e| !e.session.is_established()).count()
+        self.hellos.len() + self.handshaking
     }
 
     /// Bytes from `remote`: one datagram, or a chunk of a stream.
@@ -659,7 +669,9 @@ impl Endpoint {
         self.routes.insert(remote, sid);
         self.unrouted_streams.remove(&remote);
         self.by_hello.insert(client_sid, sid);
-        self.sessions.insert(sid, Entry { session, paths: alloc::vec![remote], hello_key: client_sid, held: 0 });
+        let entry = Entry { session, paths: alloc::vec![remote], hello_key: client_sid, held: 0, handshaking: true };
+        self.handshaking += 1;
+        self.sessions.insert(sid, entry);
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
         self.collect(sid);
     }
@@ -754,6 +766,10 @@ impl Endpoint {
         let held = e.session.reassembly_held();
         self.held = self.held - e.held + held;
         e.held = held;
+        if e.handshaking && !e.session.is_handshaking() {
+            e.handshaking = false;
+            self.handshaking -= 1;
+        }
         if e.session.is_closed()
             && let Some(e) = self.sessions.remove(&sid)
         {

@@ -538,3 +538,36 @@ fn an_endpoint_that_stopped_accepting_sheds_new_hellos_and_keeps_its_sessions() 
     p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"after"), SendOptions::request()).unwrap();
     p.drive(100, |p| p.server_messages().iter().any(|m| &m.body[..] == b"after"));
 }
+
+#[test]
+fn clients_that_leave_right_after_the_handshake_do_not_hold_half_open_slots() {
+    // Each client completes its handshake and aborts at once; its server
+    // session drains for a while. Draining sessions are not half open, so
+    // twice the half-open limit of such clients within one drain period
+    // leaves room for the next one.
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let mut s = Setup::new(kind);
+        s.endpoint.max_half_open = 4;
+        let (session, client) = (std::sync::Arc::new(s.session.clone()), std::sync::Arc::new(s.client.clone()));
+        let mut p = s.start();
+        let start = p.now;
+        for i in 0..9u8 {
+            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([100 + i; 32]);
+            p.client =
+                xtmp_core::session::Session::connect(p.now, session.clone(), client.clone(), kind, &mut rng).unwrap();
+            p.client_paths[0].addr = format!("192.0.2.{}:4000", 10 + i).parse().unwrap();
+            p.client_events.clear();
+            p.drive(1000, |p| p.client.is_established());
+            p.client.abort(p.now, CloseCode(0), "gone");
+            p.settle();
+        }
+        let drain = xtmp_core::session::SessionConfig::default().drain_period;
+        assert!(p.now < start + drain, "{kind:?}: all within one drain period");
+        assert_eq!(p.server.stats().hellos_shed, 0, "{kind:?}");
+        assert_eq!(p.server.stats().sessions_created, 9, "{kind:?}");
+        // Every session learnt of its client's abort (and ends after its drain).
+        p.drive(1000, |p| p.server.session_count() == 0);
+        let closed = p.server_events.iter().filter(|e| matches!(e, Event::Closed(CloseReason::Peer { .. }))).count();
+        assert_eq!(closed, 9, "{kind:?}");
+    }
+}

@@ -677,6 +677,12 @@ impl Session {
         matches!(self.state, State::Established)
     }
 
+    /// Whether the handshake is still running (not yet established, closing
+    /// or closed).
+    pub(crate) fn is_handshaking(&self) -> bool {
+        matches!(self.state, State::ClientHello(_) | State::ClientFlight(_) | State::ServerFlight(_))
+    }
+
     /// Established or closing gracefully: keys exist and frames flow.
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.state, State::Established | State::Closing)
