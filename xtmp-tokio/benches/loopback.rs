@@ -8,7 +8,8 @@
 //! round trips (default 2,000), `XTMP_BENCH_WORKERS` the runtime's worker
 //! threads (default 2; `perf/run.sh` runs it pinned and split).
 //! `XTMP_BENCH_ONLY=tcp|udp` measures one transport (for `perf` or
-//! `strace`).
+//! `strace`); `XTMP_BENCH_RAW_ROUNDS` sets the raw baseline's rounds
+//! apart, so a profile can hold (nearly) only one side.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,8 +143,12 @@ fn main() {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
-            let (transport, raw) =
-                if name == "tcp" { (Transport::Tcp, raw_tcp(n).await) } else { (Transport::Udp, raw_udp(n).await) };
+            let raw_n = std::env::var("XTMP_BENCH_RAW_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(n).max(1);
+            let (transport, raw) = if name == "tcp" {
+                (Transport::Tcp, raw_tcp(raw_n).await)
+            } else {
+                (Transport::Udp, raw_udp(raw_n).await)
+            };
             let [request, acked] = xtmp(transport, n).await;
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             println!("{name}: raw ping-pong      {:8.1} µs / {:8.1} µs", us(raw.0), us(raw.1));
