@@ -215,7 +215,9 @@ impl core::ops::AddAssign for EndpointStats {
 
 struct Entry {
     session: Session,
-    paths: Vec<Remote>,
+    /// Each path's remote, by path id; `None` once the path is gone (the
+    /// session may give its id to a new path).
+    paths: Vec<Option<Remote>>,
     /// The client's session id from its hello.
     hello_key: u64,
     /// What the session held for reassembly when last looked at.
@@ -389,7 +391,7 @@ impl Endpoint {
         if let Some(&sid) = self.routes.get(&remote) {
             let now = self.now;
             if let Some(e) = self.entry_for_input(sid) {
-                let path = e.paths.iter().rposition(|r| *r == remote).map_or(PathId(0), |i| PathId(i as u32));
+                let path = e.paths.iter().position(|r| *r == Some(remote)).map_or(PathId(0), |i| PathId(i as u32));
                 e.session.handle_input(now, path, data);
                 self.collect(sid);
             }
@@ -469,8 +471,9 @@ impl Endpoint {
         self.hellos.retain(|(r, _), _| *r != remote);
         if let Some(sid) = self.routes.remove(&remote)
             && let Some(e) = self.sessions.get_mut(&sid)
-            && let Some(i) = e.paths.iter().rposition(|r| *r == remote)
+            && let Some(i) = e.paths.iter().position(|r| *r == Some(remote))
         {
+            e.paths[i] = None;
             e.session.path_closed(PathId(i as u32));
             self.collect(sid);
         }
@@ -526,9 +529,9 @@ impl Endpoint {
             Some(path) => {
                 let i = path.0 as usize;
                 if e.paths.len() <= i {
-                    e.paths.resize(i + 1, remote);
+                    e.paths.resize(i + 1, None);
                 }
-                e.paths[i] = remote;
+                e.paths[i] = Some(remote);
                 self.routes.insert(remote, sid);
                 self.unrouted_streams.remove(&remote);
                 self.deframers.remove(&remote);
@@ -669,7 +672,8 @@ impl Endpoint {
         self.routes.insert(remote, sid);
         self.unrouted_streams.remove(&remote);
         self.by_hello.insert(client_sid, sid);
-        let entry = Entry { session, paths: alloc::vec![remote], hello_key: client_sid, held: 0, handshaking: true };
+        let entry =
+            Entry { session, paths: alloc::vec![Some(remote)], hello_key: client_sid, held: 0, handshaking: true };
         self.handshaking += 1;
         self.sessions.insert(sid, entry);
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
@@ -745,9 +749,8 @@ impl Endpoint {
             return;
         };
         while let Some(path) = e.session.take_failed_path() {
-            if let Some(&remote) = e.paths.get(path.0 as usize)
-                && self.routes.get(&remote) == Some(&sid)
-            {
+            let Some(remote) = e.paths.get_mut(path.0 as usize).and_then(Option::take) else { continue };
+            if self.routes.get(&remote) == Some(&sid) {
                 // The path is gone from the session. A datagram remote that
                 // keeps sending authenticated frames is offered to the
                 // session again as a new path (and challenged again: the
@@ -774,7 +777,7 @@ impl Endpoint {
             && let Some(e) = self.sessions.remove(&sid)
         {
             self.held -= e.held;
-            for r in &e.paths {
+            for r in e.paths.iter().flatten() {
                 if self.routes.get(r) == Some(&sid) {
                     self.routes.remove(r);
                 }
@@ -914,7 +917,7 @@ fn next_transmit<'a>(
 ) -> Result<Option<(u64, Remote, usize)>, BufferTooSmall> {
     for (sid, e) in sessions {
         if let Some(t) = e.session.poll_transmit(now, buf)?
-            && let Some(remote) = e.paths.get(t.path.0 as usize)
+            && let Some(Some(remote)) = e.paths.get(t.path.0 as usize)
         {
             return Ok(Some((*sid, *remote, t.len)));
         }

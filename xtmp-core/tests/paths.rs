@@ -483,3 +483,52 @@ fn a_stalled_stream_fails_and_its_messages_go_again_on_the_next_one() {
     p.drive(10_000, |p| p.client_events.contains(&Event::Acked(id)));
     assert_eq!(p.server_messages().len(), 1);
 }
+
+/// The server's path ids in its session's events.
+fn server_path_ids(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PathValidated { path, .. } | Event::PathFailed { path, .. } => Some(path.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_that_reconnects_and_rebinds_again_and_again_reuses_its_dead_paths() {
+    // A month of a flaky network: every reconnection (stream) or rebinding
+    // (datagram) adds a path, and the dead ones are retired, so the
+    // session's path table (and its memory) stays within the live limit
+    // instead of growing with its history.
+    for kind in [PathKind::Datagram, PathKind::Stream] {
+        let mut p = Setup::new(kind).start();
+        p.connect();
+        let mut path = PathId(0);
+        for i in 1..=200u32 {
+            let addr = format!("192.0.2.{}:{}", 1 + i / 250, 40000 + i);
+            match kind {
+                PathKind::Stream => {
+                    p.client.path_closed(path);
+                    let old = p.client_paths[path.0 as usize];
+                    p.server.remote_closed(old);
+                    p.collect();
+                    path = p.add_client_path(PathKind::Stream, &addr);
+                }
+                PathKind::Datagram => p.rebind(path, &addr),
+            }
+            let body = Bytes::from(i.to_be_bytes().to_vec());
+            p.client.send(MessageType::BUNDLE_SUBMIT, body.clone(), SendOptions::request()).unwrap();
+            // Until the message arrived and the server validated the new path.
+            let validated = |p: &Pair| {
+                p.server_events.iter().filter(|e| matches!(e, Event::PathValidated { .. })).count() == i as usize
+            };
+            p.drive(200, |p| p.server_messages().last().is_some_and(|m| m.body == body) && validated(p));
+            assert!(path.0 < 4, "{kind:?} round {i}: client path id {}", path.0);
+        }
+        let ids = server_path_ids(&p.server_events);
+        assert!(ids.len() >= 200, "{kind:?}: {} path events", ids.len());
+        assert!(ids.iter().all(|&id| id < 4), "{kind:?}: server path ids {ids:?}");
+        assert_eq!(p.server.stats().migrations, 200, "{kind:?}");
+    }
+}

@@ -326,13 +326,17 @@ pub fn hybrid_udp_blocked() -> Scenario {
     s
 }
 
-/// The client's address changes (a NAT rebinding) three times.
+/// The client's address changes (a NAT rebinding) eight times, twice as
+/// often as a session may hold live paths: each old address must be
+/// retired, not kept until the path limit refuses the next one.
 pub fn nat_rebinding() -> Scenario {
-    Scenario::new("nat_rebinding")
-        .at(ms(300), Action::Rebind(Who::All))
-        .at(ms(700), Action::Rebind(Who::All))
-        .at(ms(1200), Action::Rebind(Who::All))
-        .expect(&[Mark::Migration])
+    let mut s = Scenario::new("nat_rebinding");
+    for t in [300, 700, 1200, 1600, 2000, 2500, 2900, 3400] {
+        s = s.at(ms(t), Action::Rebind(Who::All));
+    }
+    // Traffic throughout (about 4 s), so every rebinding moves a path.
+    s.workload.interval = ms(20);
+    s.expect(&[Mark::Migration])
 }
 
 /// Clocks offset by up to an hour, drifting by up to 500 ppm, and stepping.

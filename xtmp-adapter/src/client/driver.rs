@@ -495,7 +495,7 @@ impl Driver {
     /// The link of `path` broke: the session loses the path, and the
     /// driver dials a new one if none is left.
     fn link_lost(&mut self, path: PathId) {
-        self.links.retain(|(p, _)| *p != path);
+        self.drop_link(path);
         if self.dead {
             return;
         }
@@ -506,6 +506,16 @@ impl Driver {
             return;
         }
         self.after_link_gone();
+    }
+
+    /// Forgets `path`'s link, and the rest of a transmit it was writing:
+    /// the session may give the id to the next path, which must not get
+    /// half a frame.
+    fn drop_link(&mut self, path: PathId) {
+        self.links.retain(|(p, _)| *p != path);
+        if self.unsent.is_some_and(|(p, _, _)| p == path) {
+            self.unsent = None;
+        }
     }
 
     /// A link went. With none left the client is reconnecting; a hybrid
@@ -714,7 +724,7 @@ impl Driver {
                 }
                 Event::PathFailed { path, .. } => {
                     tracing::info!(path = path.0, "path failed");
-                    self.links.retain(|(p, _)| *p != path);
+                    self.drop_link(path);
                     self.after_link_gone();
                 }
                 Event::Closed(reason) => self.on_closed(reason),

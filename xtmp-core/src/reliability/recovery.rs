@@ -337,6 +337,11 @@ impl Recovery {
         self.trim();
     }
 
+    /// Whether a tracked frame was sent on `path`.
+    pub(crate) fn has_frames_on(&self, path: u32) -> bool {
+        self.sent.iter().any(|(_, f)| f.is_some_and(|f| f.path == path))
+    }
+
     /// When time-threshold loss detection must run next.
     pub(crate) fn loss_time(&self) -> Option<Instant> {
         self.loss_time

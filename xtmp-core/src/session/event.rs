@@ -16,6 +16,11 @@ pub struct MessageId(pub u64);
 
 /// Identifies one of a session's paths (a TCP or WebSocket connection, or
 /// a UDP flow). Chosen by the session; the adapter maps it to a socket.
+/// Once a path is gone (closed by the adapter with
+/// [`crate::session::Session::path_closed`], or failed and its
+/// [`Event::PathFailed`] taken), the session may give its id to a new
+/// path: an adapter forgets the old path's socket, and anything it had
+/// half written to it, when the path goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PathId(pub u32);
 
@@ -220,8 +225,11 @@ pub enum Event {
         /// The new generation number (0 is the handshake's).
         generation: u32,
     },
-    /// A path broke (a stream path delivered a malformed frame or the
-    /// adapter reported it closed). The session continues on other paths.
+    /// A path broke (a stream path delivered a malformed frame, the
+    /// adapter reported it closed, or its challenge went unanswered) or was
+    /// retired (another datagram path took over from it: `error` is
+    /// `None`). The session continues on other paths. Its id may name a
+    /// new path once this event has been taken.
     PathFailed {
         /// The path.
         path: PathId,
@@ -254,6 +262,16 @@ pub enum Event {
     SubscriptionWritable(SubscriptionId),
     /// The session ended. Reported exactly once; nothing follows.
     Closed(CloseReason),
+}
+
+impl Event {
+    /// The path this event names, if any.
+    pub(crate) fn path(&self) -> Option<PathId> {
+        match self {
+            Event::PathFailed { path, .. } | Event::PathValidated { path, .. } => Some(*path),
+            _ => None,
+        }
+    }
 }
 
 /// Why a reliable message failed.

@@ -52,7 +52,8 @@ impl Session {
                         }
                     }
                 }
-                if let Some(p) = self.paths.get_mut(path.0 as usize) {
+                // A path that died meanwhile lets its partial frame go.
+                if let Some(p) = self.paths.get_mut(path.0 as usize).filter(|p| p.alive) {
                     p.deframer = Some(deframer);
                 }
             }

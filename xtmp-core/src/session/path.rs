@@ -77,12 +77,11 @@ impl Session {
         self.primary = path;
     }
 
+    /// A new path in a retired slot if there is one (see
+    /// [`Session::retired_slot`]), otherwise at the end of the table.
     pub(super) fn push_path(&mut self, kind: PathKind, validated: bool) -> PathId {
-        let id = PathId(self.paths.len() as u32);
         let deframer = (kind == PathKind::Stream).then(|| Deframer::new(self.local_max_frame));
-        // Most sessions keep one path: grow one at a time.
-        self.paths.reserve_exact(1);
-        self.paths.push(Path {
+        let path = Path {
             kind,
             deframer,
             alive: true,
@@ -96,8 +95,35 @@ impl Session {
                 self.config.max_datagram,
                 self.config.mtu_discovery.filter(|_| kind == PathKind::Datagram),
             ),
-        });
+        };
+        if let Some(id) = self.retired_slot() {
+            self.paths[id.0 as usize] = path;
+            return id;
+        }
+        let id = PathId(self.paths.len() as u32);
+        // Most sessions keep one path: grow one at a time.
+        self.paths.reserve_exact(1);
+        self.paths.push(path);
         id
+    }
+
+    /// A dead path's slot that nothing refers to any more, so its id can
+    /// name a new path without confusing the two: not the primary path nor
+    /// the peer's latest, no failure waiting for the endpoint, no event
+    /// waiting for the application, no frame queued for it, nothing in
+    /// flight on it. Reusing slots keeps the path table (and the session's
+    /// memory) within a few entries of `max_paths` however many times a
+    /// client reconnects or its address changes.
+    fn retired_slot(&self) -> Option<PathId> {
+        let named = |id: PathId| {
+            id == self.primary
+                || id == self.latest_path
+                || self.failed_paths.contains(&id)
+                || self.path_queue.iter().any(|(p, _)| *p == id)
+                || self.recovery.has_frames_on(id.0)
+                || self.events.iter().any(|(e, _)| e.as_ref().is_some_and(|e| e.path() == Some(id)))
+        };
+        (0..self.paths.len()).map(|i| PathId(i as u32)).find(|&id| !self.paths[id.0 as usize].alive && !named(id))
     }
 
     /// Bytes (whole frames) from a transport the session does not know yet,
@@ -112,16 +138,22 @@ impl Session {
             self.stats.frames_dropped += 1;
             return None;
         }
+        let (primary, latest) = (self.primary, self.latest_path);
         let id = self.push_path(kind, false);
         self.handle_input(now, id, data);
         let kept = self.paths.get(id.0 as usize).is_some_and(|p| p.authenticated > 0 && p.alive);
         if !kept {
-            self.paths.truncate(id.0 as usize);
+            // As if it had never been: a retired slot again, or gone.
+            if id.0 as usize + 1 == self.paths.len() {
+                self.paths.truncate(id.0 as usize);
+            } else {
+                let p = &mut self.paths[id.0 as usize];
+                (p.alive, p.deframer, p.challenge) = (false, None, None);
+            }
             self.events.retain(|(e, _)| !matches!(e, Some(Event::PathFailed { path, .. }) if *path == id));
             self.failed_paths.retain(|p| *p != id);
-            if self.primary == id {
-                self.primary = PathId(0);
-            }
+            self.path_queue.retain(|(p, _)| *p != id);
+            (self.primary, self.latest_path) = (primary, latest);
             return None;
         }
         self.start_challenge(id);
@@ -153,6 +185,8 @@ impl Session {
         if let Some(p) = self.paths.get_mut(path.0 as usize) {
             p.alive = false;
             p.challenge = None;
+            // A partial frame will never complete.
+            p.deframer = None;
         }
         // What it carried and nobody acknowledged goes again elsewhere.
         self.lose_path_frames(path);
@@ -218,17 +252,22 @@ impl Session {
         self.supersede_datagram_paths(path);
     }
 
-    /// `path` is now the datagram path in use (if it is one): frames in
-    /// flight on any other datagram path are counted lost and repeated (the
-    /// peer drops duplicates). After a rebinding nothing would acknowledge
-    /// them, and they would hold the congestion window for ever.
+    /// `path` is now the datagram path in use (if it is one): every other
+    /// live datagram path is retired ([`Event::PathFailed`] without an
+    /// error), and what was in flight on it is counted lost and repeated
+    /// (the peer drops duplicates). After a rebinding nothing would
+    /// acknowledge those frames, and they would hold the congestion window
+    /// for ever; the old address would hold a path slot for ever too, and
+    /// a few rebindings would reach `max_paths`. (Should the old address
+    /// speak again, it is a new path, validated anew.)
     fn supersede_datagram_paths(&mut self, path: PathId) {
         if self.paths[path.0 as usize].kind != PathKind::Datagram {
             return;
         }
         for i in 0..self.paths.len() {
-            if i != path.0 as usize && self.paths[i].kind == PathKind::Datagram {
-                self.lose_path_frames(PathId(i as u32));
+            let p = &self.paths[i];
+            if i != path.0 as usize && p.kind == PathKind::Datagram && p.alive {
+                self.fail_path(PathId(i as u32), None);
             }
         }
     }

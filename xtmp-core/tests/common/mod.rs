@@ -342,8 +342,15 @@ impl Pair {
     pub fn add_client_path(&mut self, kind: PathKind, addr: &str) -> PathId {
         let id = self.client.add_path(kind, false).expect("path limit");
         let rk = if kind == PathKind::Stream { RemoteKind::Stream } else { RemoteKind::Datagram };
-        assert_eq!(id.0 as usize, self.client_paths.len());
-        self.client_paths.push(Remote { addr: addr.parse().unwrap(), kind: rk });
+        let remote = Remote { addr: addr.parse().unwrap(), kind: rk };
+        // A new id, or a dead path's (SPEC.md 3.7: ids are reused).
+        match self.client_paths.get_mut(id.0 as usize) {
+            Some(slot) => *slot = remote,
+            None => {
+                assert_eq!(id.0 as usize, self.client_paths.len());
+                self.client_paths.push(remote);
+            }
+        }
         id
     }
 
