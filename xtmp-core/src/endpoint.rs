@@ -13,7 +13,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -96,6 +96,11 @@ pub struct EndpointConfig {
     /// closing or draining after its handshake does not count). Further
     /// hellos are dropped. Default 1,024.
     pub max_half_open: usize,
+    /// Of those, how many may come from one IP address (any port, either
+    /// transport), so that one peer flooding hellos over TCP (where Retry
+    /// cookies do not apply) sheds its own handshakes and not everyone's.
+    /// Default 64.
+    pub max_half_open_per_address: usize,
     /// Default: Retry once 64 handshakes are half open.
     pub retry: RetryPolicy,
     /// How long a Retry token stays valid. Default 10 s.
@@ -124,6 +129,7 @@ impl EndpointConfig {
             server,
             max_sessions: 10_000,
             max_half_open: 1024,
+            max_half_open_per_address: 64,
             retry: RetryPolicy::UnderLoad(64),
             token_lifetime: Duration::from_secs(10),
             token_key_lifetime: Duration::from_secs(120),
@@ -136,7 +142,7 @@ impl EndpointConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.session.validate()?;
         let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
-        if self.max_sessions == 0 || self.max_half_open == 0 {
+        if self.max_sessions == 0 || self.max_half_open == 0 || self.max_half_open_per_address == 0 {
             return bad("max_sessions", "limits must be positive");
         }
         if self.token_lifetime.is_zero() || self.token_key_lifetime < self.token_lifetime {
@@ -188,8 +194,12 @@ pub struct EndpointStats {
     pub tokens_rejected: u64,
     /// Sessions created.
     pub sessions_created: u64,
-    /// Hellos dropped because of the half-open or session limits.
+    /// Hello frames dropped because of the half-open or session limits.
     pub hellos_shed: u64,
+    /// Hello frames dropped because their address had
+    /// [`EndpointConfig::max_half_open_per_address`] handshakes half open
+    /// (counted apart from `hellos_shed`).
+    pub hellos_shed_per_address: u64,
     /// New remotes (a rebinding, a reconnection) accepted as paths of a
     /// known session after a frame from them authenticated.
     pub migrations: u64,
@@ -208,6 +218,7 @@ impl core::ops::AddAssign for EndpointStats {
         self.tokens_rejected += other.tokens_rejected;
         self.sessions_created += other.sessions_created;
         self.hellos_shed += other.hellos_shed;
+        self.hellos_shed_per_address += other.hellos_shed_per_address;
         self.migrations += other.migrations;
         self.streams_reset += other.streams_reset;
     }
@@ -224,6 +235,8 @@ struct Entry {
     held: usize,
     /// Whether its handshake was still running when last looked at.
     handshaking: bool,
+    /// The address its hello came from.
+    origin: IpAddr,
 }
 
 struct PartialHello {
@@ -274,8 +287,9 @@ pub struct Endpoint {
     touched: Vec<u64>,
     /// The sum of every session's `Entry::held`.
     held: usize,
-    /// Sessions whose `Entry::handshaking` is set.
+    /// Sessions whose `Entry::handshaking` is set, in all and by origin.
     handshaking: usize,
+    handshaking_from: BTreeMap<IpAddr, usize>,
     /// New sessions are admitted (until [`Endpoint::stop_accepting`]).
     accepting: bool,
     stats: EndpointStats,
@@ -320,6 +334,7 @@ impl Endpoint {
             touched: Vec::new(),
             held: 0,
             handshaking: 0,
+            handshaking_from: BTreeMap::new(),
             accepting: true,
             stats: EndpointStats::default(),
         })
@@ -383,6 +398,12 @@ impl Endpoint {
     /// fill the half-open slots for a drain period.)
     fn half_open(&self) -> usize {
         self.hellos.len() + self.handshaking
+    }
+
+    /// Half-open handshakes from `ip`.
+    fn half_open_from(&self, ip: IpAddr) -> usize {
+        let hellos = self.hellos.keys().filter(|(r, _)| r.addr.ip() == ip).count();
+        hellos + self.handshaking_from.get(&ip).copied().unwrap_or(0)
     }
 
     /// Bytes from `remote`: one datagram, or a chunk of a stream.
@@ -588,6 +609,10 @@ impl Endpoint {
                 self.stats.hellos_shed += 1;
                 return;
             }
+            if self.half_open_from(remote.addr.ip()) >= self.config.max_half_open_per_address {
+                self.stats.hellos_shed_per_address += 1;
+                return;
+            }
             self.hellos.insert(key, PartialHello { recv: FlightRecv::new(), first: self.now, received: 0 });
         }
         let Some(partial) = self.hellos.get_mut(&key) else { return };
@@ -672,9 +697,17 @@ impl Endpoint {
         self.routes.insert(remote, sid);
         self.unrouted_streams.remove(&remote);
         self.by_hello.insert(client_sid, sid);
-        let entry =
-            Entry { session, paths: alloc::vec![Some(remote)], hello_key: client_sid, held: 0, handshaking: true };
+        let origin = remote.addr.ip();
+        let entry = Entry {
+            session,
+            paths: alloc::vec![Some(remote)],
+            hello_key: client_sid,
+            held: 0,
+            handshaking: true,
+            origin,
+        };
         self.handshaking += 1;
+        *self.handshaking_from.entry(origin).or_default() += 1;
         self.sessions.insert(sid, entry);
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
         self.collect(sid);
@@ -772,6 +805,12 @@ impl Endpoint {
         if e.handshaking && !e.session.is_handshaking() {
             e.handshaking = false;
             self.handshaking -= 1;
+            if let Some(n) = self.handshaking_from.get_mut(&e.origin) {
+                *n -= 1;
+                if *n == 0 {
+                    self.handshaking_from.remove(&e.origin);
+                }
+            }
         }
         if e.session.is_closed()
             && let Some(e) = self.sessions.remove(&sid)

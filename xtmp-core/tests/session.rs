@@ -571,3 +571,34 @@ fn clients_that_leave_right_after_the_handshake_do_not_hold_half_open_slots() {
         assert_eq!(closed, 9, "{kind:?}");
     }
 }
+
+#[test]
+fn a_hello_flood_from_one_address_sheds_its_own_hellos_only() {
+    // Over TCP no Retry cookie applies: a peer that opens connection after
+    // connection and sends only hellos fills its address's share of the
+    // half-open slots; a client from elsewhere still connects.
+    let mut s = Setup::new(PathKind::Stream);
+    s.endpoint.max_half_open = 100;
+    s.endpoint.max_half_open_per_address = 8;
+    let (session, client) = (std::sync::Arc::new(s.session.clone()), std::sync::Arc::new(s.client.clone()));
+    let mut p = s.start();
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..30u16 {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([i as u8 + 50; 32]);
+        let mut flooder =
+            xtmp_core::session::Session::connect(p.now, session.clone(), client.clone(), PathKind::Stream, &mut rng)
+                .unwrap();
+        let remote = xtmp_core::endpoint::Remote {
+            addr: format!("198.51.100.9:{}", 20000 + i).parse().unwrap(),
+            kind: xtmp_core::endpoint::RemoteKind::Stream,
+        };
+        while let Some(t) = flooder.poll_transmit(p.now, &mut buf).unwrap() {
+            p.server.handle_input(p.now, remote, &buf[..t.len]);
+        }
+    }
+    let stats = p.server.stats();
+    // (The counter counts the hellos' frames: each hello here is two.)
+    assert_eq!((stats.sessions_created, stats.hellos_shed_per_address, stats.hellos_shed), (8, 44, 0));
+    p.connect();
+    assert_eq!(p.server.stats().sessions_created, 9);
+}

@@ -41,8 +41,9 @@ pub use router::{Peer, Rejection, Reply, Request, Router};
 /// protocol's limits) and the adapter's own limits.
 ///
 /// The limits, with their defaults: sessions at once
-/// (`endpoint.max_sessions`, 10,000) and half-open handshakes
-/// (`endpoint.max_half_open`), stateless Retry cookies under handshake
+/// (`endpoint.max_sessions`, 10,000), half-open handshakes
+/// (`endpoint.max_half_open`, 1,024) and those of one IP address
+/// (`endpoint.max_half_open_per_address`, 64), stateless Retry cookies under handshake
 /// load (`endpoint.retry`), the largest message and the receive memory
 /// per session (`endpoint.session`), and those of [`ServerLimits`].
 #[derive(Clone, Debug)]
@@ -120,6 +121,7 @@ fn shard_config(base: &EndpointConfig, shard: Shard) -> EndpointConfig {
     c.server = Arc::new(server);
     c.max_sessions = base.max_sessions.div_ceil(n);
     c.max_half_open = base.max_half_open.div_ceil(n);
+    c.max_half_open_per_address = base.max_half_open_per_address.div_ceil(n);
     c.max_reassembly_bytes = (base.max_reassembly_bytes / n).max(64 * 1024);
     if let RetryPolicy::UnderLoad(k) = base.retry {
         c.retry = RetryPolicy::UnderLoad(k.div_ceil(n));
