@@ -26,9 +26,19 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards every connection to `addr` to `target`, on `rt`.
     pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<Proxy> {
-        let mut listener = rt.listen(crate::harness::any_port()).await?;
-        let addr = listener.local_addr()?;
-        let (udp, out) = (bind_udp(&*rt, addr)?, bind_udp(&*rt, crate::harness::any_port())?);
+        // A TCP port whose UDP twin is free too: another test may hold the
+        // UDP port the kernel's TCP choice names, so try a few.
+        let mut tries = 0;
+        let (mut listener, addr, udp) = loop {
+            let listener = rt.listen(crate::harness::any_port()).await?;
+            let addr = listener.local_addr()?;
+            match bind_udp(&*rt, addr) {
+                Ok(udp) => break (listener, addr, udp),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 20 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let out = bind_udp(&*rt, crate::harness::any_port())?;
         rt.spawn(Box::pin(relay(udp, out, target)));
         let open: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
         let conns = open.clone();
