@@ -15,8 +15,8 @@ use futures::{FutureExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use xtmp_adapter::{
-    Backoff, Client, ClientSetup, ConnectionState, Error, Link, PublisherClosed, Rejection, Reply, Router, ServerSetup,
-    SubscriptionEnd, Transport,
+    Backoff, Client, ClientSetup, ConnectionState, Error, Link, PublisherClosed, Rejection, Reply, Request, Router,
+    ServerSetup, SubscriptionEnd, Transport,
 };
 use xtmp_core::crypto::RustCrypto;
 use xtmp_core::handshake::IdentityKeypair;
@@ -36,11 +36,7 @@ pub const STREAM_TRANSPORTS: [Transport; 3] = [Transport::Tcp, Transport::WebSoc
 /// `WALLET_AUTH`.
 fn echo() -> Router {
     Router::new()
-        .route(MessageType::REGISTRY_QUERY, |req| async move {
-            let mut body = b"answer to ".to_vec();
-            body.extend_from_slice(&req.message.body);
-            Ok(Reply::new(MessageType::REGISTRY_QUERY, body))
-        })
+        .route(MessageType::REGISTRY_QUERY, answer)
         .route(MessageType::WALLET_AUTH, |_| async move { Err(Rejection::refused("wallet locked")) })
         // Panics in its first poll (on the server's driver), or after it
         // waited (in a task of its own).
@@ -49,6 +45,12 @@ fn echo() -> Router {
             yield_now().await;
             panic!("a handler bug after an await")
         })
+}
+
+async fn answer(req: Request) -> Result<Reply, Rejection> {
+    let mut body = b"answer to ".to_vec();
+    body.extend_from_slice(&req.message.body);
+    Ok(Reply::new(MessageType::REGISTRY_QUERY, body))
 }
 
 async fn ask(client: &Client, body: &[u8]) {
@@ -375,6 +377,79 @@ fn gated() -> (Router, mpsc::UnboundedReceiver<()>, oneshot::Sender<()>) {
         }
     });
     (router, started, open)
+}
+
+/// Request timeouts: requests the server does not answer in time fail
+/// with `Error::Timeout` and the session goes on; their late answers are
+/// dropped; a request waiting for a reconnection times out too.
+pub async fn request_timeouts(pair: Pair) {
+    const STUCK: usize = 3;
+    let timeout = Duration::from_millis(300);
+    for t in [Transport::Tcp, Transport::Udp] {
+        let (router, mut started, open) = gated();
+        let server = pair.serve(t, router.route(MessageType::REGISTRY_QUERY, answer)).await;
+        let setup = ClientSetup { request_timeout: timeout, reconnect: None, ..pair.setup() };
+        let client = pair.connect(server.local_addr(), t, setup).await;
+        let stuck: Vec<_> = (0..STUCK)
+            .map(|i| {
+                let c = client.clone();
+                pair.spawn(async move {
+                    let began = std::time::Instant::now();
+                    let r = c.request(MessageType::BUNDLE_SUBMIT, Bytes::from(vec![i as u8])).await;
+                    (r, began.elapsed())
+                })
+            })
+            .collect();
+        for _ in 0..STUCK {
+            started.next().await.expect("a handler started");
+        }
+        // Answered while the others wait.
+        ask(&client, b"not stuck").await;
+        for (r, waited) in join_all(stuck).await {
+            assert!(matches!(r, Err(Error::Timeout)), "{t:?}: {r:?}");
+            assert!(waited >= timeout, "{t:?}: timed out after {waited:?}");
+        }
+        // The late answers reach a client that no longer waits for them.
+        open.send(()).expect("handlers wait");
+        ask(&client, b"after the late answers").await;
+        assert_eq!(client.state(), ConnectionState::Connected, "{t:?}");
+        client.close().await;
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+
+    // Waiting for a reconnection that does not come in time: with the
+    // session alive on the server (the connection was cut), and with no
+    // session (the server left).
+    let server = pair.serve(Transport::Tcp, echo()).await;
+    let proxy = Proxy::start(pair.client.clone(), server.local_addr()).await.expect("proxy");
+    let backoff = Backoff { initial: Duration::from_secs(30), ..Backoff::default() };
+    let mut setup = ClientSetup { request_timeout: timeout, reconnect: Some(backoff), ..pair.setup() };
+    let mut session = (*setup.session).clone();
+    session.drain_period = Duration::from_millis(10);
+    setup.session = Arc::new(session);
+    let away = |client: Client, changed| async move {
+        let state = changed.await;
+        assert!(matches!(state, ConnectionState::Reconnecting { .. }), "{state:?}");
+        // The first goes to the session that is ending, the second (the
+        // session has drained by then) waits for the next one.
+        for _ in 0..2 {
+            let r = client.request(MessageType::REGISTRY_QUERY, Bytes::from_static(b"while away")).await;
+            assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        }
+        client.abort();
+    };
+    let client = pair.connect(proxy.addr, Transport::Tcp, setup.clone()).await;
+    ask(&client, b"before").await;
+    let mut changed = Box::pin(client.state_changed());
+    assert!(futures::poll!(&mut changed).is_pending());
+    proxy.cut();
+    away(client.clone(), changed).await;
+    let client = pair.connect(proxy.addr, Transport::Tcp, setup).await;
+    ask(&client, b"before").await;
+    let mut changed = Box::pin(client.state_changed());
+    assert!(futures::poll!(&mut changed).is_pending());
+    server.shutdown(Duration::ZERO).await;
+    away(client.clone(), changed).await;
 }
 
 /// Shutdown under load: new connections are refused, the requests being

@@ -78,6 +78,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn request_timeouts() {
+                run::<$server, $client, _>(scenarios::request_timeouts);
+            }
+
+            #[test]
             fn key_rotation() {
                 run::<$server, $client, _>(scenarios::key_rotation);
             }

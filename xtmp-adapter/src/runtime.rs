@@ -99,8 +99,11 @@ pub fn wildcard_for(peer: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// A timer for a deadline that moves (a driver's next timeout): it is
-/// reset only when the deadline changes.
+/// A timer for a deadline that moves (a driver's next timeout). Moving it
+/// later leaves the timer where it is: most moves are later ones (each
+/// send pushes the idle timeout, each answer retires a retransmission
+/// timer), and resetting a runtime's timer costs more than the spurious
+/// wake-up at the old time, when the timer is moved on.
 pub(crate) struct Deadline {
     timer: Box<dyn Timer>,
     armed: Option<Instant>,
@@ -112,19 +115,90 @@ impl Deadline {
     }
 
     /// Ready once `deadline` has passed by `now` (the caller's reading of
-    /// the clock); otherwise arms the timer for it and registers `cx`'s
-    /// waker.
+    /// the clock); otherwise makes sure the timer fires by then and
+    /// registers `cx`'s waker.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant, now: Instant) -> Poll<()> {
-        if deadline > now {
-            if self.armed != Some(deadline) {
-                self.timer.reset(deadline);
-                self.armed = Some(deadline);
-            }
-            if self.timer.poll_expired(cx).is_pending() {
-                return Poll::Pending;
+        if deadline <= now {
+            self.armed = None;
+            return Poll::Ready(());
+        }
+        let keep = self.armed.is_some_and(|a| a <= deadline && a > now);
+        if !keep {
+            self.arm(deadline);
+        }
+        if self.timer.poll_expired(cx).is_ready() {
+            // Fired at an earlier deadline that has moved since.
+            self.arm(deadline);
+            if self.timer.poll_expired(cx).is_ready() {
+                self.armed = None;
+                return Poll::Ready(());
             }
         }
-        self.armed = None;
-        Poll::Ready(())
+        Poll::Pending
+    }
+
+    fn arm(&mut self, deadline: Instant) {
+        self.timer.reset(deadline);
+        self.armed = Some(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The timer's deadline, the test's clock, and every reset.
+    type State = (Option<Instant>, Option<Instant>, Vec<Instant>);
+
+    /// A timer on a clock the test moves, that records its resets.
+    #[derive(Clone, Default)]
+    struct FakeTimer(Arc<Mutex<State>>);
+
+    impl Timer for FakeTimer {
+        fn reset(&mut self, deadline: Instant) {
+            let mut s = self.0.lock().unwrap();
+            s.0 = Some(deadline);
+            s.2.push(deadline);
+        }
+        fn poll_expired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+            let s = self.0.lock().unwrap();
+            match (s.0, s.1) {
+                (Some(d), Some(now)) if d <= now => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        }
+    }
+
+    #[test]
+    fn a_deadline_that_moves_later_keeps_its_timer_until_it_fires() {
+        let fake = FakeTimer::default();
+        let mut d = Deadline::new(Box::new(fake.clone()));
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let at = |now| fake.0.lock().unwrap().1 = Some(now);
+        at(t0);
+        assert!(d.poll(cx, ms(10), t0).is_pending());
+        // Later deadlines: no reset.
+        for later in [11, 20, 30] {
+            assert!(d.poll(cx, ms(later), t0).is_pending());
+        }
+        assert_eq!(fake.0.lock().unwrap().2, [ms(10)]);
+        // An earlier one: reset.
+        assert!(d.poll(cx, ms(5), t0).is_pending());
+        assert_eq!(fake.0.lock().unwrap().2, [ms(10), ms(5)]);
+        // The timer fires at 5 ms for a deadline now at 30 ms: moved on,
+        // not reported.
+        at(ms(5));
+        assert!(d.poll(cx, ms(30), ms(5)).is_pending());
+        assert_eq!(fake.0.lock().unwrap().2, [ms(10), ms(5), ms(30)]);
+        // Due: ready.
+        at(ms(30));
+        assert!(d.poll(cx, ms(30), ms(30)).is_ready());
+        assert!(d.poll(cx, ms(40), ms(30)).is_pending());
+        assert_eq!(fake.0.lock().unwrap().2.last(), Some(&ms(40)));
     }
 }

@@ -50,6 +50,8 @@ struct Pending {
     body: Bytes,
     options: SendOptions,
     reply: Reply,
+    /// A request fails with [`Error::Timeout`] at this time.
+    deadline: Option<Instant>,
     /// The server acknowledged it (a request still waits for its answer).
     acked: bool,
     /// The request's span.
@@ -103,6 +105,10 @@ pub(crate) struct Driver {
     blocked: bool,
     timer: Deadline,
     pending: HashMap<MessageId, Pending>,
+    /// The deadlines of the requests in `pending`, earliest first, and
+    /// some of requests answered since (dropped as they come due, or when
+    /// they outnumber the live ones).
+    expiries: VecDeque<(Instant, MessageId)>,
     /// Messages the last session closed on before they were acknowledged.
     orphans: Vec<Pending>,
     resend: Vec<Pending>,
@@ -173,6 +179,7 @@ impl Driver {
             blocked: false,
             timer,
             pending: HashMap::new(),
+            expiries: VecDeque::new(),
             orphans: Vec::new(),
             resend: Vec::new(),
             subs: HashMap::new(),
@@ -273,8 +280,8 @@ impl Driver {
                 }
                 self.deferred.push_back(c);
             }
-            Command::Send { message_type, body, options, reply, span } => {
-                let p = Pending { message_type, body, options, reply, acked: false, span };
+            Command::Send { message_type, body, options, reply, deadline, span } => {
+                let p = Pending { message_type, body, options, reply, deadline, acked: false, span };
                 self.send(p, true);
             }
             Command::Subscribe { message_type, filter, commands, reply } => {
@@ -340,6 +347,9 @@ impl Driver {
                     tracing::debug!(message_type = %p.message_type, id = id.0, "sent again in the new session");
                     self.shared.update_stats(|s| s.resent += 1);
                 }
+                if let Some(t) = p.deadline {
+                    self.expire_at(t, id);
+                }
                 if p.options.reliable || !matches!(p.reply, Reply::None) {
                     self.pending.insert(id, p);
                 }
@@ -351,11 +361,70 @@ impl Driver {
                     body: p.body,
                     options: p.options,
                     reply: p.reply,
+                    deadline: p.deadline,
                     span: p.span,
                 };
                 self.deferred.push_front(c);
             }
+            Err(SendError::Closed) if !self.closing && self.backoff.is_some() && self.ready.is_none() => {
+                // The session is ending (the server said so, say) and the
+                // driver has not seen it end yet: the next session sends it.
+                self.orphans.push(p);
+            }
             Err(e) => p.reply.fail(Error::Send(e)),
+        }
+    }
+
+    /// Times the request `id` out at `t`.
+    fn expire_at(&mut self, t: Instant, id: MessageId) {
+        if self.expiries.len() > 2 * self.pending.len() + 32 {
+            // Mostly answered requests: keep the live ones only.
+            let pending = &self.pending;
+            self.expiries.retain(|(t, id)| pending.get(id).is_some_and(|p| p.deadline == Some(*t)));
+        }
+        // Requests come with the same timeout, so this is nearly always
+        // the end (not for one sent again after a reconnection).
+        let at = self.expiries.partition_point(|(u, _)| *u <= t);
+        self.expiries.insert(at, (t, id));
+    }
+
+    /// The earliest deadline of a request: sent, or waiting to be.
+    fn next_expiry(&self) -> Option<Instant> {
+        let sent = self.expiries.front().map(|(t, _)| *t);
+        let waiting = self.deferred.iter().filter_map(command_deadline);
+        let held = self.resend.iter().chain(&self.orphans).filter_map(|p| p.deadline);
+        waiting.chain(held).chain(sent).min()
+    }
+
+    /// Fails the requests whose deadline passed by `now` with
+    /// [`Error::Timeout`] (an answer that comes later is dropped).
+    fn expire_requests(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.expiries.front().filter(|(t, _)| *t <= now) {
+            self.expiries.pop_front();
+            if self.pending.get(&id).is_some_and(|p| p.deadline == Some(t))
+                && let Some(p) = self.pending.remove(&id)
+            {
+                p.reply.fail(Error::Timeout);
+            }
+        }
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if self.deferred.iter().any(|c| due(command_deadline(c))) {
+            for c in std::mem::take(&mut self.deferred) {
+                if due(command_deadline(&c)) {
+                    fail_command(c, Error::Timeout);
+                } else {
+                    self.deferred.push_back(c);
+                }
+            }
+        }
+        for held in [&mut self.resend, &mut self.orphans] {
+            for p in std::mem::take(held) {
+                if due(p.deadline) {
+                    p.reply.fail(Error::Timeout);
+                } else {
+                    held.push(p);
+                }
+            }
         }
     }
 
@@ -656,8 +725,9 @@ impl Driver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let session = if self.dead { None } else { self.session.poll_timeout().map(|t| self.clock.deadline(t)) };
+        let requests = self.next_expiry();
         let deadline =
-            [session, self.retry_at, self.datagram_retry_at, self.close_deadline].into_iter().flatten().min();
+            [session, self.retry_at, self.datagram_retry_at, self.close_deadline, requests].into_iter().flatten().min();
         let Some(deadline) = deadline else { return false };
         if self.timer.poll(cx, deadline, self.tick).is_pending() {
             return false;
@@ -665,6 +735,9 @@ impl Driver {
         let now = self.tick;
         if !self.dead {
             self.session.handle_timeout(self.now());
+        }
+        if requests.is_some_and(|t| t <= now) {
+            self.expire_requests(now);
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
@@ -904,6 +977,7 @@ impl Driver {
         for (_, p) in self.pending.drain() {
             p.reply.fail(Error::Closed(reason.clone()));
         }
+        self.expiries.clear();
         self.by_id.clear();
         for sub in self.subs.values_mut() {
             sub.current = None;
@@ -931,6 +1005,7 @@ impl Driver {
         for (_, p) in self.pending.drain() {
             p.reply.fail(e());
         }
+        self.expiries.clear();
         for p in self.orphans.drain(..).chain(self.resend.drain(..)) {
             p.reply.fail(e());
         }
@@ -959,6 +1034,13 @@ impl Future for Driver {
 
 fn is_send(c: &Command) -> bool {
     matches!(c, Command::Send { .. } | Command::Subscribe { .. })
+}
+
+fn command_deadline(c: &Command) -> Option<Instant> {
+    match c {
+        Command::Send { deadline, .. } => *deadline,
+        _ => None,
+    }
 }
 
 fn fail_command(c: Command, e: Error) {

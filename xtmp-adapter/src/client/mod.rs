@@ -22,7 +22,7 @@ use xtmp_core::session::{CloseCode, CloseReason, Message, PathKind, SendOptions,
 use xtmp_core::wire::MessageType;
 
 use crate::resolve::BoxFuture;
-use crate::runtime::{Link, Runtime, sleep_until};
+use crate::runtime::{Link, Runtime};
 use crate::telemetry;
 use crate::websocket;
 use crate::{Backoff, Connector, Endpoint, Error, Resolver, Transport, Trust};
@@ -54,7 +54,9 @@ pub struct ClientSetup {
     pub registry: Option<PathBuf>,
     /// Looks up host names; `None` (the default): the runtime's resolver.
     pub resolver: Option<Arc<dyn Resolver>>,
-    /// How long [`Client::request`] waits for an answer (default 30 s).
+    /// How long [`Client::request`] waits for an answer (default 30 s),
+    /// counting any wait for a reconnection; then it fails with
+    /// [`Error::Timeout`], and an answer that comes later is dropped.
     pub request_timeout: Duration,
     /// Requests and acknowledged sends waiting for their answer at once;
     /// more wait for a slot. Default 256: the server's default
@@ -111,6 +113,8 @@ pub(crate) enum Command {
         body: Bytes,
         options: SendOptions,
         reply: Reply,
+        /// When a request fails with [`Error::Timeout`] if unanswered.
+        deadline: Option<Instant>,
         /// The request's span (`Span::none()` for other sends): the
         /// driver records the session and the message id into it.
         span: tracing::Span,
@@ -190,7 +194,6 @@ impl Reply {
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
-    rt: Arc<dyn Runtime>,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
     close_grace: Duration,
@@ -310,7 +313,6 @@ impl Client {
         let client = Client {
             commands,
             shared,
-            rt,
             in_flight: Arc::new(Semaphore::new(setup.max_in_flight.max(1))),
             request_timeout: setup.request_timeout,
             close_grace: setup.close_grace,
@@ -346,13 +348,12 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let options = SendOptions { request: true, reliable: true, ..options };
         let started = Instant::now();
-        self.command(Command::Send { message_type, body, options, reply: Reply::Response(tx), span: span.clone() })?;
-        let timeout = sleep_until(self.rt.as_ref(), started + self.request_timeout);
-        let result = match first(rx, timeout).await {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(self.gone()),
-            None => Err(Error::Timeout),
-        };
+        // The driver fails the request with `Error::Timeout` at its
+        // deadline (one timer for every request, not one each).
+        let deadline = Some(started + self.request_timeout);
+        let reply = Reply::Response(tx);
+        self.command(Command::Send { message_type, body, options, reply, deadline, span: span.clone() })?;
+        let result = rx.await.unwrap_or_else(|_| Err(self.gone()));
         let elapsed = started.elapsed();
         let outcome = match &result {
             Ok(_) => {
@@ -383,6 +384,7 @@ impl Client {
             body,
             options,
             reply: Reply::Acked(tx),
+            deadline: None,
             span: tracing::Span::none(),
         })?;
         rx.await.unwrap_or_else(|_| Err(self.gone()))
@@ -393,7 +395,8 @@ impl Client {
     /// Its fate shows only in [`Client::stats`].
     pub fn post(&self, message_type: MessageType, body: Bytes, options: SendOptions) -> Result<(), Error> {
         let options = SendOptions { request: false, ..options };
-        self.command(Command::Send { message_type, body, options, reply: Reply::None, span: tracing::Span::none() })
+        let span = tracing::Span::none();
+        self.command(Command::Send { message_type, body, options, reply: Reply::None, deadline: None, span })
     }
 
     /// Subscribes to the server's stream of `message_type` items with
@@ -473,19 +476,6 @@ impl Client {
             }
         }
     }
-}
-
-/// `a`'s output, or `None` if `b` finishes first.
-async fn first<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> Option<A::Output> {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(v));
-        }
-        b.as_mut().poll(cx).map(|_| None)
-    })
-    .await
 }
 
 pub(crate) fn subscription_channel(
