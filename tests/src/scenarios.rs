@@ -20,7 +20,7 @@ use xtmp_adapter::{
 };
 use xtmp_core::crypto::RustCrypto;
 use xtmp_core::handshake::IdentityKeypair;
-use xtmp_core::session::{CloseReason, ErrorCode, PathKind};
+use xtmp_core::session::{CloseReason, ErrorCode, PathKind, SendOptions};
 use xtmp_core::wire::{HEADER_LEN, MAGIC, MessageType, VERSION, offset};
 
 use crate::harness::{Pair, yield_now};
@@ -203,6 +203,49 @@ pub async fn acknowledged_sends(pair: Pair) {
         let seen = tally.until(&mut ticks, N).await;
         assert_eq!(seen.len(), N, "{t:?}");
         assert!(seen.values().all(|&n| n == 1), "{t:?}: a message was handled twice");
+    }
+}
+
+/// Messages one task sends arrive in the order it sent them, whether each
+/// went out in the task itself or waited for the driver (busy with other
+/// tasks' requests).
+pub async fn ordered_sends(pair: Pair) {
+    const N: usize = 600;
+    for t in TRANSPORTS {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let seen = order.clone();
+        let router = echo().route(MessageType::WALLET_REGISTER, move |r| {
+            seen.lock().expect("not poisoned").push(r.message.body);
+            async move { Ok(Reply::new(MessageType::WALLET_REGISTER, Bytes::new())) }
+        });
+        let server = pair.serve(t, router).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        let busy: Vec<_> = (0..4)
+            .map(|i| {
+                let c = client.clone();
+                pair.spawn(async move {
+                    for j in 0..50 {
+                        ask(&c, format!("busy {i} {j}").as_bytes()).await;
+                    }
+                })
+            })
+            .collect();
+        for i in 0..N {
+            let body = Bytes::from(format!("{i:04}"));
+            client.post(MessageType::WALLET_REGISTER, body, SendOptions::default()).expect("queued");
+            if i % 7 == 0 {
+                yield_now().await;
+            }
+        }
+        join_all(busy).await;
+        client.send(MessageType::WALLET_REGISTER, Bytes::from_static(b"last")).await.expect("acknowledged");
+        let got = order.lock().expect("not poisoned").clone();
+        let want: Vec<Bytes> =
+            (0..N).map(|i| Bytes::from(format!("{i:04}"))).chain([Bytes::from_static(b"last")]).collect();
+        assert_eq!(got.len(), want.len(), "{t:?}");
+        let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert_eq!(first_wrong, None, "{t:?}: out of order at {first_wrong:?}");
+        client.close().await;
     }
 }
 

@@ -83,6 +83,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn ordered_sends() {
+                run::<$server, $client, _>(scenarios::ordered_sends);
+            }
+
+            #[test]
             fn key_rotation() {
                 run::<$server, $client, _>(scenarios::key_rotation);
             }

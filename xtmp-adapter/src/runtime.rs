@@ -137,6 +137,11 @@ impl Deadline {
         Poll::Pending
     }
 
+    /// When the timer fires now (`None`: not armed).
+    pub(crate) fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+
     fn arm(&mut self, deadline: Instant) {
         self.timer.reset(deadline);
         self.armed = Some(deadline);

@@ -7,13 +7,21 @@
 //! for them. There is no protocol rule here: when a link breaks, the
 //! session is told (`path_closed`) and given a new one (`add_path`), or,
 //! once the session itself has ended, a new session is made.
+//!
+//! The driver lives behind a mutex ([`DriverRef`]) that its task and the
+//! handles share. A handle that finds it free, with the session connected
+//! and nothing queued before it, sends in its own task
+//! ([`Driver::send_inline`]): the message is sealed and written at once,
+//! and the driver task is woken only when something is left for it (a
+//! link that did not take everything, or a timer to move earlier).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -131,6 +139,14 @@ pub(crate) struct Driver {
     closing: bool,
     close_deadline: Option<Instant>,
     finished: bool,
+    /// The driver task's waker (from its latest poll).
+    waker: Option<Waker>,
+    /// Answers for waiting calls, handed over once the driver is released
+    /// (a caller woken by one finds the driver free for its next send).
+    answers: Vec<Answer>,
+    /// The last flush left a buffering link with data it could not push
+    /// out yet.
+    flush_pending: bool,
     /// The client's span (`xtmp_client`), whose `session` field follows
     /// the current session.
     span: tracing::Span,
@@ -196,6 +212,9 @@ impl Driver {
             closing: false,
             close_deadline: None,
             finished: false,
+            waker: None,
+            answers: Vec::new(),
+            flush_pending: false,
             span,
         })
     }
@@ -250,6 +269,10 @@ impl Driver {
         while let Some(rx) = &mut self.commands {
             match Pin::new(rx).poll_next(cx) {
                 Poll::Ready(Some(c)) => {
+                    if !matches!(c, Command::ItemRead { .. } | Command::Unsubscribe(_)) {
+                        // A handle's command (see `Client::command`).
+                        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    }
                     if self.deferred.is_empty() || !is_send(&c) {
                         self.command(c);
                     } else {
@@ -515,6 +538,13 @@ impl Driver {
 
     /// Writes out what the session produces while the links take it.
     fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        self.write_out(cx, false).0
+    }
+
+    /// [`Driver::flush`]; `inline` (in a handle's task): stops at a link
+    /// that is busy or broken and leaves it to the driver task. Returns
+    /// whether anything went, and whether it stopped so.
+    fn write_out(&mut self, cx: &mut Context<'_>, inline: bool) -> (bool, bool) {
         let mut progress = false;
         loop {
             if let Some((path, len, pos)) = self.unsent {
@@ -525,12 +555,13 @@ impl Driver {
                 };
                 let stream = link.kind() == PathKind::Stream;
                 match link.poll_send(cx, &self.out[pos..len]) {
-                    Poll::Pending => return progress,
+                    Poll::Pending => return (progress, true),
                     // A datagram goes whole.
                     Poll::Ready(Ok(n)) if n > 0 || !stream => {
                         let pos = if stream { pos + n } else { len };
                         self.unsent = (pos < len).then_some((path, len, pos));
                     }
+                    Poll::Ready(_) if inline => return (progress, true),
                     Poll::Ready(_) => {
                         self.unsent = None;
                         if stream {
@@ -542,7 +573,7 @@ impl Driver {
                 continue;
             }
             if self.dead {
-                return progress;
+                return (progress, false);
             }
             match self.session.poll_transmit(self.now(), &mut self.out) {
                 Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
@@ -552,10 +583,11 @@ impl Driver {
                 Ok(None) => {
                     // A link that buffers (WebSocket) writes out now; its
                     // errors show on the next read.
+                    self.flush_pending = false;
                     for (_, link) in &mut self.links {
-                        let _ = link.poll_flush(cx);
+                        self.flush_pending |= link.poll_flush(cx).is_pending();
                     }
-                    return progress;
+                    return (progress, self.flush_pending);
                 }
             }
         }
@@ -723,11 +755,16 @@ impl Driver {
 
     // ---- time ----
 
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The driver's next deadline, and the requests' own.
+    fn next_deadline(&self) -> (Option<Instant>, Option<Instant>) {
         let session = if self.dead { None } else { self.session.poll_timeout().map(|t| self.clock.deadline(t)) };
         let requests = self.next_expiry();
-        let deadline =
-            [session, self.retry_at, self.datagram_retry_at, self.close_deadline, requests].into_iter().flatten().min();
+        let all = [session, self.retry_at, self.datagram_retry_at, self.close_deadline, requests];
+        (all.into_iter().flatten().min(), requests)
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let (deadline, requests) = self.next_deadline();
         let Some(deadline) = deadline else { return false };
         if self.timer.poll(cx, deadline, self.tick).is_pending() {
             return false;
@@ -779,7 +816,7 @@ impl Driver {
                                 if let Some(p) = self.pending.remove(&id)
                                     && let Reply::Acked(tx) = p.reply
                                 {
-                                    let _ = tx.send(Ok(()));
+                                    self.answers.push(Answer::Acked(tx));
                                 }
                             }
                         }
@@ -860,7 +897,7 @@ impl Driver {
                         None => Ok(m),
                     };
                     if let Reply::Response(tx) = p.reply {
-                        let _ = tx.send(r);
+                        self.answers.push(Answer::Response(tx, r));
                     }
                 }
             }
@@ -1024,11 +1061,105 @@ impl Driver {
     }
 }
 
-impl Future for Driver {
+impl Driver {
+    /// Sends `c` (a [`Command::Send`]) in the caller's task, if nothing
+    /// stands in the way: the session is connected and takes it, no
+    /// command waits before it, and the links are free. Otherwise hands
+    /// `c` back, for the driver task.
+    pub(crate) fn send_inline(&mut self, c: Command) -> Option<Command> {
+        let free = self.unsent.is_none() && !self.flush_pending && self.deferred.is_empty();
+        let queued = self.shared.queued.load(Ordering::Acquire) > 0;
+        if !is_send(&c) || !self.can_send() || self.blocked || !free || queued || self.waker.is_none() {
+            return Some(c);
+        }
+        self.tick = Instant::now();
+        self.command(c);
+        let (_, stopped) = self.write_out(&mut Context::from_waker(Waker::noop()), true);
+        // The driver task takes over what is left, and moves its timer
+        // earlier if the session's next deadline now comes first (most
+        // sends only move it later: see `Deadline`).
+        let (deadline, _) = self.next_deadline();
+        let earlier = deadline.is_some_and(|d| self.timer.armed().is_none_or(|a| d < a));
+        let left = stopped || earlier || self.blocked || !self.deferred.is_empty() || self.session.has_event();
+        if left && let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+        None
+    }
+}
+
+/// The driver, shared by its task and the client's handles; `None` once
+/// the task is gone (finished, or dropped with its runtime), which drops
+/// every waiting call's sender and the command queue's receiver.
+#[derive(Clone)]
+pub(crate) struct DriverRef(Arc<Mutex<Option<Driver>>>);
+
+impl std::fmt::Debug for DriverRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DriverRef")
+    }
+}
+
+impl DriverRef {
+    pub(crate) fn new(driver: Driver) -> DriverRef {
+        DriverRef(Arc::new(Mutex::new(Some(driver))))
+    }
+
+    /// The driver, unless its task or another handle holds it now.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Option<Driver>>> {
+        self.0.try_lock().ok()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Driver>> {
+        // A panic while the driver was held: the task is gone (its drop
+        // clears the driver); what is left is plain data.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The task that drives it.
+    pub(crate) fn task(&self) -> DriverTask {
+        DriverTask(self.clone(), Vec::new())
+    }
+}
+
+/// The driver's task, and the answers it hands over after each poll.
+pub(crate) struct DriverTask(DriverRef, Vec<Answer>);
+
+/// A call's successful end, handed over after the driver is released.
+enum Answer {
+    Response(oneshot::Sender<Result<Message, Error>>, Result<Message, Error>),
+    Acked(oneshot::Sender<Result<(), Error>>),
+}
+
+impl Future for DriverTask {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.get_mut().poll_drive(cx)
+        let this = self.get_mut();
+        let mut guard = this.0.lock();
+        let Some(d) = guard.as_mut() else { return Poll::Ready(()) };
+        if !d.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            d.waker = Some(cx.waker().clone());
+        }
+        let done = d.poll_drive(cx);
+        std::mem::swap(&mut this.1, &mut d.answers);
+        if done.is_ready() {
+            *guard = None;
+        }
+        drop(guard);
+        for a in this.1.drain(..) {
+            match a {
+                Answer::Response(tx, r) => drop(tx.send(r)),
+                Answer::Acked(tx) => drop(tx.send(Ok(()))),
+            }
+        }
+        done
+    }
+}
+
+impl Drop for DriverTask {
+    fn drop(&mut self) {
+        self.0.lock().take();
     }
 }
 

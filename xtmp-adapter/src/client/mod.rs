@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_lock::Semaphore;
@@ -30,7 +31,7 @@ use crate::{Backoff, Connector, Endpoint, Error, Resolver, Transport, Trust};
 pub use state::{ClientStats, ConnectionState};
 pub use subscription::{Subscription, SubscriptionEnd};
 
-use driver::Driver;
+use driver::{Driver, DriverRef};
 use state::Shared;
 use subscription::SubEvent;
 
@@ -180,7 +181,11 @@ impl Reply {
 ///
 /// A driver task owns the session: it feeds it the sockets' bytes and the
 /// timers, writes out what it produces, and hands each answer to the call
-/// that waits for it. When the connection breaks it reconnects as
+/// that waits for it. A send finds the session free most of the time and
+/// then goes out in the caller's own task (sealed and written at once,
+/// with no hand-over to the driver task); it waits for the driver task
+/// only while the driver is busy, the connection is down or earlier
+/// commands are still queued, so messages from one task keep their order. When the connection breaks it reconnects as
 /// [`ClientSetup::reconnect`] says (see [`ConnectionState`]): a new
 /// transport connection for the same session while the server still holds
 /// it, so every unacknowledged message is repeated by the session and none
@@ -193,6 +198,7 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    driver: DriverRef,
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
@@ -309,9 +315,11 @@ impl Client {
         let (ready_tx, ready_rx) = oneshot::channel();
         let shared = Arc::new(Shared::new());
         let driver = Driver::new(rt.clone(), &setup, dial, link, rx, shared.clone(), ready_tx, span.clone())?;
-        rt.spawn(Box::pin(driver.instrument(span)));
+        let driver = DriverRef::new(driver);
+        rt.spawn(Box::pin(driver.task().instrument(span)));
         let client = Client {
             commands,
+            driver,
             shared,
             in_flight: Arc::new(Semaphore::new(setup.max_in_flight.max(1))),
             request_timeout: setup.request_timeout,
@@ -454,18 +462,36 @@ impl Client {
     /// then drains in the background for the session's `drain_period`,
     /// ignoring stray frames; nothing waits for that.)
     pub async fn close(&self) -> CloseReason {
-        let _ = self.commands.unbounded_send(Command::Close { grace: self.close_grace });
+        let _ = self.command(Command::Close { grace: self.close_grace });
         self.closed().await
     }
 
     /// Ends the session at once: queued messages are discarded and the
     /// server is told. Waiting calls fail with [`Error::Closed`].
     pub fn abort(&self) {
-        let _ = self.commands.unbounded_send(Command::Abort);
+        let _ = self.command(Command::Abort);
     }
 
+    /// Hands `c` to the driver: a send goes out in this task when the
+    /// driver is free and nothing waits before it; everything else is
+    /// queued for the driver task (counted, so that no inline send passes
+    /// it).
     fn command(&self, c: Command) -> Result<(), Error> {
-        self.commands.unbounded_send(c).map_err(|_| self.gone())
+        let c = match self.driver.try_lock() {
+            Some(mut d) => match d.as_mut() {
+                Some(d) => match d.send_inline(c) {
+                    None => return Ok(()),
+                    Some(c) => c,
+                },
+                None => return Err(self.gone()),
+            },
+            None => c,
+        };
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        self.commands.unbounded_send(c).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.gone()
+        })
     }
 
     fn gone(&self) -> Error {

@@ -2,6 +2,7 @@
 //! latest statistics, with a notification on each change.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 
 use event_listener::Event;
 use xtmp_core::session::{CloseReason, Stats};
@@ -61,12 +62,15 @@ struct Inner {
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     changed: Event,
+    /// Commands the handles queued for the driver task that it has not
+    /// taken yet: a send in a handle's own task must not pass them.
+    pub(crate) queued: AtomicUsize,
 }
 
 impl Shared {
     pub(crate) fn new() -> Shared {
         let inner = Inner { state: ConnectionState::Connecting, stats: ClientStats::default(), version: 0 };
-        Shared { inner: Mutex::new(inner), changed: Event::new() }
+        Shared { inner: Mutex::new(inner), changed: Event::new(), queued: AtomicUsize::new(0) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -1047,9 +1047,11 @@ impl Session {
         self.failed_paths.pop()
     }
 
-    /// Whether an event may wait for the application (`poll_event` may
-    /// still find only withdrawn items).
-    pub(crate) fn has_event(&self) -> bool {
+    /// Whether an event may wait for [`Session::poll_event`] (which may
+    /// still find only withdrawn items): a driver that called into the
+    /// session outside its own loop (a send from another task) checks it
+    /// to know whether its loop must run.
+    pub fn has_event(&self) -> bool {
         !self.events.is_empty() || self.writable_due()
     }
 
