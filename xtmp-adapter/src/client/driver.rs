@@ -114,8 +114,8 @@ pub(crate) struct Driver {
     timer: Deadline,
     pending: HashMap<MessageId, Pending>,
     /// The deadlines of the requests in `pending`, earliest first, and
-    /// some of requests answered since (dropped as they come due, or when
-    /// they outnumber the live ones).
+    /// some of the requests answered since (dropped as they come due, or
+    /// when they outnumber the live ones).
     expiries: VecDeque<(Instant, MessageId)>,
     /// Messages the last session closed on before they were acknowledged.
     orphans: Vec<Pending>,
