@@ -237,6 +237,29 @@ struct Entry {
     handshaking: bool,
     /// The address its hello came from.
     origin: IpAddr,
+    /// The session's deadline as filed in `Endpoint::timers`.
+    deadline: Option<Instant>,
+    /// The session ran since its deadline was filed (it is listed in
+    /// `Endpoint::stale`): the filed one may be wrong.
+    stale: bool,
+    /// The session is in `Endpoint::send_queue`.
+    queued: bool,
+}
+
+impl Entry {
+    /// The session ran (took input, a timeout, the application's call, or
+    /// wrote a transmit): its deadline must be looked at again, and it may
+    /// have something to send.
+    fn ran(&mut self, sid: u64, stale: &mut Vec<u64>, send_queue: &mut VecDeque<u64>) {
+        if !self.stale {
+            self.stale = true;
+            stale.push(sid);
+        }
+        if !self.queued {
+            self.queued = true;
+            send_queue.push_back(sid);
+        }
+    }
 }
 
 struct PartialHello {
@@ -282,7 +305,14 @@ pub struct Endpoint {
     /// taken. Nothing routes to them.
     retired: BTreeMap<u64, Session>,
     token_keys: [Option<TokenKey>; 2],
-    cursor: u64,
+    /// Every session's deadline, earliest first: a driver's turn looks at
+    /// the sessions that ran, not at all of them.
+    timers: BTreeSet<(Instant, u64)>,
+    /// Sessions that ran since their deadline was filed.
+    stale: Vec<u64>,
+    /// Sessions that may have something to send, in turn: one that has
+    /// nothing leaves the queue until it runs again.
+    send_queue: VecDeque<u64>,
     /// Sessions lent out by `session_mut` since the last `poll_event`.
     touched: Vec<u64>,
     /// The sum of every session's `Entry::held`.
@@ -330,7 +360,9 @@ impl Endpoint {
             event_cursor: 0,
             retired: BTreeMap::new(),
             token_keys: [None, None],
-            cursor: 0,
+            timers: BTreeSet::new(),
+            stale: Vec::new(),
+            send_queue: VecDeque::new(),
             touched: Vec::new(),
             held: 0,
             handshaking: 0,
@@ -369,7 +401,10 @@ impl Endpoint {
     /// the endpoint afterwards.
     pub fn session_mut(&mut self, h: SessionHandle) -> Option<&mut Session> {
         let session = match self.sessions.get_mut(&h.0) {
-            Some(e) => &mut e.session,
+            Some(e) => {
+                e.ran(h.0, &mut self.stale, &mut self.send_queue);
+                &mut e.session
+            }
             None => self.retired.get_mut(&h.0)?,
         };
         if !self.touched.contains(&h.0) {
@@ -705,6 +740,9 @@ impl Endpoint {
             held: 0,
             handshaking: true,
             origin,
+            deadline: None,
+            stale: false,
+            queued: false,
         };
         self.handshaking += 1;
         *self.handshaking_from.entry(origin).or_default() += 1;
@@ -796,6 +834,7 @@ impl Endpoint {
                 }
             }
         }
+        e.ran(sid, &mut self.stale, &mut self.send_queue);
         if e.session.has_event() {
             self.ready.insert(sid);
         }
@@ -816,6 +855,9 @@ impl Endpoint {
             && let Some(e) = self.sessions.remove(&sid)
         {
             self.held -= e.held;
+            if let Some(t) = e.deadline {
+                self.timers.remove(&(t, sid));
+            }
             for r in e.paths.iter().flatten() {
                 if self.routes.get(r) == Some(&sid) {
                     self.routes.remove(r);
@@ -844,7 +886,12 @@ impl Endpoint {
         loop {
             let sid = *self.ready.range(self.event_cursor..).next().or_else(|| self.ready.first())?;
             let session = match self.sessions.get_mut(&sid) {
-                Some(e) => &mut e.session,
+                // Taking a message frees flow-control credit, which the
+                // session may announce.
+                Some(e) => {
+                    e.ran(sid, &mut self.stale, &mut self.send_queue);
+                    &mut e.session
+                }
                 None => match self.retired.get_mut(&sid) {
                     Some(s) => s,
                     None => {
@@ -886,17 +933,71 @@ impl Endpoint {
             self.stateless.pop_front();
             return Ok(Some((remote, len)));
         }
-        // Round-robin over sessions, starting after the last one served.
+        // Sessions lent to the application (queued already) are looked at:
+        // one may have closed.
+        while let Some(sid) = self.touched.pop() {
+            self.collect(sid);
+        }
+        // Round-robin over the sessions that may have something: one that
+        // sent goes to the back; one that has nothing leaves the queue.
         let now = self.now;
-        let (cursor, sessions) = (self.cursor, &mut self.sessions);
-        let found = match next_transmit(sessions.range_mut(cursor..), now, buf)? {
-            Some(found) => Some(found),
-            None => next_transmit(sessions.range_mut(..cursor), now, buf)?,
-        };
-        let Some((sid, remote, len)) = found else { return Ok(None) };
-        self.cursor = sid.wrapping_add(1);
-        self.collect(sid);
-        Ok(Some((remote, len)))
+        let mut left = self.send_queue.len();
+        while left > 0 {
+            let Some(sid) = self.send_queue.pop_front() else { break };
+            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            e.queued = false;
+            let t = match e.session.poll_transmit(now, buf) {
+                Ok(t) => t,
+                Err(too_small) => {
+                    // It goes first once the caller's buffer is longer.
+                    e.queued = true;
+                    self.send_queue.push_front(sid);
+                    return Err(too_small);
+                }
+            };
+            let Some(t) = t else {
+                left -= 1;
+                // Sending may have moved its deadline (pacing, a timer
+                // armed by what went).
+                if !e.stale {
+                    e.stale = true;
+                    self.stale.push(sid);
+                }
+                continue;
+            };
+            let remote = e.paths.get(t.path.0 as usize).copied().flatten();
+            self.collect(sid);
+            if let Some(remote) = remote {
+                return Ok(Some((remote, t.len)));
+            }
+            // For a path already gone: dropped (the session repeats what
+            // matters on another), and the session asked again.
+        }
+        // Drained: file the deadlines of the sessions that ran, so that
+        // `poll_timeout`, asked next, reads them.
+        self.settle();
+        Ok(None)
+    }
+
+    /// Files again the deadlines of the sessions that ran.
+    fn settle(&mut self) {
+        while let Some(sid) = self.touched.pop() {
+            self.collect(sid);
+        }
+        while let Some(sid) = self.stale.pop() {
+            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            e.stale = false;
+            let d = e.session.poll_timeout();
+            if d != e.deadline {
+                if let Some(t) = e.deadline {
+                    self.timers.remove(&(t, sid));
+                }
+                if let Some(t) = d {
+                    self.timers.insert((t, sid));
+                }
+                e.deadline = d;
+            }
+        }
     }
 
     /// The largest transmit [`Endpoint::poll_transmit`] writes (every
@@ -906,13 +1007,19 @@ impl Endpoint {
         self.config.server.params.max_transmit_len()
     }
 
-    /// The earliest deadline of any session or pending hello.
+    /// The earliest deadline of any session or pending hello. It costs
+    /// the sessions that ran since the last [`Endpoint::handle_timeout`] or
+    /// [`Endpoint::poll_transmit`], not every session held.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sessions = self.sessions.values().filter_map(|e| e.session.poll_timeout());
+        // Filed deadlines, but for sessions that ran since (the application
+        // calls `session_mut` between turns): theirs may have moved either
+        // way, and are asked for.
+        let filed = self.timers.iter().find(|(_, sid)| self.sessions.get(sid).is_some_and(|e| !e.stale));
+        let ran = self.stale.iter().filter_map(|sid| self.sessions.get(sid)?.session.poll_timeout());
         let hellos = self.hellos.values().map(|h| h.first + self.config.hello_timeout);
         let streams = self.unrouted_streams.values().map(|t| *t + self.config.hello_timeout);
         let stateless = (!self.stateless.is_empty()).then_some(self.now);
-        sessions.chain(hellos).chain(streams).chain(stateless).min()
+        filed.map(|&(t, _)| t).into_iter().chain(ran).chain(hellos).chain(streams).chain(stateless).min()
     }
 
     /// Handles every deadline that passed by `now`.
@@ -931,37 +1038,16 @@ impl Endpoint {
                 self.reset_stream(remote);
             }
         }
-        let due: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
+        self.settle();
+        let due: Vec<u64> = self.timers.range(..=(now, u64::MAX)).map(|&(_, sid)| sid).collect();
         for sid in due {
             if let Some(e) = self.sessions.get_mut(&sid) {
                 e.session.handle_timeout(now);
             }
             self.collect(sid);
         }
+        self.settle();
     }
-}
-
-/// The first session in `sessions` with something to send. A session
-/// whose next transmit does not fit `buf` stops the search: skipping it
-/// would leave it stalled for as long as the caller's buffer stays short.
-fn next_transmit<'a>(
-    sessions: impl Iterator<Item = (&'a u64, &'a mut Entry)>,
-    now: Instant,
-    buf: &mut [u8],
-) -> Result<Option<(u64, Remote, usize)>, BufferTooSmall> {
-    for (sid, e) in sessions {
-        if let Some(t) = e.session.poll_transmit(now, buf)?
-            && let Some(Some(remote)) = e.paths.get(t.path.0 as usize)
-        {
-            return Ok(Some((*sid, *remote, t.len)));
-        }
-    }
-    Ok(None)
 }
 
 fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {

@@ -20,8 +20,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use xtmp_core::crypto::RustCrypto;
-use xtmp_core::handshake::IdentityKeypair;
+use xtmp_core::crypto::CryptoProvider;
+use xtmp_core::endpoint::EndpointConfig;
+use xtmp_core::handshake::{ClientConfig, IdentityKeypair, Pinned, ServerConfig};
+use xtmp_core::session::SessionConfig;
 use xtmp_core::wire::MessageType;
 use xtmp_tokio::{Client, ClientSetup, Reply, Router, Server, ServerSetup, Transport};
 
@@ -101,15 +103,30 @@ async fn raw_udp(n: usize) -> (Duration, Duration) {
     .await
 }
 
+/// The crypto provider of both ends: aws-lc-rs with the `aws-lc` feature
+/// (as `perf/run.sh` runs it, and as rustls runs in the anchors), the
+/// pure-Rust one without.
+fn provider() -> Arc<dyn CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
+    return Arc::new(xtmp_core::crypto::AwsLc);
+    #[cfg(not(feature = "aws-lc"))]
+    return Arc::new(xtmp_core::crypto::RustCrypto);
+}
+
 async fn xtmp(transport: Transport, n: usize) -> [(Duration, Duration); 2] {
-    let id = Arc::new(IdentityKeypair::generate(&RustCrypto, &mut ChaCha20Rng::from_seed([1; 32])).unwrap());
+    let provider = provider();
+    let id = Arc::new(IdentityKeypair::generate(&*provider, &mut ChaCha20Rng::from_seed([1; 32])).unwrap());
     let router = Router::new().route(MessageType::REGISTRY_QUERY, |req| async move {
         Ok(Reply::new(MessageType::REGISTRY_QUERY, req.message.body))
     });
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::bind(ServerSetup::new(id.clone()), transport, any, router).await.unwrap();
-    let client =
-        Client::connect(server.local_addr(), transport, ClientSetup::pinned(id.public().clone())).await.unwrap();
+    let config = ServerConfig::new(provider.clone(), id.clone());
+    let endpoint = EndpointConfig::new(Arc::new(SessionConfig::default()), Arc::new(config));
+    let setup = ServerSetup { endpoint: Arc::new(endpoint), ..ServerSetup::new(id.clone()) };
+    let server = Server::bind(setup, transport, any, router).await.unwrap();
+    let config = ClientConfig::new(provider, Arc::new(Pinned(id.public().clone())));
+    let setup = ClientSetup { client: Arc::new(config), ..ClientSetup::pinned(id.public().clone()) };
+    let client = Client::connect(server.local_addr(), transport, setup).await.unwrap();
     let body = Bytes::from(vec![7u8; PAYLOAD]);
     let request = timed(n, || {
         let (c, b) = (client.clone(), body.clone());
@@ -137,7 +154,8 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     let n = rounds();
     rt.block_on(async {
-        println!("{n} sequential round trips of {PAYLOAD} B on loopback (median / p99)");
+        let crypto = if cfg!(feature = "aws-lc") { "aws-lc-rs" } else { "pure Rust" };
+        println!("{n} sequential round trips of {PAYLOAD} B on loopback (median / p99), {crypto} crypto");
         let only = std::env::var("XTMP_BENCH_ONLY").ok();
         for name in ["tcp", "udp"] {
             if only.as_deref().is_some_and(|o| o != name) {

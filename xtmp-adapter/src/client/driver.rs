@@ -45,9 +45,17 @@ use crate::runtime::{Deadline, Link, Runtime};
 use crate::telemetry::{self, Hex};
 use crate::{Backoff, Error};
 
-/// Largest transmit asked of the core (a stream chunk may batch several
-/// frames), and the receive buffer.
+/// The receive buffer's length on a datagram link (the largest UDP
+/// payload), and at most on a stream link.
 const BUF_LEN: usize = 64 * 1024;
+
+/// The buffers' first length. A stream link's receive buffer doubles
+/// (up to [`BUF_LEN`]) each time a read fills it, and the transmit buffer
+/// grows to the first frame that does not fit: a client that only
+/// exchanges small messages never touches (never faults in) 128 KiB of
+/// fresh pages, which cost a connection more than its handshake's
+/// hashing.
+const BUF_START: usize = 4 * 1024;
 
 /// Loop passes in one poll before the driver yields to its runtime.
 const BUDGET: usize = 64;
@@ -172,7 +180,7 @@ impl Driver {
         let session = Session::connect(clock.now(), config.clone(), setup.client.clone(), dial.kind, &mut rng)
             .map_err(|e| Error::Config(e.to_string()))?;
         let timer = Deadline::new(rt.timer());
-        let out = vec![0; session.max_transmit_len()];
+        let out = vec![0; session.max_transmit_len().min(BUF_START)];
         Ok(Driver {
             rt,
             clock,
@@ -189,7 +197,7 @@ impl Driver {
             links: vec![(PathId(0), link)],
             unsent: None,
             out,
-            input: vec![0; BUF_LEN],
+            input: vec![0; BUF_START],
             commands: Some(commands),
             deferred: VecDeque::new(),
             blocked: false,
@@ -509,6 +517,10 @@ impl Driver {
                 let (path, link) = &mut self.links[i];
                 let path = *path;
                 let stream = link.kind() == PathKind::Stream;
+                if !stream && self.input.len() < BUF_LEN {
+                    // A datagram longer than the buffer would be cut.
+                    self.input.resize(BUF_LEN, 0);
+                }
                 match link.poll_recv(cx, &mut self.input) {
                     Poll::Pending => break,
                     Poll::Ready(Ok(0)) if stream => {
@@ -519,6 +531,10 @@ impl Driver {
                     Poll::Ready(Ok(n)) => {
                         let now = self.now();
                         self.session.handle_input(now, path, &self.input[..n]);
+                        if n == self.input.len() && n < BUF_LEN {
+                            // The stream had more: read more at once.
+                            self.input.resize(2 * n, 0);
+                        }
                         progress = true;
                     }
                     Poll::Ready(Err(_)) if stream => {
@@ -576,9 +592,17 @@ impl Driver {
                 return (progress, false);
             }
             match self.session.poll_transmit(self.now(), &mut self.out) {
-                Ok(Some(t)) => self.unsent = Some((t.path, t.len, 0)),
-                // `out` is `max_transmit_len` long, so this is not expected;
-                // growing it keeps the session from stalling if it happens.
+                Ok(Some(t)) => {
+                    self.unsent = Some((t.path, t.len, 0));
+                    if 2 * t.len > self.out.len() && self.out.len() < self.session.max_transmit_len() {
+                        // Frames were batched to fill `out`: let the next
+                        // batch be longer (one write for more of them).
+                        let len = (2 * self.out.len()).min(self.session.max_transmit_len());
+                        self.out.resize(len, 0);
+                    }
+                }
+                // The frame does not fit `out` (which starts short): grow
+                // it; the session keeps the frame until then.
                 Err(e) => self.out.resize(e.needed, 0),
                 Ok(None) => {
                     // A link that buffers (WebSocket) writes out now; its

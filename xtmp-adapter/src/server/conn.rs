@@ -258,6 +258,14 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The next connection reads into it (a fresh 64 KiB buffer would be
+        // faulted in page by page).
+        self.slot.0.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
 impl Future for Conn {
     type Output = ();
 
