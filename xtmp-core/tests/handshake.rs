@@ -208,6 +208,34 @@ fn every_tampered_client_flight_byte_fails_the_handshake() {
     }
 }
 
+/// mac1 keyed with the server's key id (a pinning client) is accepted
+/// whatever `accept_unkeyed_mac1` says; the all-zero key (a client that
+/// trusts by fingerprint set) only while it is on.
+#[test]
+fn mac1_keyed_or_unkeyed_is_accepted_as_configured() {
+    let server_id = identity(1);
+    let pinned: Arc<dyn ServerVerifier> = Arc::new(Pinned(server_id.public().clone()));
+    let fingerprints: Arc<dyn ServerVerifier> = Arc::new(Fingerprints(vec![server_id.key_id()]));
+    for accept_unkeyed in [true, false] {
+        let mut server = ServerConfig::new(provider(), server_id.clone());
+        server.accept_unkeyed_mac1 = accept_unkeyed;
+        let server = Arc::new(server);
+        for (verifier, keyed) in [(pinned.clone(), true), (fingerprints.clone(), false)] {
+            let client = Arc::new(ClientConfig::new(provider(), verifier));
+            let (_, hello) = ClientHandshake::start(client, &mut rng(12), 0).unwrap();
+            let summary = ServerHandshake::check_hello(&server, &hello);
+            let accepted = ServerHandshake::accept(server.clone(), &hello, &mut rng(13));
+            if keyed || accept_unkeyed {
+                assert_eq!(summary.unwrap().pinned, keyed, "keyed {keyed}, unkeyed accepted {accept_unkeyed}");
+                assert!(accepted.is_ok(), "keyed {keyed}, unkeyed accepted {accept_unkeyed}");
+            } else {
+                assert_eq!(summary.unwrap_err(), HandshakeError::BadMac1);
+                assert_eq!(accepted.unwrap_err(), HandshakeError::BadMac1);
+            }
+        }
+    }
+}
+
 #[test]
 fn wrong_pinned_identity_is_refused_by_mac1() {
     let (_, server) = default_pair();

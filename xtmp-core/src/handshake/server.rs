@@ -99,7 +99,9 @@ fn cheap_checks(config: &ServerConfig, message: &[u8]) -> Result<Checked, Handsh
     let p = &*config.provider;
     let covered = &message[..message.len() - MAC1_LEN];
     let keyed = ct_eq(&mac1(p, &config.identity.key_id().0, covered), &mac);
-    let unkeyed = config.accept_unkeyed_mac1 && ct_eq(&mac1(p, &[0; 16], covered), &mac);
+    // The key id is public: which of the two MACs matched is no secret, so
+    // the second is computed only when the first did not match.
+    let unkeyed = !keyed && config.accept_unkeyed_mac1 && ct_eq(&mac1(p, &[0; 16], covered), &mac);
     if !keyed && !unkeyed {
         return Err(HandshakeError::BadMac1);
     }
