@@ -10,7 +10,9 @@
 //! worker thread) and split over two (two workers). Environment:
 //! `XTMP_PERF_WORKERS` (default 2), `XTMP_PERF_HANDSHAKES` (default 200),
 //! `XTMP_PERF_BULK_MIB` (default 256); `XTMP_PERF_ONLY=xtmp-handshake`
-//! runs XTMP's handshakes alone (for a profiler).
+//! runs XTMP's handshakes alone and `XTMP_PERF_ONLY=bulk` the two bulk
+//! transfers alone (`xtmp-bulk`, `rustls-bulk`, `raw-bulk`: one alone;
+//! for a profiler).
 //!
 //! It also measures how many handshakes per second a server completes with
 //! one shard and with one per worker thread, under 16 clients connecting
@@ -262,6 +264,22 @@ fn main() {
             // For a profiler: XTMP handshakes only.
             let (x50, x90) = median(xtmp_handshakes(handshakes).await);
             return println!("xtmp handshake {:8.1} µs / {:8.1} µs", us(x50), us(x90));
+        }
+        if std::env::var("XTMP_PERF_ONLY").as_deref() == Ok("bulk") {
+            // For a profiler: bulk only, XTMP then rustls.
+            let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
+            let x = gbs(xtmp_bulk(bulk).await);
+            let t = gbs(tcp_bulk(bulk, true).await);
+            return println!("bulk xtmp {x:6.2} GB/s, rustls {t:6.2} GB/s, {:.2}x", x / t);
+        }
+        let only = std::env::var("XTMP_PERF_ONLY").unwrap_or_default();
+        if let Some(what) = only.strip_suffix("-bulk") {
+            let d = match what {
+                "xtmp" => xtmp_bulk(bulk).await,
+                "rustls" => tcp_bulk(bulk, true).await,
+                _ => tcp_bulk(bulk, false).await,
+            };
+            return println!("bulk {what} {:6.2} GB/s", bulk as f64 / d.as_secs_f64() / 1e9);
         }
         println!("loopback, {workers} worker thread(s)");
         let (x50, x90) = median(xtmp_handshakes(handshakes).await);

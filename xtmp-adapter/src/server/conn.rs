@@ -1,7 +1,7 @@
 //! One accepted TCP connection: a task that passes what it reads to the
-//! driver of its shard (waiting while the driver's input queue is full,
-//! which pushes back on the sender) and writes what the driver queues for
-//! it. With several shards, the connection's first 16 bytes name its shard
+//! driver of its shard (waiting while [`CONN_BACKLOG`] of its reads wait
+//! for the driver, or the driver's input queue is full, which pushes back
+//! on the sender) and writes what the driver queues for it. With several shards, the connection's first 16 bytes name its shard
 //! (SPEC.md 3.8.1).
 
 use std::future::Future;
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use event_listener::{Event, EventListener};
 use futures_channel::mpsc;
 use futures_core::Stream;
 use xtmp_core::endpoint::Remote;
@@ -25,6 +26,31 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 /// A read this short is copied out, and the buffer kept; a longer one
 /// hands the buffer itself to the driver.
 const COPY_BELOW: usize = 4 * 1024;
+
+/// Reads of one connection handed to the driver and not yet taken, at
+/// most: 256 KiB of 64 KiB reads. A peer that sends faster than its
+/// session is served waits in its own socket (TCP flow control), not in
+/// the shard's queue, and what the driver takes next was read recently
+/// (still in cache): with a 1,024-entry shard queue as the only bound, one
+/// bulk sender queued up to 64 MiB, and loopback bulk transfer ran at half
+/// speed.
+pub(crate) const CONN_BACKLOG: usize = 4;
+
+/// A connection's reads that wait for the driver: the driver counts them
+/// down as it takes them and wakes the reader.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    reads: AtomicUsize,
+    room: Event,
+}
+
+impl Backlog {
+    /// The driver took one of the connection's reads.
+    pub(crate) fn taken(&self) {
+        self.reads.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify(1);
+    }
+}
 
 /// Read buffers kept for reuse at most.
 const POOL_MAX: usize = 64;
@@ -104,6 +130,9 @@ pub(crate) struct Conn {
     /// The read side ended (and the driver must be told).
     read_done: bool,
     told: bool,
+    backlog: Arc<Backlog>,
+    /// Waits for the driver to take a read, while [`CONN_BACKLOG`] wait.
+    room: Option<EventListener>,
 }
 
 impl Conn {
@@ -132,6 +161,8 @@ impl Conn {
             unsent: None,
             read_done: false,
             told: false,
+            backlog: Arc::default(),
+            room: None,
         };
         if !several {
             conn.assign(0);
@@ -145,7 +176,8 @@ impl Conn {
         self.inputs = Some(self.slot.0.inputs[shard as usize].clone());
         self.writes = Some(wrx);
         self.hello = None;
-        self.opened = Some(Input::Opened(self.remote, wtx, std::mem::take(&mut self.first)));
+        let first = std::mem::take(&mut self.first);
+        self.opened = Some(Input::Opened(self.remote, wtx, first, self.backlog.clone()));
     }
 
     /// Reads until the first 16 bytes name the connection's shard; `Ready`
@@ -240,9 +272,13 @@ impl Conn {
                 }
                 return Poll::Ready(());
             }
+            if poll_room(&self.backlog, &mut self.room, cx).is_pending() {
+                return Poll::Pending;
+            }
             match self.link.poll_recv(cx, &mut self.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) if n > 0 => {
+                    self.backlog.reads.fetch_add(1, Ordering::AcqRel);
                     let bytes = if n < COPY_BELOW {
                         self.buf[..n].to_vec()
                     } else {
@@ -253,6 +289,27 @@ impl Conn {
                     let _ = inputs.start_send(Input::Bytes(self.remote, bytes));
                 }
                 Poll::Ready(_) => self.read_done = true,
+            }
+        }
+    }
+}
+
+/// `Ready` while fewer than [`CONN_BACKLOG`] reads wait for the driver.
+fn poll_room(backlog: &Backlog, room: &mut Option<EventListener>, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        if backlog.reads.load(Ordering::Acquire) < CONN_BACKLOG {
+            *room = None;
+            return Poll::Ready(());
+        }
+        match room {
+            // Listening first, then checking again: a `taken` between the
+            // two is not missed.
+            None => *room = Some(backlog.room.listen()),
+            Some(l) => {
+                if Pin::new(l).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *room = None;
             }
         }
     }
@@ -290,5 +347,95 @@ impl Future for Conn {
             // closes the connection.
             _ => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Wake, Waker};
+
+    use xtmp_core::endpoint::RemoteKind;
+    use xtmp_core::session::PathKind;
+
+    use super::*;
+
+    /// A peer that always has another 64 KiB ready.
+    struct Firehose(Arc<AtomicUsize>);
+
+    impl Link for Firehose {
+        fn kind(&self) -> PathKind {
+            PathKind::Stream
+        }
+        fn poll_recv(&mut self, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            buf.fill(0x5a);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_send(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+    }
+
+    struct NeverTimer;
+
+    impl Timer for NeverTimer {
+        fn reset(&mut self, _: Instant) {}
+        fn poll_expired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_connection_stops_reading_while_its_backlog_waits_for_the_driver() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            inputs: vec![tx],
+            connections: Default::default(),
+            connections_dropped: Default::default(),
+            datagrams_forwarded: Default::default(),
+            hello_timeout: Duration::from_secs(1),
+            pool: Default::default(),
+        });
+        let reads = Arc::new(AtomicUsize::new(0));
+        let remote = Remote { addr: "127.0.0.1:9".parse().unwrap(), kind: RemoteKind::Stream };
+        let mut conn = Conn::new(Box::new(Firehose(reads.clone())), remote, &shared, Box::new(NeverTimer), 8);
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let cx = &mut Context::from_waker(&waker);
+
+        // The peer never stops sending; the driver takes nothing yet.
+        assert!(Pin::new(&mut conn).poll(cx).is_pending());
+        let mut taken = Vec::new();
+        while let Ok(i) = rx.try_recv() {
+            taken.push(i);
+        }
+        let backlog = match taken.first() {
+            Some(Input::Opened(_, _, _, backlog)) => backlog.clone(),
+            _ => panic!("the connection's first input is not Opened"),
+        };
+        let bytes = taken.iter().filter(|i| matches!(i, Input::Bytes(..))).count();
+        assert_eq!(bytes, CONN_BACKLOG, "reads queued for the driver");
+        assert_eq!(reads.load(Ordering::Relaxed), CONN_BACKLOG, "reads from the socket");
+        assert!(!flag.0.load(Ordering::SeqCst));
+
+        // The driver takes one: the connection wakes and reads one more.
+        backlog.taken();
+        assert!(flag.0.load(Ordering::SeqCst), "taking a read wakes the connection");
+        assert!(Pin::new(&mut conn).poll(cx).is_pending());
+        let more = std::iter::from_fn(|| rx.try_recv().ok()).filter(|i| matches!(i, Input::Bytes(..))).count();
+        assert_eq!(more, 1);
+        assert_eq!(reads.load(Ordering::Relaxed), CONN_BACKLOG + 1);
+        drop(taken);
     }
 }

@@ -22,7 +22,7 @@ use xtmp_core::session::{
 };
 use xtmp_core::shard::Shard;
 
-use super::conn::{Conn, READ_BUF, Shared};
+use super::conn::{Backlog, Conn, READ_BUF, Shared};
 use super::publisher::{Out, PubShared, Publisher, PublisherClosed};
 use super::router::{Peer, Rejection, Reply, Request, Router};
 use super::{Control, ServerLimits, ServerStats};
@@ -34,8 +34,9 @@ use crate::telemetry::{self, Hex};
 
 /// Input to the driver from connection and handler tasks and other shards.
 pub(crate) enum Input {
-    /// A connection joined this shard: its writer, and its first bytes.
-    Opened(Remote, mpsc::Sender<Vec<u8>>, Vec<u8>),
+    /// A connection joined this shard: its writer, its first bytes, and
+    /// the count of its reads that wait here.
+    Opened(Remote, mpsc::Sender<Vec<u8>>, Vec<u8>, Arc<Backlog>),
     Bytes(Remote, Vec<u8>),
     Closed(Remote),
     /// A datagram of this shard that arrived on another shard's socket.
@@ -44,7 +45,9 @@ pub(crate) enum Input {
 }
 
 /// Inputs queued for the driver: a full queue makes connection readers
-/// wait, which pushes back on TCP senders.
+/// wait, which pushes back on TCP senders. Each connection also waits
+/// while `conn::CONN_BACKLOG` of its own reads are queued, so one busy
+/// peer holds at most that many of these entries.
 pub(crate) const INPUT_QUEUE: usize = 1024;
 const BUF_LEN: usize = 64 * 1024;
 const BUDGET: usize = 64;
@@ -99,7 +102,7 @@ pub(crate) struct ServerDriver {
     notify: mpsc::UnboundedReceiver<(SessionHandle, SubscriptionId)>,
     notify_tx: mpsc::UnboundedSender<(SessionHandle, SubscriptionId)>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
-    writers: HashMap<Remote, mpsc::Sender<Vec<u8>>>,
+    writers: HashMap<Remote, (mpsc::Sender<Vec<u8>>, Arc<Backlog>)>,
     sessions: HashMap<SessionHandle, SessionInfo>,
     timer: Deadline,
     out: Vec<u8>,
@@ -256,8 +259,8 @@ impl ServerDriver {
             progress = true;
             let now = self.now();
             match i {
-                Input::Opened(remote, writer, first) => {
-                    self.writers.insert(remote, writer);
+                Input::Opened(remote, writer, first, backlog) => {
+                    self.writers.insert(remote, (writer, backlog));
                     // Closed by the endpoint if it has not joined a session
                     // within the hello timeout (a silent or half-sent peer).
                     self.endpoint.stream_opened(now, remote);
@@ -266,7 +269,8 @@ impl ServerDriver {
                     }
                 }
                 Input::Bytes(remote, mut b) => {
-                    if self.writers.contains_key(&remote) {
+                    if let Some((_, backlog)) = self.writers.get(&remote) {
+                        backlog.taken();
                         self.endpoint.handle_input(now, remote, &b);
                     }
                     // A handed-over read buffer (truncated to what was
@@ -426,8 +430,10 @@ impl ServerDriver {
             match remote.kind {
                 RemoteKind::Datagram => self.udp_unsent = Some((remote.addr, len)),
                 RemoteKind::Stream => {
-                    let full =
-                        self.writers.get_mut(&remote).is_some_and(|w| w.try_send(self.out[..len].to_vec()).is_err());
+                    let full = self
+                        .writers
+                        .get_mut(&remote)
+                        .is_some_and(|(w, _)| w.try_send(self.out[..len].to_vec()).is_err());
                     if full {
                         // Not reading (or gone): drop the connection.
                         self.shared.connections_dropped.fetch_add(1, Ordering::Relaxed);
