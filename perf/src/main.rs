@@ -260,26 +260,23 @@ fn main() {
     let bulk = env("XTMP_PERF_BULK_MIB", 256).max(1) << 20;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     rt.block_on(async {
-        if std::env::var("XTMP_PERF_ONLY").as_deref() == Ok("xtmp-handshake") {
-            // For a profiler: XTMP handshakes only.
-            let (x50, x90) = median(xtmp_handshakes(handshakes).await);
-            return println!("xtmp handshake {:8.1} µs / {:8.1} µs", us(x50), us(x90));
-        }
-        if std::env::var("XTMP_PERF_ONLY").as_deref() == Ok("bulk") {
-            // For a profiler: bulk only, XTMP then rustls.
-            let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
-            let x = gbs(xtmp_bulk(bulk).await);
-            let t = gbs(tcp_bulk(bulk, true).await);
-            return println!("bulk xtmp {x:6.2} GB/s, rustls {t:6.2} GB/s, {:.2}x", x / t);
-        }
-        let only = std::env::var("XTMP_PERF_ONLY").unwrap_or_default();
-        if let Some(what) = only.strip_suffix("-bulk") {
-            let d = match what {
-                "xtmp" => xtmp_bulk(bulk).await,
-                "rustls" => tcp_bulk(bulk, true).await,
-                _ => tcp_bulk(bulk, false).await,
-            };
-            return println!("bulk {what} {:6.2} GB/s", bulk as f64 / d.as_secs_f64() / 1e9);
+        let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
+        // For a profiler: one part alone.
+        match std::env::var("XTMP_PERF_ONLY").as_deref().unwrap_or("") {
+            "" => {}
+            "xtmp-handshake" => {
+                let (x50, x90) = median(xtmp_handshakes(handshakes).await);
+                return println!("xtmp handshake {:8.1} µs / {:8.1} µs", us(x50), us(x90));
+            }
+            "bulk" => {
+                let x = gbs(xtmp_bulk(bulk).await);
+                let t = gbs(tcp_bulk(bulk, true).await);
+                return println!("bulk xtmp {x:6.2} GB/s, rustls {t:6.2} GB/s, {:.2}x", x / t);
+            }
+            "xtmp-bulk" => return println!("bulk xtmp {:6.2} GB/s", gbs(xtmp_bulk(bulk).await)),
+            "rustls-bulk" => return println!("bulk rustls {:6.2} GB/s", gbs(tcp_bulk(bulk, true).await)),
+            "raw-bulk" => return println!("bulk raw {:6.2} GB/s", gbs(tcp_bulk(bulk, false).await)),
+            other => panic!("XTMP_PERF_ONLY={other:?}: want xtmp-handshake, bulk, xtmp-bulk, rustls-bulk or raw-bulk"),
         }
         println!("loopback, {workers} worker thread(s)");
         let (x50, x90) = median(xtmp_handshakes(handshakes).await);
@@ -296,7 +293,6 @@ fn main() {
         println!("  1 shard            {one:8.0} /s");
         println!("  {workers} shard(s)         {all:8.0} /s   ({:.2}x)", all / one);
 
-        let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
         let x = gbs(xtmp_bulk(bulk).await);
         let t = gbs(tcp_bulk(bulk, true).await);
         let r = gbs(tcp_bulk(bulk, false).await);

@@ -1,8 +1,8 @@
 //! One accepted TCP connection: a task that passes what it reads to the
 //! driver of its shard (waiting while [`CONN_BACKLOG`] of its reads wait
 //! for the driver, or the driver's input queue is full, which pushes back
-//! on the sender) and writes what the driver queues for it. With several shards, the connection's first 16 bytes name its shard
-//! (SPEC.md 3.8.1).
+//! on the sender) and writes what the driver queues for it. With several
+//! shards, the connection's first 16 bytes name its shard (SPEC.md 3.8.1).
 
 use std::future::Future;
 use std::pin::Pin;
