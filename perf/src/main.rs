@@ -4,15 +4,20 @@
 //!   X25519, ML-DSA-87 + Ed25519, the aws-lc-rs provider) against rustls
 //!   TLS 1.3 with X25519MLKEM768 and an ECDSA P-256 certificate (aws-lc-rs);
 //! - bulk transfer in 64 KiB messages (XTMP acknowledged sends from 32
-//!   tasks sharing a client) against rustls and raw TCP writes of 64 KiB.
+//!   tasks sharing a client) against rustls and raw TCP writes of 64 KiB;
+//! - round trips of 64 B on an established connection: XTMP requests over
+//!   TCP against a rustls echo and a raw TCP echo, timed the same way (the
+//!   client in `block_on` on the main thread, the server on the runtime's
+//!   workers, as in `xtmp-tokio`'s loopback bench).
 //!
 //! `bash perf/run.sh` runs it pinned to one core (`taskset -c 0`, one
 //! worker thread) and split over two (two workers). Environment:
 //! `XTMP_PERF_WORKERS` (default 2), `XTMP_PERF_HANDSHAKES` (default 200),
-//! `XTMP_PERF_BULK_MIB` (default 256); `XTMP_PERF_ONLY=xtmp-handshake`
-//! runs XTMP's handshakes alone and `XTMP_PERF_ONLY=bulk` the two bulk
-//! transfers alone (`xtmp-bulk`, `rustls-bulk`, `raw-bulk`: one alone;
-//! for a profiler).
+//! `XTMP_PERF_BULK_MIB` (default 256), `XTMP_PERF_ROUNDS` (default 2,000);
+//! `XTMP_PERF_ONLY=xtmp-handshake` runs XTMP's handshakes alone,
+//! `XTMP_PERF_ONLY=rtt` the three round-trip measurements alone, and
+//! `XTMP_PERF_ONLY=bulk` the two bulk transfers alone (`xtmp-bulk`,
+//! `rustls-bulk`, `raw-bulk`: one alone; for a profiler).
 //!
 //! It also measures how many handshakes per second a server completes with
 //! one shard and with one per worker thread, under 16 clients connecting
@@ -35,6 +40,8 @@ use xtmp_core::wire::MessageType;
 use xtmp_tokio::{Client, ClientSetup, Reply, Router, Server, ServerSetup, Transport};
 
 const CHUNK: usize = 64 * 1024;
+/// The round trips' payload, as in the loopback bench.
+const PING: usize = 64;
 const TASKS_DEFAULT: usize = 32;
 
 fn env(name: &str, default: usize) -> usize {
@@ -61,7 +68,11 @@ async fn xtmp_server(shards: usize) -> (Server, Arc<IdentityKeypair>) {
     endpoint.server = Arc::new(ServerConfig::new(Arc::new(AwsLc), identity.clone()));
     setup.endpoint = Arc::new(endpoint);
     let router = Router::new()
-        .route(MessageType::BUNDLE_SUBMIT, |_| async move { Ok(Reply::new(MessageType::BUNDLE_SUBMIT, Bytes::new())) });
+        .route(MessageType::BUNDLE_SUBMIT, |_| async move { Ok(Reply::new(MessageType::BUNDLE_SUBMIT, Bytes::new())) })
+        .route(
+            MessageType::REGISTRY_QUERY,
+            |r| async move { Ok(Reply::new(MessageType::REGISTRY_QUERY, r.message.body)) },
+        );
     let server = Server::bind(setup, Transport::Tcp, "127.0.0.1:0".parse().unwrap(), router).await.unwrap();
     (server, identity)
 }
@@ -145,6 +156,76 @@ async fn xtmp_bulk(bytes: usize) -> Duration {
     let d = t.elapsed();
     client.abort();
     d
+}
+
+/// `n` timed round trips (after `n / 10` untimed ones) of `once`.
+async fn timed(n: usize, mut once: impl AsyncFnMut()) -> Vec<Duration> {
+    for _ in 0..n / 10 {
+        once().await;
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        once().await;
+        v.push(t.elapsed());
+    }
+    v
+}
+
+async fn xtmp_rtt(n: usize) -> Vec<Duration> {
+    let (server, identity) = xtmp_server(0).await;
+    let client = Client::connect(server.local_addr(), Transport::Tcp, xtmp_setup(&identity)).await.unwrap();
+    let body = Bytes::from(vec![7u8; PING]);
+    let v = timed(n, async || {
+        let m = client.request(MessageType::REGISTRY_QUERY, body.clone()).await.unwrap();
+        assert_eq!(m.body.len(), PING);
+    })
+    .await;
+    client.abort();
+    v
+}
+
+/// Round trips of 64 B through an echo server, over TLS or plain TCP.
+async fn echo_rtt(n: usize, tls: bool) -> Vec<Duration> {
+    let (acc, conn) = tls_configs();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        if tls {
+            echo(acc.accept(s).await.unwrap()).await;
+        } else {
+            echo(s).await;
+        }
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    if tls {
+        let s = conn.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        ping(s, n).await
+    } else {
+        ping(tcp, n).await
+    }
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = [0u8; PING];
+    while s.read_exact(&mut buf).await.is_ok() {
+        if s.write_all(&buf).await.is_err() || s.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn ping<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, n: usize) -> Vec<Duration> {
+    timed(n, async || {
+        let mut buf = [7u8; PING];
+        s.write_all(&buf).await.unwrap();
+        s.flush().await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+    })
+    .await
 }
 
 // ---- rustls and raw TCP ----
@@ -258,6 +339,7 @@ fn main() {
     let workers = env("XTMP_PERF_WORKERS", 2);
     let handshakes = env("XTMP_PERF_HANDSHAKES", 200).max(10);
     let bulk = env("XTMP_PERF_BULK_MIB", 256).max(1) << 20;
+    let rounds = env("XTMP_PERF_ROUNDS", 2_000).max(10);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     rt.block_on(async {
         let gbs = |d: Duration| bulk as f64 / d.as_secs_f64() / 1e9;
@@ -273,12 +355,16 @@ fn main() {
                 let t = gbs(tcp_bulk(bulk, true).await);
                 return println!("bulk xtmp {x:6.2} GB/s, rustls {t:6.2} GB/s, {:.2}x", x / t);
             }
+            "rtt" => return rtt(rounds).await,
             "xtmp-bulk" => return println!("bulk xtmp {:6.2} GB/s", gbs(xtmp_bulk(bulk).await)),
             "rustls-bulk" => return println!("bulk rustls {:6.2} GB/s", gbs(tcp_bulk(bulk, true).await)),
             "raw-bulk" => return println!("bulk raw {:6.2} GB/s", gbs(tcp_bulk(bulk, false).await)),
-            other => panic!("XTMP_PERF_ONLY={other:?}: want xtmp-handshake, bulk, xtmp-bulk, rustls-bulk or raw-bulk"),
+            other => {
+                panic!("XTMP_PERF_ONLY={other:?}: want xtmp-handshake, rtt, bulk, xtmp-bulk, rustls-bulk or raw-bulk")
+            }
         }
         println!("loopback, {workers} worker thread(s)");
+        rtt(rounds).await;
         let (x50, x90) = median(xtmp_handshakes(handshakes).await);
         let (t50, t90) = median(tls_handshakes(handshakes).await);
         println!("full handshake incl. TCP connect ({handshakes}, median / p90):");
@@ -302,4 +388,22 @@ fn main() {
         println!("  raw TCP                              {r:6.2} GB/s");
         println!("  xtmp / rustls {:.2}x (target: at least 1.5)", x / t);
     });
+}
+
+/// Prints the three round-trip measurements and their ratios.
+async fn rtt(rounds: usize) {
+    let (r50, r90) = median(echo_rtt(rounds, false).await);
+    let (t50, t90) = median(echo_rtt(rounds, true).await);
+    let (x50, x90) = median(xtmp_rtt(rounds).await);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!("round trips of {PING} B on an established connection ({rounds}, median / p90):");
+    println!("  raw TCP echo              {:8.1} µs / {:8.1} µs", us(r50), us(r90));
+    println!("  rustls TLS 1.3 echo       {:8.1} µs / {:8.1} µs   {:.2}x raw", us(t50), us(t90), ratio(t50, r50));
+    println!(
+        "  xtmp request over TCP     {:8.1} µs / {:8.1} µs   {:.2}x raw, {:.2}x rustls",
+        us(x50),
+        us(x90),
+        ratio(x50, r50),
+        ratio(x50, t50)
+    );
 }
