@@ -19,8 +19,8 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use xtmp_core::wire::MessageType;
 
 use super::state::{ConnectionState, Shared};
 use super::subscription::{SubEvent, SubscriptionEnd};
+use super::task_cell::{Held, TaskCell};
 use super::{ClientSetup, Command, Dial, Reply, Subscription, subscription_channel};
 use crate::clock::{self, Clock};
 use crate::resolve::BoxFuture;
@@ -1114,9 +1115,11 @@ impl Driver {
 
 /// The driver, shared by its task and the client's handles; `None` once
 /// the task is gone (finished, or dropped with its runtime), which drops
-/// every waiting call's sender and the command queue's receiver.
+/// every waiting call's sender and the command queue's receiver. A handle
+/// holds it only to send inline ([`Driver::send_inline`]); the task never
+/// blocks on it (see [`TaskCell`]).
 #[derive(Clone)]
-pub(crate) struct DriverRef(Arc<Mutex<Option<Driver>>>);
+pub(crate) struct DriverRef(Arc<TaskCell<Option<Driver>>>);
 
 impl std::fmt::Debug for DriverRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1126,18 +1129,12 @@ impl std::fmt::Debug for DriverRef {
 
 impl DriverRef {
     pub(crate) fn new(driver: Driver) -> DriverRef {
-        DriverRef(Arc::new(Mutex::new(Some(driver))))
+        DriverRef(Arc::new(TaskCell::new(Some(driver))))
     }
 
     /// The driver, unless its task or another handle holds it now.
-    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Option<Driver>>> {
-        self.0.try_lock().ok()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Driver>> {
-        // A panic while the driver was held: the task is gone (its drop
-        // clears the driver); what is left is plain data.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn try_lock(&self) -> Option<Held<'_, Option<Driver>>> {
+        self.0.try_lock()
     }
 
     /// The task that drives it.
@@ -1160,7 +1157,8 @@ impl Future for DriverTask {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut guard = this.0.lock();
+        // Held by a handle sending inline: it wakes this task when it lets go.
+        let Poll::Ready(mut guard) = this.0.0.poll_lock(cx) else { return Poll::Pending };
         let Some(d) = guard.as_mut() else { return Poll::Ready(()) };
         if !d.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             d.waker = Some(cx.waker().clone());
@@ -1183,7 +1181,7 @@ impl Future for DriverTask {
 
 impl Drop for DriverTask {
     fn drop(&mut self) {
-        self.0.lock().take();
+        self.0.0.lock().take();
     }
 }
 

@@ -5,6 +5,7 @@
 mod driver;
 mod state;
 mod subscription;
+mod task_cell;
 
 use std::io;
 use std::net::SocketAddr;
