@@ -27,6 +27,10 @@ use crate::session::{BufferTooSmall, ConfigError, ConnectError, Event, PathId, P
 use crate::time::Instant;
 use crate::wire::{DatagramFrames, Deframer, Flags, Frame, Header, MessageType};
 
+mod arrivals;
+
+use arrivals::Arrivals;
+
 /// Where bytes came from or go to: the peer's address and the kind of
 /// transport. A TCP or WebSocket connection is identified by its peer
 /// address, which is unique while the connection is open.
@@ -264,7 +268,6 @@ impl Entry {
 
 struct PartialHello {
     recv: FlightRecv,
-    first: Instant,
     received: usize,
 }
 
@@ -287,11 +290,11 @@ pub struct Endpoint {
     /// it created rather than starting a second one, whose flight would mix
     /// with the first in the client's reassembly.
     by_hello: BTreeMap<u64, u64>,
-    hellos: BTreeMap<(Remote, u64), PartialHello>,
+    hellos: Arrivals<(Remote, u64), PartialHello>,
     deframers: BTreeMap<Remote, Deframer>,
     /// Stream remotes not (yet) routed to a session, and when they were
     /// first seen: reset at [`EndpointConfig::hello_timeout`].
-    unrouted_streams: BTreeMap<Remote, Instant>,
+    unrouted_streams: Arrivals<Remote, ()>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
     /// The endpoint's own events (new sessions, connections to reset).
     events: VecDeque<EndpointEvent>,
@@ -351,9 +354,9 @@ impl Endpoint {
             sessions: BTreeMap::new(),
             routes: BTreeMap::new(),
             by_hello: BTreeMap::new(),
-            hellos: BTreeMap::new(),
+            hellos: Arrivals::new(),
             deframers: BTreeMap::new(),
-            unrouted_streams: BTreeMap::new(),
+            unrouted_streams: Arrivals::new(),
             stateless: VecDeque::new(),
             events: VecDeque::new(),
             ready: BTreeSet::new(),
@@ -437,8 +440,7 @@ impl Endpoint {
 
     /// Half-open handshakes from `ip`.
     fn half_open_from(&self, ip: IpAddr) -> usize {
-        let hellos = self.hellos.keys().filter(|(r, _)| r.addr.ip() == ip).count();
-        hellos + self.handshaking_from.get(&ip).copied().unwrap_or(0)
+        self.hellos.count_from(ip) + self.handshaking_from.get(&ip).copied().unwrap_or(0)
     }
 
     /// Bytes from `remote`: one datagram, or a chunk of a stream.
@@ -474,7 +476,7 @@ impl Endpoint {
                 }
             }
             RemoteKind::Stream => {
-                self.unrouted_streams.entry(remote).or_insert(now);
+                self.unrouted_streams.insert(remote, now, remote.addr.ip(), ());
                 let max = self.config.server.params.max_frame_payload;
                 let mut d = self.deframers.remove(&remote).unwrap_or_else(|| Deframer::new(max));
                 let mut input = data;
@@ -524,7 +526,7 @@ impl Endpoint {
     pub fn remote_closed(&mut self, remote: Remote) {
         self.deframers.remove(&remote);
         self.unrouted_streams.remove(&remote);
-        self.hellos.retain(|(r, _), _| *r != remote);
+        self.hellos.remove_range((remote, 0)..=(remote, u64::MAX));
         if let Some(sid) = self.routes.remove(&remote)
             && let Some(e) = self.sessions.get_mut(&sid)
             && let Some(i) = e.paths.iter().position(|r| *r == Some(remote))
@@ -544,7 +546,7 @@ impl Endpoint {
     pub fn stream_opened(&mut self, now: Instant, remote: Remote) {
         self.now = self.now.max(now);
         if remote.kind == RemoteKind::Stream && !self.routes.contains_key(&remote) {
-            self.unrouted_streams.entry(remote).or_insert(self.now);
+            self.unrouted_streams.insert(remote, self.now, remote.addr.ip(), ());
         }
     }
 
@@ -553,7 +555,7 @@ impl Endpoint {
     fn reset_stream(&mut self, remote: Remote) {
         self.deframers.remove(&remote);
         self.unrouted_streams.remove(&remote);
-        self.hellos.retain(|(r, _), _| *r != remote);
+        self.hellos.remove_range((remote, 0)..=(remote, u64::MAX));
         self.stats.streams_reset += 1;
         self.events.push_back(EndpointEvent::CloseRemote(remote));
     }
@@ -648,7 +650,8 @@ impl Endpoint {
                 self.stats.hellos_shed_per_address += 1;
                 return;
             }
-            self.hellos.insert(key, PartialHello { recv: FlightRecv::new(), first: self.now, received: 0 });
+            let hello = PartialHello { recv: FlightRecv::new(), received: 0 };
+            self.hellos.insert(key, self.now, remote.addr.ip(), hello);
         }
         let Some(partial) = self.hellos.get_mut(&key) else { return };
         partial.received += if remote.kind == RemoteKind::Datagram { datagram_len } else { frame.encoded_len() };
@@ -1016,8 +1019,8 @@ impl Endpoint {
         // way, and are asked for.
         let filed = self.timers.iter().find(|(_, sid)| self.sessions.get(sid).is_some_and(|e| !e.stale));
         let ran = self.stale.iter().filter_map(|sid| self.sessions.get(sid)?.session.poll_timeout());
-        let hellos = self.hellos.values().map(|h| h.first + self.config.hello_timeout);
-        let streams = self.unrouted_streams.values().map(|t| *t + self.config.hello_timeout);
+        let hellos = self.hellos.earliest().map(|t| t + self.config.hello_timeout);
+        let streams = self.unrouted_streams.earliest().map(|t| t + self.config.hello_timeout);
         let stateless = (!self.stateless.is_empty()).then_some(self.now);
         filed.map(|&(t, _)| t).into_iter().chain(ran).chain(hellos).chain(streams).chain(stateless).min()
     }
@@ -1027,10 +1030,10 @@ impl Endpoint {
         self.now = self.now.max(now);
         let now = self.now;
         let timeout = self.config.hello_timeout;
-        self.hellos.retain(|_, h| now < h.first + timeout);
-        let expired: Vec<Remote> =
-            self.unrouted_streams.iter().filter(|(_, t)| now >= **t + timeout).map(|(r, _)| *r).collect();
-        for remote in expired {
+        while let Some(key) = self.hellos.oldest_due(now, timeout) {
+            self.hellos.remove(&key);
+        }
+        while let Some(remote) = self.unrouted_streams.oldest_due(now, timeout) {
             if self.routes.contains_key(&remote) {
                 // It joined a session (a handshake, a reconnection).
                 self.unrouted_streams.remove(&remote);

@@ -602,3 +602,54 @@ fn a_hello_flood_from_one_address_sheds_its_own_hellos_only() {
     p.connect();
     assert_eq!(p.server.stats().sessions_created, 9);
 }
+
+#[test]
+fn half_sent_hellos_hold_their_address_share_until_they_time_out_or_their_connection_closes() {
+    // Each flooder sends the first of its hello's two frames only: the
+    // hello waits in reassembly, counted against its address, until the
+    // hello timeout or its connection's end gives the slot back.
+    let mut s = Setup::new(PathKind::Stream);
+    s.endpoint.max_half_open_per_address = 4;
+    let timeout = s.endpoint.hello_timeout;
+    let (session, client) = (std::sync::Arc::new(s.session.clone()), std::sync::Arc::new(s.client.clone()));
+    let mut p = s.start();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut half_hello = |p: &mut Pair, i: u16| {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([i as u8 + 90; 32]);
+        let mut flooder =
+            xtmp_core::session::Session::connect(p.now, session.clone(), client.clone(), PathKind::Stream, &mut rng)
+                .unwrap();
+        let remote = xtmp_core::endpoint::Remote {
+            addr: format!("198.51.100.7:{}", 30000 + i).parse().unwrap(),
+            kind: xtmp_core::endpoint::RemoteKind::Stream,
+        };
+        let t = flooder.poll_transmit(p.now, &mut buf).unwrap().expect("the hello");
+        let (_, first) = xtmp_core::wire::Frame::decode(&buf[..t.len], u32::MAX).expect("a frame");
+        assert!(first < t.len, "the hello takes more than one frame");
+        p.server.handle_input(p.now, remote, &buf[..first]);
+        remote
+    };
+    let shed = |p: &Pair| p.server.stats().hellos_shed_per_address;
+    let first: Vec<_> = (0..4).map(|i| half_hello(&mut p, i)).collect();
+    assert_eq!(shed(&p), 0);
+    half_hello(&mut p, 4);
+    assert_eq!(shed(&p), 1, "the address's share is full");
+
+    // A closed connection gives its slot back.
+    p.server.remote_closed(first[0]);
+    half_hello(&mut p, 5);
+    assert_eq!(shed(&p), 1, "the slot of the closed connection is free");
+    half_hello(&mut p, 6);
+    assert_eq!(shed(&p), 2);
+
+    // The hello timeout gives every slot back.
+    p.now += timeout;
+    p.server.handle_timeout(p.now);
+    for i in 7..11 {
+        half_hello(&mut p, i);
+    }
+    assert_eq!(shed(&p), 2, "the timed-out hellos' slots are free");
+    half_hello(&mut p, 11);
+    assert_eq!(shed(&p), 3);
+    assert_eq!(p.server.stats().sessions_created, 0);
+}
