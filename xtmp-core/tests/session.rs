@@ -572,6 +572,22 @@ fn clients_that_leave_right_after_the_handshake_do_not_hold_half_open_slots() {
     }
 }
 
+/// A client session of `configs` (its RNG seeded with `seed`), as if on a
+/// stream connection from `addr`: a flood's member.
+fn flooder(
+    p: &Pair,
+    configs: (&std::sync::Arc<xtmp_core::session::SessionConfig>, &std::sync::Arc<xtmp_core::handshake::ClientConfig>),
+    seed: u8,
+    addr: String,
+) -> (xtmp_core::session::Session, xtmp_core::endpoint::Remote) {
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([seed; 32]);
+    let (session, client) = (configs.0.clone(), configs.1.clone());
+    let s = xtmp_core::session::Session::connect(p.now, session, client, PathKind::Stream, &mut rng).unwrap();
+    let remote =
+        xtmp_core::endpoint::Remote { addr: addr.parse().unwrap(), kind: xtmp_core::endpoint::RemoteKind::Stream };
+    (s, remote)
+}
+
 #[test]
 fn a_hello_flood_from_one_address_sheds_its_own_hellos_only() {
     // Over TCP no Retry cookie applies: a peer that opens connection after
@@ -584,14 +600,8 @@ fn a_hello_flood_from_one_address_sheds_its_own_hellos_only() {
     let mut p = s.start();
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..30u16 {
-        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([i as u8 + 50; 32]);
-        let mut flooder =
-            xtmp_core::session::Session::connect(p.now, session.clone(), client.clone(), PathKind::Stream, &mut rng)
-                .unwrap();
-        let remote = xtmp_core::endpoint::Remote {
-            addr: format!("198.51.100.9:{}", 20000 + i).parse().unwrap(),
-            kind: xtmp_core::endpoint::RemoteKind::Stream,
-        };
+        let (mut flooder, remote) =
+            flooder(&p, (&session, &client), i as u8 + 50, format!("198.51.100.9:{}", 20000 + i));
         while let Some(t) = flooder.poll_transmit(p.now, &mut buf).unwrap() {
             p.server.handle_input(p.now, remote, &buf[..t.len]);
         }
@@ -615,14 +625,8 @@ fn half_sent_hellos_hold_their_address_share_until_they_time_out_or_their_connec
     let mut p = s.start();
     let mut buf = vec![0u8; 64 * 1024];
     let mut half_hello = |p: &mut Pair, i: u16| {
-        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([i as u8 + 90; 32]);
-        let mut flooder =
-            xtmp_core::session::Session::connect(p.now, session.clone(), client.clone(), PathKind::Stream, &mut rng)
-                .unwrap();
-        let remote = xtmp_core::endpoint::Remote {
-            addr: format!("198.51.100.7:{}", 30000 + i).parse().unwrap(),
-            kind: xtmp_core::endpoint::RemoteKind::Stream,
-        };
+        let (mut flooder, remote) =
+            flooder(p, (&session, &client), i as u8 + 90, format!("198.51.100.7:{}", 30000 + i));
         let t = flooder.poll_transmit(p.now, &mut buf).unwrap().expect("the hello");
         let (_, first) = xtmp_core::wire::Frame::decode(&buf[..t.len], u32::MAX).expect("a frame");
         assert!(first < t.len, "the hello takes more than one frame");
