@@ -255,13 +255,18 @@ impl Entry {
     /// wrote a transmit): its deadline must be looked at again, and it may
     /// have something to send.
     fn ran(&mut self, sid: u64, stale: &mut Vec<u64>, send_queue: &mut VecDeque<u64>) {
-        if !self.stale {
-            self.stale = true;
-            stale.push(sid);
-        }
+        self.mark_stale(sid, stale);
         if !self.queued {
             self.queued = true;
             send_queue.push_back(sid);
+        }
+    }
+
+    /// Its deadline must be looked at again (listed in `stale` once).
+    fn mark_stale(&mut self, sid: u64, stale: &mut Vec<u64>) {
+        if !self.stale {
+            self.stale = true;
+            stale.push(sid);
         }
     }
 }
@@ -962,10 +967,7 @@ impl Endpoint {
                 left -= 1;
                 // Sending may have moved its deadline (pacing, a timer
                 // armed by what went).
-                if !e.stale {
-                    e.stale = true;
-                    self.stale.push(sid);
-                }
+                e.mark_stale(sid, &mut self.stale);
                 continue;
             };
             let remote = e.paths.get(t.path.0 as usize).copied().flatten();
