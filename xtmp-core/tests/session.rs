@@ -657,3 +657,26 @@ fn half_sent_hellos_hold_their_address_share_until_they_time_out_or_their_connec
     assert_eq!(shed(&p), 3);
     assert_eq!(p.server.stats().sessions_created, 0);
 }
+
+#[test]
+fn both_ends_export_the_same_values_and_another_session_differs() {
+    use xtmp_core::session::ExportError;
+    let mut p = Setup::new(PathKind::Stream).start();
+    let mut early = [0u8; 32];
+    assert_eq!(p.client.export(b"label", b"", &mut early), Err(ExportError::NotEstablished));
+    p.connect();
+    let client = p.client.channel_binding().unwrap();
+    let server = p.server_session().channel_binding().unwrap();
+    assert_eq!(client, server, "both ends derive one channel binding");
+    let mut a = [0u8; 48];
+    let mut b = [0u8; 48];
+    p.client.export(b"bpci test", b"ctx", &mut a).unwrap();
+    p.server_session().export(b"bpci test", b"ctx", &mut b).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(&a[..32], &client[..], "another label gives another value");
+    let mut other = Setup::new(PathKind::Stream);
+    other.seed = 9;
+    let mut q = other.connected();
+    assert_ne!(q.client.channel_binding().unwrap(), client, "another session, another binding");
+    assert_eq!(q.client.channel_binding().unwrap(), q.server_session().channel_binding().unwrap());
+}

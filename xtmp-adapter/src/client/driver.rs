@@ -896,6 +896,7 @@ impl Driver {
         self.connected = true;
         self.attempt = 0;
         self.shared.update_stats(|s| s.sessions += 1);
+        self.shared.set_channel_binding(self.session.channel_binding().ok());
         self.shared.set_state(ConnectionState::Connected);
         self.ensure_datagram();
         if let Some(r) = self.ready.take() {

@@ -440,6 +440,15 @@ impl Client {
         self.command(Command::Rekey(tx)).is_ok() && rx.await.unwrap_or(false)
     }
 
+    /// The current session's channel binding (SPEC.md 2.4.1, RFC 9266):
+    /// what the server sees as [`Peer::channel_binding`](crate::Peer) for
+    /// this session. A statement the client signs over it is good in this
+    /// session only; after a reconnection that needed a new session it
+    /// changes. `None` before the first session is established.
+    pub fn channel_binding(&self) -> Option<[u8; xtmp_core::session::CHANNEL_BINDING_LEN]> {
+        self.shared.channel_binding()
+    }
+
     /// The latest counters.
     pub fn stats(&self) -> ClientStats {
         self.shared.stats()

@@ -55,6 +55,8 @@ struct Inner {
     state: ConnectionState,
     stats: ClientStats,
     version: u64,
+    /// The current session's channel binding, once it is established.
+    binding: Option<[u8; xtmp_core::session::CHANNEL_BINDING_LEN]>,
 }
 
 /// The state cell the driver writes and handles read.
@@ -69,7 +71,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new() -> Shared {
-        let inner = Inner { state: ConnectionState::Connecting, stats: ClientStats::default(), version: 0 };
+        let inner =
+            Inner { state: ConnectionState::Connecting, stats: ClientStats::default(), version: 0, binding: None };
         Shared { inner: Mutex::new(inner), changed: Event::new(), queued: AtomicUsize::new(0) }
     }
 
@@ -95,6 +98,14 @@ impl Shared {
         i.version += 1;
         drop(i);
         self.changed.notify(usize::MAX);
+    }
+
+    pub(crate) fn channel_binding(&self) -> Option<[u8; xtmp_core::session::CHANNEL_BINDING_LEN]> {
+        self.lock().binding
+    }
+
+    pub(crate) fn set_channel_binding(&self, b: Option<[u8; xtmp_core::session::CHANNEL_BINDING_LEN]>) {
+        self.lock().binding = b;
     }
 
     pub(crate) fn update_stats(&self, f: impl FnOnce(&mut ClientStats)) {

@@ -59,6 +59,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 struct SessionInfo {
     addr: SocketAddr,
     identity: Option<PublicIdentity>,
+    channel_binding: [u8; xtmp_core::session::CHANNEL_BINDING_LEN],
     in_flight: usize,
     publishers: HashMap<SubscriptionId, Arc<PubShared>>,
     /// Answers the session's send queue could not take yet (it was
@@ -461,6 +462,7 @@ impl ServerDriver {
                     let info = SessionInfo {
                         addr: remote.addr,
                         identity: None,
+                        channel_binding: [0; xtmp_core::session::CHANNEL_BINDING_LEN],
                         in_flight: 0,
                         publishers: HashMap::new(),
                         answers: VecDeque::new(),
@@ -485,6 +487,9 @@ impl ServerDriver {
                         tracing::info!(parent: &i.span, ?cipher, "session established");
                         telemetry::count("xtmp_server_sessions_total", &[], 1);
                         i.identity = peer;
+                        if let Some(b) = self.endpoint.session_mut(h).and_then(|s| s.channel_binding().ok()) {
+                            i.channel_binding = b;
+                        }
                     }
                 }
                 EndpointEvent::Session(h, Event::Message(m)) => self.on_message(h, m),
@@ -525,7 +530,12 @@ impl ServerDriver {
 
     fn on_message(&mut self, h: SessionHandle, m: Message) {
         let Some(info) = self.sessions.get_mut(&h) else { return };
-        let peer = Peer { session: h, addr: info.addr, identity: info.identity.clone() };
+        let peer = Peer {
+            session: h,
+            addr: info.addr,
+            identity: info.identity.clone(),
+            channel_binding: info.channel_binding,
+        };
         match m.kind {
             MessageKind::Request | MessageKind::Message => {
                 let request = m.kind == MessageKind::Request;

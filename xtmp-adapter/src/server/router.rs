@@ -24,6 +24,10 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The client's identity, if it authenticated with one.
     pub identity: Option<PublicIdentity>,
+    /// The session's channel binding (SPEC.md 2.4.1, RFC 9266): a value
+    /// only this session's two ends can compute. An application binds a
+    /// statement to the session by having the client sign it.
+    pub channel_binding: [u8; xtmp_core::session::CHANNEL_BINDING_LEN],
 }
 
 /// A message handed to a handler.

@@ -304,7 +304,10 @@ impl Session {
 
     pub(super) fn establish(&mut self, outcome: HandshakeOutcome) {
         let p = &*self.provider;
-        let HandshakeOutcome { role, cipher, client_secret, server_secret, peer_identity, peer_params, .. } = outcome;
+        let HandshakeOutcome {
+            role, cipher, client_secret, server_secret, peer_identity, peer_params, exporter, ..
+        } = outcome;
+        self.exporter = Some(exporter);
         let (send, recv) = match role {
             Role::Client => (client_secret, server_secret),
             Role::Server => (server_secret, client_secret),

@@ -63,6 +63,7 @@ pub(crate) mod carrier;
 pub(crate) mod codec;
 mod config;
 mod event;
+mod exporter;
 mod input;
 mod mtu;
 mod output;
@@ -82,6 +83,7 @@ pub use event::{
     BufferTooSmall, CloseCode, CloseReason, ErrorCode, Event, FailReason, Message, MessageId, MessageKind, PathId,
     PathKind, SendError, Stats, SubscriptionId, Transmit,
 };
+pub use exporter::{CHANNEL_BINDING_LABEL, CHANNEL_BINDING_LEN, ExportError};
 
 pub use rekey::{REKEY, REKEY_ACK};
 
@@ -413,6 +415,9 @@ pub struct Session {
     last_heartbeat: Instant,
     ping: Option<(u64, Instant)>,
     scratch: Vec<u8>,
+    /// `exp master` (SPEC.md 2.4), kept from the handshake for
+    /// [`Session::export`]; zeroized on drop.
+    exporter: Option<crate::crypto::Secret<{ crate::crypto::HASH_LEN }>>,
     /// Where frames are decrypted. Message bodies are split off it, so a
     /// received message costs no allocation of its own (SPEC-independent:
     /// an implementation detail measured by the `session` benchmark).
@@ -529,6 +534,7 @@ impl Session {
             last_heartbeat: now,
             ping: None,
             scratch: Vec::new(),
+            exporter: None,
             rx_buf: BytesMut::new(),
             config,
         };
