@@ -174,10 +174,28 @@ impl BpciClient {
         node: Arc<IdentityKeypair>,
         server: PublicIdentity,
     ) -> Result<BpciClient, ClientError> {
-        let mut setup = ClientSetup::pinned(server.clone());
+        BpciClient::connect_with(rt, endpoint, BpciClient::setup(node, server.clone()), server).await
+    }
+
+    /// The client setup [`BpciClient::connect`] uses: the node's identity,
+    /// the server pinned, default settings (to change before connecting
+    /// with [`BpciClient::connect_with`]).
+    pub fn setup(node: Arc<IdentityKeypair>, server: PublicIdentity) -> ClientSetup {
+        let mut setup = ClientSetup::pinned(server);
         let mut client = (*setup.client).clone();
         client.identity = Some(node);
         setup.client = Arc::new(client);
+        setup
+    }
+
+    /// Connects to `endpoint` with `setup` (which must authenticate the
+    /// node and trust `server`).
+    pub async fn connect_with(
+        rt: Arc<dyn Runtime>,
+        endpoint: &Endpoint,
+        setup: ClientSetup,
+        server: PublicIdentity,
+    ) -> Result<BpciClient, ClientError> {
         let client = Client::connect_to(rt, endpoint, setup).await?;
         Ok(BpciClient::new(client, server))
     }

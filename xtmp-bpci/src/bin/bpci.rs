@@ -152,8 +152,13 @@ async fn serve(s: Serve) -> Result<(), String> {
     };
     let mut listeners = Vec::new();
     for l in &s.listen {
-        let e: Endpoint = l.parse().map_err(|e| format!("--listen {l}: {e}"))?;
-        let addr = tokio::net::lookup_host((e.host.to_string(), e.port()))
+        // Port 0 (any free port) is fine to listen on, not to dial: parse
+        // it as a dialable endpoint, then ask for port 0.
+        let any = l.strip_suffix(":0");
+        let text = any.map_or_else(|| l.clone(), |head| format!("{head}:1"));
+        let e: Endpoint = text.parse().map_err(|e| format!("--listen {l}: {e}"))?;
+        let port = if any.is_some() { 0 } else { e.port() };
+        let addr = tokio::net::lookup_host((e.host.to_string(), port))
             .await
             .map_err(|err| format!("--listen {l}: {err}"))?
             .next()
