@@ -324,7 +324,7 @@ fn vectors_are_current_and_check() {
         let typed = BpciError::from_wire(xtmp_core::session::ErrorCode(c), reason);
         assert_eq!(typed.code().0, c);
         assert_eq!(typed.reason(), reason, "the reason survives the round trip");
-        assert!(c >= code::INVALID.0 && c <= code::NO_RECEIPT.0);
+        assert!((code::INVALID.0..=code::NO_RECEIPT.0).contains(&c));
     }
     for t in v["merkle"].as_array().unwrap() {
         let n = t["leaves"].as_u64().unwrap();
