@@ -411,7 +411,7 @@ fn malformed_bundles_are_refused_naming_the_field_and_change_nothing(w: World) {
         other => panic!("{other:?}"),
     }
     let after = w.snapshot();
-    assert_eq!(before[2..4], after[2..4], "no bundle or transfer was stored");
+    assert_eq!(before[2..5], after[2..5], "no transfer, bundle or bundle body was stored");
 }
 
 fn bad_approvals_reject_and_late_bundles_expire(w: World) {

@@ -78,6 +78,9 @@ pub struct EngineStats {
     pub write_queue: u64,
     /// Store transactions that failed (every write in them got INTERNAL).
     pub store_failures: u64,
+    /// Time spent in write transactions, commit (fsync) included, in
+    /// microseconds.
+    pub write_micros: u64,
 }
 
 #[derive(Default)]
@@ -92,6 +95,7 @@ struct Shared {
     blocks: AtomicU64,
     commits: AtomicU64,
     failures: AtomicU64,
+    write_micros: AtomicU64,
     stopped: AtomicBool,
 }
 
@@ -156,8 +160,8 @@ impl Engine {
             received.clear();
             let mut from = Vec::new();
             for id in ledger::pending(tx, BundleState::Received, usize::MAX)? {
-                if let Some(b) = ledger::bundle(tx, &id)? {
-                    from.push((id, b.request));
+                if let Some(b) = ledger::bundle_body(tx, &id)? {
+                    from.push((id, b));
                 }
             }
             received = from;
@@ -248,6 +252,7 @@ impl Engine {
             commits: s.commits.load(Ordering::Relaxed),
             write_queue: s.queued.load(Ordering::Relaxed) as u64,
             store_failures: s.failures.load(Ordering::Relaxed),
+            write_micros: s.write_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -470,7 +475,10 @@ impl Writer {
             if maintain {
                 next_maintenance = now + MAINTENANCE;
             }
-            match self.batch(&batch, now, maintain) {
+            let started = std::time::Instant::now();
+            let outcome = self.batch(&batch, now, maintain);
+            self.shared.write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match outcome {
                 Ok(out) => self.finish(batch, out),
                 Err(e) => {
                     tracing::error!(error = %e, jobs = batch.len(), "store transaction failed; its writes are refused");

@@ -378,7 +378,7 @@ impl Rules {
         let seq = self.bundle_event(tx, now, &id, BundleState::Received, None, None, req.bundle.wallet)?;
         let submitted = Submitted { bundle_id: id, state: BundleState::Received, seq };
         let record = BundleRecord {
-            request: req.clone(),
+            valid_until: req.bundle.valid_until,
             submitted: submitted.clone(),
             state: BundleState::Received,
             state_seq: seq,
@@ -386,7 +386,9 @@ impl Rules {
             height: None,
             index: None,
             node: node.0.to_vec(),
+            wallet: req.bundle.wallet,
         };
+        ledger::put_bundle_body(tx, &id, req).map_err(store_err)?;
         ledger::put_bundle(tx, &id, &record, None).map_err(store_err)?;
         Ok((submitted, true))
     }
@@ -447,7 +449,7 @@ impl Rules {
             return Ok(None);
         }
         let (state, reason) = match verdict {
-            _ if b.request.bundle.valid_until <= now => (BundleState::Expired, Some(String::from("deadline passed"))),
+            _ if b.valid_until <= now => (BundleState::Expired, Some(String::from("deadline passed"))),
             Ok(()) => (BundleState::Validated, None),
             Err(why) => (BundleState::Rejected, Some(why)),
         };
@@ -468,7 +470,7 @@ impl Rules {
     ) -> Result<(), BpciError> {
         let before = (b.state, b.state_seq);
         let height = place.map(|(h, _)| h);
-        let seq = self.bundle_event(tx, now, id, state, reason.clone(), height, b.request.bundle.wallet)?;
+        let seq = self.bundle_event(tx, now, id, state, reason.clone(), height, b.wallet)?;
         b.state = state;
         b.state_seq = seq;
         b.reason = reason;
@@ -484,7 +486,7 @@ impl Rules {
         for state in [BundleState::Received, BundleState::Validated] {
             for id in ledger::pending(tx, state, limit).map_err(store_err)? {
                 let Some(mut b) = ledger::bundle(tx, &id).map_err(store_err)? else { continue };
-                if b.request.bundle.valid_until <= now {
+                if b.valid_until <= now {
                     self.transition(
                         tx,
                         now,
@@ -511,7 +513,7 @@ impl Rules {
         let mut records = Vec::with_capacity(waiting.len());
         for id in waiting {
             let Some(mut b) = ledger::bundle(tx, &id).map_err(store_err)? else { continue };
-            if b.request.bundle.valid_until <= now {
+            if b.valid_until <= now {
                 self.transition(
                     tx,
                     now,

@@ -41,13 +41,15 @@ pub struct TransferRecord {
     pub receipt: TransferReceipt,
 }
 
-/// A bundle and where it stands.
+/// Where a bundle stands. The bundle itself (with its approvals, most of
+/// the bytes) is kept apart ([`bundle_body`]), written once: a transition
+/// rewrites only this small record.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct BundleRecord {
-    /// The bundle and its approvals, as submitted.
+    /// The bundle's deadline.
     #[n(1)]
-    pub request: SubmitRequest,
+    pub valid_until: u64,
     /// The answer the submission got.
     #[n(2)]
     pub submitted: Submitted,
@@ -70,6 +72,9 @@ pub struct BundleRecord {
     #[n(8)]
     #[cbor(with = "minicbor::bytes")]
     pub node: Vec<u8>,
+    /// The wallet it was submitted for.
+    #[n(9)]
+    pub wallet: Option<WalletId>,
 }
 
 /// A block: its signed header and its bundles, in order.
@@ -190,6 +195,16 @@ pub fn put_transfer(tx: &mut dyn Txn, t: &TransferRecord) -> Result<(), StoreErr
 /// A bundle.
 pub fn bundle(tx: &dyn ReadTxn, id: &Hash) -> Result<Option<BundleRecord>, StoreError> {
     tx.get(Table::Bundles, &id.0)?.map(|v| decode("bundle", &v)).transpose()
+}
+
+/// The bundle and its approvals, as submitted.
+pub fn bundle_body(tx: &dyn ReadTxn, id: &Hash) -> Result<Option<SubmitRequest>, StoreError> {
+    tx.get(Table::Bodies, &id.0)?.map(|v| decode("bundle body", &v)).transpose()
+}
+
+/// Stores a bundle as submitted (once).
+pub fn put_bundle_body(tx: &mut dyn Txn, id: &Hash, req: &SubmitRequest) -> Result<(), StoreError> {
+    tx.put(Table::Bodies, &id.0, &encode(req))
 }
 
 fn pending_key(state: BundleState, seq: u64, id: &Hash) -> [u8; 41] {

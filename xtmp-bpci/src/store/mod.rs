@@ -31,8 +31,10 @@ pub enum Table {
     Wallets,
     /// Sender ‖ nonce -> applied transfer.
     Transfers,
-    /// Bundle id -> bundle and its state.
+    /// Bundle id -> its state.
     Bundles,
+    /// Bundle id -> the bundle and its approvals, as submitted.
+    Bodies,
     /// State ‖ sequence ‖ bundle id -> (): bundles not yet final.
     Pending,
     /// Height -> block.
@@ -45,11 +47,12 @@ pub enum Table {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Wallets,
         Table::Transfers,
         Table::Bundles,
+        Table::Bodies,
         Table::Pending,
         Table::Blocks,
         Table::Registry,
@@ -63,6 +66,7 @@ impl Table {
             Table::Wallets => "wallets",
             Table::Transfers => "transfers",
             Table::Bundles => "bundles",
+            Table::Bodies => "bodies",
             Table::Pending => "pending",
             Table::Blocks => "blocks",
             Table::Registry => "registry",
