@@ -182,9 +182,10 @@ async fn run(submitters: usize, reqs: Vec<SubmitRequest>, notary: &Notary) -> Ru
     let (arrivals, done) = watched.await.unwrap();
     let elapsed = done - start;
     let after = engine.stats();
-    let committed = committed.lock().unwrap();
-    let mut watch: Vec<Duration> =
-        arrivals.iter().filter_map(|(seq, at)| committed.get(seq).map(|c| at.saturating_duration_since(*c))).collect();
+    let mut watch: Vec<Duration> = {
+        let committed = committed.lock().unwrap();
+        arrivals.iter().filter_map(|(seq, at)| committed.get(seq).map(|c| at.saturating_duration_since(*c))).collect()
+    };
     srv.shutdown(Duration::from_secs(1)).await;
     Run {
         per_second: total as f64 / elapsed.as_secs_f64(),
