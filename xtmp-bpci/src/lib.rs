@@ -16,6 +16,8 @@
 //!   and [`MemoryStore`] (tests, the simulator).
 //! - [`server`]: the handlers on an XTMP router, on any runtime.
 //! - [`client`]: [`BpciClient`], typed methods for a BPI node.
+//! - [`resolver`]: [`RegistryResolver`], names resolved through the
+//!   registry with the record's signature checked.
 //!
 //! ```no_run
 //! # async fn demo(server_identity: xtmp_core::handshake::PublicIdentity,
@@ -33,6 +35,7 @@
 
 pub mod client;
 pub mod error;
+pub mod resolver;
 pub mod schema;
 pub mod server;
 pub mod service;
@@ -40,6 +43,7 @@ pub mod store;
 
 pub use client::{BpciClient, ClientError, EventStream, Notary, Wallet};
 pub use error::BpciError;
+pub use resolver::{RegistryResolver, ServerRecord};
 pub use schema::{Bundle, BundleState, Event, Hash, Receipt, WalletId};
 pub use server::{Admission, BpciServer};
 pub use service::{Config, Engine, Rules};

@@ -202,6 +202,35 @@ async fn only_listed_nodes_get_in(rt: Arc<dyn Runtime>) {
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+async fn names_resolve_through_the_signed_registry(rt: Arc<dyn Runtime>) {
+    let s = Setup::start(rt.clone(), Admission::Open).await;
+    let c = s.client(10).await;
+    let (owner, _) = notary(&c).await;
+    let record = Record {
+        name: "bpci-main".into(),
+        version: 1,
+        role: Role::Server,
+        endpoints: vec![format!("xtmp://{}", s.server.local_addr())],
+        identity: schema::IdentityBytes(s.identity.public().clone()),
+        owner: owner.id(),
+    };
+    c.registry_update(&owner, record, 0).await.unwrap();
+    let resolver = xtmp_bpci::RegistryResolver::new(c.clone(), rt.resolver());
+    let found = resolver.server("bpci-main").await.unwrap();
+    assert_eq!(found.identity, *s.identity.public());
+    let addrs = xtmp_adapter::Resolver::lookup(&resolver, "bpci-main", 1).await.unwrap();
+    assert_eq!(addrs, vec![s.server.local_addr()], "the record's address and port");
+    assert!(resolver.server("notary-1").await.is_err(), "a notary's record names no server");
+    assert!(xtmp_adapter::Resolver::lookup(&resolver, "nobody", 1).await.is_err());
+    // A node connects by name, pinning the identity the signed record gave.
+    let mut setup = BpciClient::setup(keys(13), found.identity.clone());
+    setup.resolver = Some(Arc::new(resolver));
+    let endpoint: Endpoint = "xtmp://bpci-main:7778".parse().unwrap();
+    let by_name = BpciClient::connect_with(rt, &endpoint, setup, found.identity).await.unwrap();
+    assert_eq!(by_name.registry_query("bpci-main").await.unwrap().record.version, 1);
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(Arc<dyn Runtime>) -> F) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = rt.enter();
@@ -227,4 +256,5 @@ on_both_runtimes!(
     wallets_authenticate_in_their_session_and_transfer_once,
     a_watcher_sees_every_transition_and_the_receipt_verifies,
     only_listed_nodes_get_in,
+    names_resolve_through_the_signed_registry,
 );
