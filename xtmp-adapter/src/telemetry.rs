@@ -57,6 +57,7 @@ pub(crate) fn close_class(reason: &CloseReason) -> (&'static str, bool) {
         CloseReason::HandshakeFailed(_) | CloseReason::HandshakeTimeout => ("handshake", true),
         CloseReason::ProtocolViolation(_) | CloseReason::IntegrityLimit => ("violation", true),
         CloseReason::PathsLost => ("lost", false),
+        CloseReason::StatelessReset => ("reset", false),
         CloseReason::Internal(_) => ("internal", true),
         _ => ("other", false),
     }

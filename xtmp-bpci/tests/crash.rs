@@ -266,3 +266,57 @@ fn sigkill_during_submissions_loses_and_duplicates_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue 42's restart: clients holding sessions to a server that is killed
+/// and restarted on the same port and identity are back as soon as it
+/// listens: the new server does not know their sessions and says so with a
+/// stateless Reset (SPEC.md 3.7.1), and each client starts a new session at
+/// once instead of waiting for its 30 s idle timeout.
+#[test]
+fn clients_are_back_within_two_seconds_of_a_restart() {
+    for scheme in ["xtmp", "xtmp+udp"] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let _entered = rt.enter();
+        let (mut child, endpoint) = serve(dir.path(), &format!("{scheme}://127.0.0.1:0"));
+        let server = server_identity(dir.path());
+        let clients: Vec<BpciClient> = rt.block_on(async {
+            let mut v = Vec::new();
+            for node in 0..8u8 {
+                let c = BpciClient::connect(xtmp_tokio::Tokio::shared(), &endpoint, keys(50 + node), server.clone())
+                    .await
+                    .unwrap();
+                c.sync(0, 1, None).await.unwrap();
+                v.push(c);
+            }
+            v
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (mut child, again) = serve(dir.path(), &format!("{scheme}://127.0.0.1:{}", endpoint.port()));
+        let listening = std::time::Instant::now();
+        let took = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for c in clients.clone() {
+                tasks.push(tokio::spawn(async move {
+                    c.sync(0, 1, None).await.unwrap();
+                    listening.elapsed()
+                }));
+            }
+            let mut worst = std::time::Duration::ZERO;
+            for t in tasks {
+                worst = worst.max(t.await.unwrap());
+            }
+            worst
+        });
+        assert_eq!(again.port(), endpoint.port());
+        assert!(took < std::time::Duration::from_secs(2), "{scheme}: the last client was back after {took:?}");
+        for c in &clients {
+            let stats = c.transport().stats();
+            assert_eq!(stats.sessions, 2, "{scheme}: the reset was a reconnection with a new session");
+            assert!(matches!(c.transport().state(), xtmp_adapter::ConnectionState::Connected));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

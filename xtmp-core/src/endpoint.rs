@@ -28,8 +28,10 @@ use crate::time::Instant;
 use crate::wire::{DatagramFrames, Deframer, Flags, Frame, Header, MessageType};
 
 mod arrivals;
+mod resets;
 
 use arrivals::Arrivals;
+use resets::ResetBudget;
 
 /// Where bytes came from or go to: the peer's address and the kind of
 /// transport. A TCP or WebSocket connection is identified by its peer
@@ -123,6 +125,9 @@ pub struct EndpointConfig {
     /// behind the others), which makes the bound this plus three messages
     /// per session being reassembled. Default 256 MiB.
     pub max_reassembly_bytes: usize,
+    /// Reset frames sent a second, at most (SPEC.md 3.7.1), when the
+    /// server has a [`ServerConfig::reset_key`]. Default 100.
+    pub max_resets_per_second: u32,
 }
 
 impl EndpointConfig {
@@ -139,6 +144,7 @@ impl EndpointConfig {
             token_key_lifetime: Duration::from_secs(120),
             hello_timeout: Duration::from_secs(5),
             max_reassembly_bytes: 256 << 20,
+            max_resets_per_second: 100,
         }
     }
 
@@ -210,6 +216,11 @@ pub struct EndpointStats {
     /// Stream connections closed before joining a session: a malformed
     /// frame, or no handshake within the hello timeout.
     pub streams_reset: u64,
+    /// Reset frames sent for sessions the endpoint does not hold.
+    pub resets_sent: u64,
+    /// Reset frames not sent: over the rate, or the datagram that called
+    /// for one was not longer than a Reset (SPEC.md 3.7.1).
+    pub resets_withheld: u64,
 }
 
 impl core::ops::AddAssign for EndpointStats {
@@ -225,6 +236,8 @@ impl core::ops::AddAssign for EndpointStats {
         self.hellos_shed_per_address += other.hellos_shed_per_address;
         self.migrations += other.migrations;
         self.streams_reset += other.streams_reset;
+        self.resets_sent += other.resets_sent;
+        self.resets_withheld += other.resets_withheld;
     }
 }
 
@@ -301,6 +314,7 @@ pub struct Endpoint {
     /// first seen: reset at [`EndpointConfig::hello_timeout`].
     unrouted_streams: Arrivals<Remote, ()>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
+    resets: ResetBudget,
     /// The endpoint's own events (new sessions, connections to reset).
     events: VecDeque<EndpointEvent>,
     /// Sessions that may have events for the application. Their events
@@ -352,6 +366,7 @@ impl Endpoint {
         config.validate()?;
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
+        let resets = ResetBudget::new(config.max_resets_per_second);
         Ok(Endpoint {
             config,
             rng: ChaCha20Rng::from_seed(seed),
@@ -363,6 +378,7 @@ impl Endpoint {
             deframers: BTreeMap::new(),
             unrouted_streams: Arrivals::new(),
             stateless: VecDeque::new(),
+            resets,
             events: VecDeque::new(),
             ready: BTreeSet::new(),
             event_cursor: 0,
@@ -628,6 +644,9 @@ impl Endpoint {
         }
         let Some(chunk) = chunk.filter(|c| c.stage == codec::STAGE_CLIENT_HELLO) else {
             self.stats.dropped += 1;
+            if h.flags.contains(Flags::ENCRYPTED) && !self.sessions.contains_key(&h.session_id) {
+                self.reset(remote, h.session_id, datagram_len);
+            }
             return;
         };
         let key = (remote, h.session_id);
@@ -679,6 +698,23 @@ impl Endpoint {
             let hello = partial.recv.prefix()[..n].to_vec();
             self.admit(remote, h.session_id, &hello, partial.received);
         }
+    }
+
+    /// A sealed frame names session `sid`, which this endpoint does not
+    /// hold: with a reset key, answer with a Reset (SPEC.md 3.7.1), within
+    /// the rate, and over UDP only for a datagram longer than the Reset
+    /// (so two endpoints can never keep resetting each other, and a Reset
+    /// amplifies nothing).
+    fn reset(&mut self, remote: Remote, sid: u64, datagram_len: usize) {
+        let Some(key) = self.config.server.reset_key.clone() else { return };
+        let short = remote.kind == RemoteKind::Datagram && datagram_len <= crate::session::reset::RESET_FRAME_LEN;
+        if short || !self.resets.take(self.now) {
+            self.stats.resets_withheld += 1;
+            return;
+        }
+        let frame = crate::session::reset::reset_frame(&*self.config.server.provider, &key, sid);
+        self.stateless.push_back((remote, frame));
+        self.stats.resets_sent += 1;
     }
 
     fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize) {

@@ -221,6 +221,8 @@ pub(crate) struct ServerNode {
     pub(crate) endpoint: Option<Endpoint>,
     pub(crate) clock: NodeClock,
     pub(crate) incarnation: u64,
+    /// When the current incarnation started (virtual time).
+    pub(crate) started_at: u64,
     pub(crate) sessions: BTreeMap<u64, ServerSession>,
     pub(crate) next_push: Option<u64>,
     pub(crate) pushes: u64,

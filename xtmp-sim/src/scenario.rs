@@ -186,6 +186,9 @@ pub enum Mark {
     /// A client's datagram path failed (its validation, or it stopped
     /// delivering while a stream path worked).
     DatagramPathFailed,
+    /// A client's session ended on a genuine stateless Reset from a
+    /// restarted server.
+    StatelessReset,
 }
 
 /// Clock faults.
@@ -259,6 +262,9 @@ pub struct Scenario {
     /// crash). Otherwise messages may fail with their session, but never
     /// be duplicated, reordered or corrupted.
     pub lossless: bool,
+    /// The server has a stateless reset key (from its identity, SPEC.md
+    /// 3.7.1): a restarted server resets its previous run's sessions.
+    pub stateless_reset: bool,
     /// Whether every client must be connected at the end of the fault phase
     /// (reconnections included).
     pub reconnect: bool,
@@ -299,6 +305,7 @@ impl Scenario {
             swarm_events: false,
             marks: Vec::new(),
             lossless: true,
+            stateless_reset: false,
             reconnect: true,
             hold_faults: false,
             time_limit: Duration::from_secs(600),

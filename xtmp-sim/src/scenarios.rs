@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "partition_heals",
     "partition_idle",
     "server_restart",
+    "server_restart_reset",
     "client_restart",
     "key_rotation",
     "many_clients",
@@ -54,6 +55,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "partition_heals" => partition_heals(),
         "partition_idle" => partition_idle(),
         "server_restart" => server_restart(),
+        "server_restart_reset" => server_restart_reset(),
         "client_restart" => client_restart(),
         "key_rotation" => key_rotation(),
         "many_clients" => many_clients(),
@@ -135,6 +137,28 @@ pub fn server_restart() -> Scenario {
     s.idle_timeout = secs(5);
     s.session.heartbeat_interval = Some(secs(1));
     s.workload.messages = 400;
+    s.workload.subscriptions = 2;
+    s.lossless = false;
+    s
+}
+
+/// The server crashes and restarts with the same identity, hence the same
+/// stateless reset key: each client's next frame gets a Reset and the
+/// client starts a new session within 2 s of the restart (an invariant),
+/// long before its 30 s idle timeout; over TCP and UDP at once (hybrid),
+/// with loss.
+pub fn server_restart_reset() -> Scenario {
+    let mut s = Scenario::new("server_restart_reset")
+        .links(LinkConfig { loss: Loss::Bernoulli(0.02), ..LinkConfig::default() })
+        .at(ms(500), Action::CrashServer)
+        .at(secs(2), Action::RestartServer)
+        .expect(&[Mark::StatelessReset, Mark::Reconnect]);
+    s.clients = 3;
+    s.transport = Transport::Hybrid;
+    s.idle_timeout = secs(30);
+    s.session.heartbeat_interval = Some(secs(1));
+    s.stateless_reset = true;
+    s.workload.messages = 300;
     s.workload.subscriptions = 2;
     s.lossless = false;
     s

@@ -151,6 +151,11 @@ impl World {
         let provider: Arc<dyn xtmp_core::crypto::CryptoProvider> = Arc::new(RustCrypto);
         let id = identity();
         let mut server = ServerConfig::new(provider.clone(), id.clone());
+        if scenario.stateless_reset {
+            // As the adapter does: the key comes from the identity, so the
+            // restarted server resets its previous run's sessions.
+            server.reset_key = id.derive_key(&*provider, b"stateless reset key").ok().map(Arc::new);
+        }
         let mut client = ClientConfig::new(provider, Arc::new(Pinned(id.public().clone())));
         let idle = scenario.idle_timeout.as_millis() as u32;
         server.params.idle_timeout_ms = idle;
@@ -196,6 +201,7 @@ impl World {
                 endpoint: None,
                 clock: server_clock,
                 incarnation: 0,
+                started_at: 0,
                 sessions: BTreeMap::new(),
                 next_push: None,
                 pushes: 0,
@@ -509,6 +515,7 @@ impl World {
     fn start_server(&mut self) {
         let inc = self.server.incarnation;
         self.server.incarnation += 1;
+        self.server.started_at = self.now;
         let mut rng = ChaCha20Rng::from_seed(protocol_seed(self.seed, 1_000_000 + inc));
         let local = self.server.clock.local(self.now);
         match Endpoint::new(local, self.endpoint_config.clone(), &mut rng) {
@@ -1075,6 +1082,14 @@ impl World {
         }
         if reason == CloseReason::IdleTimeout {
             self.marks.insert(Mark::IdleTimeout);
+        }
+        if reason == CloseReason::StatelessReset {
+            self.marks.insert(Mark::StatelessReset);
+            // Issue 42's bound: back within 2 s of the new server listening.
+            let since = now.saturating_sub(self.server.started_at);
+            if self.server.incarnation < 2 || since > 2 * SECOND {
+                self.violation(format!("client{i}: reset {} ms after the server (re)started", since / 1_000_000));
+            }
         }
         if !closing {
             // A handshake that fails loses nothing (the application has

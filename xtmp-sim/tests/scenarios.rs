@@ -58,6 +58,11 @@ fn server_restart() {
 }
 
 #[test]
+fn server_restart_reset() {
+    sweep("server_restart_reset", 200);
+}
+
+#[test]
 fn client_restart() {
     sweep("client_restart", 100);
 }

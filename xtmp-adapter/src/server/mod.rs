@@ -131,13 +131,21 @@ fn shard_config(base: &EndpointConfig, shard: Shard) -> EndpointConfig {
 
 impl ServerSetup {
     /// A server with identity `identity`, the pure-Rust crypto provider and
-    /// default limits.
+    /// default limits. Its stateless reset key (SPEC.md 3.7.1) is derived
+    /// from the identity, so a server restarted with the same identity
+    /// resets the sessions its previous run held, and their clients start
+    /// new ones at once instead of waiting for their idle timeout.
     pub fn new(identity: Arc<IdentityKeypair>) -> ServerSetup {
-        let server = ServerConfig::new(Arc::new(RustCrypto), identity);
+        let mut server = ServerConfig::new(Arc::new(RustCrypto), identity);
+        server.reset_key = server.identity.derive_key(&RustCrypto, RESET_KEY_LABEL).ok().map(Arc::new);
         let endpoint = EndpointConfig::new(Arc::new(SessionConfig::default()), Arc::new(server));
         ServerSetup { endpoint: Arc::new(endpoint), limits: ServerLimits::default() }
     }
 }
+
+/// The label of the stateless reset key derived from a server's identity
+/// ([`IdentityKeypair::derive_key`]).
+pub const RESET_KEY_LABEL: &[u8] = b"stateless reset key";
 
 /// A server's counters.
 #[derive(Clone, Debug, Default)]

@@ -233,6 +233,19 @@ impl IdentityKeypair {
         Ok((ml, self.signer.ed25519_sign(msg)))
     }
 
+    /// A 48-byte key derived from the identity's secret seeds for `label`
+    /// (SPEC.md 3.7.1): `Expand-Label(Extract(0^48, mldsa_seed ‖
+    /// ed25519_seed), label, "", 48)`. The same identity gives the same key
+    /// after a restart; distinct labels give independent keys, and none
+    /// reveals the seeds.
+    pub fn derive_key(&self, p: &dyn CryptoProvider, label: &[u8]) -> Result<Secret<48>, CryptoError> {
+        let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(self.mldsa_seed.expose());
+        ikm[32..].copy_from_slice(self.ed25519_seed.expose());
+        let prk = p.hkdf_extract(&[0u8; 48], &ikm[..]);
+        crate::crypto::schedule::derive(p, &prk, label, b"")
+    }
+
     /// The private text form (SPEC.md, "Identity files"). It contains the
     /// secret seeds: write it with owner-only permissions.
     pub fn to_pem(&self) -> Zeroizing<String> {

@@ -134,6 +134,10 @@ pub struct SessionParams {
     /// publisher may send beyond what this side's application has read.
     /// 0: none (the class windows alone apply).
     pub subscription_window: u32,
+    /// Parameter 6, a server's only: the session's stateless reset token
+    /// (SPEC.md 3.7.1), 16 bytes. A client that holds it ends the session
+    /// at once when a Reset frame carrying it arrives.
+    pub reset_token: Option<[u8; 16]>,
 }
 
 impl Default for SessionParams {
@@ -144,6 +148,7 @@ impl Default for SessionParams {
             max_message_len: 16 * 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
             subscription_window: 1024 * 1024,
+            reset_token: None,
         }
     }
 }
@@ -153,6 +158,7 @@ const PARAM_MAX_FRAME: u16 = 2;
 const PARAM_MAX_MESSAGE: u16 = 3;
 const PARAM_RECEIVE_WINDOW: u16 = 4;
 const PARAM_SUBSCRIPTION_WINDOW: u16 = 5;
+const PARAM_RESET_TOKEN: u16 = 6;
 
 impl SessionParams {
     /// The largest transmit a session announcing these parameters writes:
@@ -178,6 +184,11 @@ impl SessionParams {
             out.extend_from_slice(&4u16.to_be_bytes());
             out.extend_from_slice(&v.to_be_bytes());
         }
+        if let Some(token) = &self.reset_token {
+            out.extend_from_slice(&PARAM_RESET_TOKEN.to_be_bytes());
+            out.extend_from_slice(&16u16.to_be_bytes());
+            out.extend_from_slice(token);
+        }
         end_message(out, start);
     }
 
@@ -186,10 +197,18 @@ impl SessionParams {
     pub(crate) fn parse(body: &[u8]) -> Result<SessionParams, HandshakeError> {
         let mut r = Reader::new("Parameters", body);
         let mut seen = [None::<u32>; 5];
+        let mut reset_token = None;
         while !r.buf.is_empty() {
             let id = r.u16("parameter id")?;
             let len = r.u16("parameter length")? as usize;
             let value = r.bytes(len, "parameter value")?;
+            if id == PARAM_RESET_TOKEN {
+                let t: [u8; 16] = value.try_into().map_err(|_| r.err("parameter length"))?;
+                if reset_token.replace(t).is_some() {
+                    return Err(r.err("duplicate parameter"));
+                }
+                continue;
+            }
             let Some(slot) = seen.get_mut(usize::from(id).wrapping_sub(1)) else { continue };
             let v: [u8; 4] = value.try_into().map_err(|_| r.err("parameter length"))?;
             if slot.replace(u32::from_be_bytes(v)).is_some() {
@@ -208,6 +227,7 @@ impl SessionParams {
             max_message_len: message,
             receive_window: window,
             subscription_window,
+            reset_token,
         })
     }
 }

@@ -37,6 +37,14 @@ pub struct ServerConfig {
     pub params: SessionParams,
     /// Debug-only secret logging; see [`KeyLog`].
     pub key_log: Option<Arc<dyn KeyLog>>,
+    /// The static key this server's stateless reset tokens come from
+    /// (SPEC.md 3.7.1). With it, the server gives each session's client a
+    /// token in its Parameters, and its endpoint answers frames of
+    /// sessions it does not hold with a Reset the client can trust. It must
+    /// survive a restart for that to work:
+    /// [`IdentityKeypair::derive_key`] makes it from the identity.
+    /// `None` (the default): no tokens, no resets.
+    pub reset_key: Option<Arc<crate::crypto::Secret<{ crate::crypto::HASH_LEN }>>>,
     /// The session ids this server picks: those of one [`Shard`] of a
     /// server that runs one endpoint per core. Default [`Shard::SINGLE`]
     /// (any id).
@@ -55,6 +63,7 @@ impl ServerConfig {
             accept_unkeyed_mac1: true,
             params: SessionParams::default(),
             key_log: None,
+            reset_key: None,
             session_ids: Shard::SINGLE,
         }
     }
@@ -185,7 +194,9 @@ impl ServerHandshake {
             inner.extend_from_slice(&config.identity.public().to_bytes());
         }
         messages::end_message(&mut inner, start);
-        config.params.encode(&mut inner);
+        let mut params = config.params;
+        params.reset_token = config.reset_key.as_deref().map(|k| crate::session::reset::reset_token(p, k, session_id));
+        params.encode(&mut inner);
         transcript.add(&inner);
         let from = inner.len();
         write_certificate_verify(&config.identity, Role::Server, &transcript.hash(), rng, &mut inner)?;

@@ -177,6 +177,9 @@ pub enum CloseReason {
     IntegrityLimit,
     /// Every path failed and none remained.
     PathsLost,
+    /// The server no longer holds the session (it restarted): it said so
+    /// with a Reset frame carrying the session's token (SPEC.md 3.7.1).
+    StatelessReset,
     /// A cryptographic provider failed.
     Internal(&'static str),
 }
@@ -190,6 +193,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
             CloseReason::IdleTimeout => f.write_str("idle timeout: nothing heard from the peer"),
             CloseReason::ProtocolViolation(what) => write!(f, "peer violated the protocol: {what}"),
+            CloseReason::StatelessReset => f.write_str("the server no longer holds the session (stateless reset)"),
             CloseReason::IntegrityLimit => f.write_str("too many frames failed authentication"),
             CloseReason::PathsLost => f.write_str("every path failed"),
             CloseReason::Internal(what) => write!(f, "internal error: {what}"),
@@ -384,6 +388,8 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Frames dropped: malformed, for another session, or out of state.
     pub frames_dropped: u64,
+    /// Genuine Reset frames received (SPEC.md 3.7.1).
+    pub resets_received: u64,
     /// Frames that failed authentication.
     pub decrypt_failures: u64,
     /// Frames refused as replays or too old.

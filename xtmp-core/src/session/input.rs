@@ -97,6 +97,9 @@ impl Session {
             Role::Client => MessageType::HANDSHAKE_ACK,
             Role::Server => MessageType::HANDSHAKE,
         };
+        if self.role == Role::Client && h.message_type == super::reset::STATELESS_RESET {
+            return self.on_reset(frame);
+        }
         // A server also sees retransmitted ClientHello chunks, addressed
         // with the client's own id.
         let addressed = h.session_id == self.local_sid
@@ -125,6 +128,22 @@ impl Session {
             self.paths[path.0 as usize].validated = true;
         }
         self.on_handshake_chunk(chunk);
+    }
+
+    /// A Reset frame: the server no longer holds this session. It counts
+    /// only if it names the session (the server's id) and carries the
+    /// token the server gave in its Parameters (compared in constant
+    /// time); otherwise anyone could end the session.
+    fn on_reset(&mut self, frame: &Frame<'_>) {
+        let h = frame.header();
+        let genuine = self.peer_sid == Some(h.session_id)
+            && self.reset_token.is_some_and(|t| crate::crypto::ct_eq(&t, frame.payload()));
+        if !genuine {
+            return self.drop_frame();
+        }
+        self.note_received(frame);
+        self.stats.resets_received += 1;
+        self.finish(CloseReason::StatelessReset);
     }
 
     /// A server's handshake frame that arrived from an address that is not
@@ -308,6 +327,9 @@ impl Session {
             role, cipher, client_secret, server_secret, peer_identity, peer_params, exporter, ..
         } = outcome;
         self.exporter = Some(exporter);
+        if role == Role::Client {
+            self.reset_token = peer_params.reset_token;
+        }
         let (send, recv) = match role {
             Role::Client => (client_secret, server_secret),
             Role::Server => (server_secret, client_secret),

@@ -74,6 +74,7 @@ pub(crate) mod record;
 mod rekey;
 mod reliable;
 pub(crate) mod replay;
+pub mod reset;
 mod subscription;
 mod timers;
 
@@ -418,6 +419,9 @@ pub struct Session {
     /// `exp master` (SPEC.md 2.4), kept from the handshake for
     /// [`Session::export`]; zeroized on drop.
     exporter: Option<crate::crypto::Secret<{ crate::crypto::HASH_LEN }>>,
+    /// A client's: the server's stateless reset token for this session
+    /// (SPEC.md 3.7.1), if it gave one.
+    reset_token: Option<[u8; reset::RESET_TOKEN_LEN]>,
     /// Where frames are decrypted. Message bodies are split off it, so a
     /// received message costs no allocation of its own (SPEC-independent:
     /// an implementation detail measured by the `session` benchmark).
@@ -535,6 +539,7 @@ impl Session {
             ping: None,
             scratch: Vec::new(),
             exporter: None,
+            reset_token: None,
             rx_buf: BytesMut::new(),
             config,
         };
