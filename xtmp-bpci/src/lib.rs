@@ -18,6 +18,8 @@
 //! - [`client`]: [`BpciClient`], typed methods for a BPI node.
 //! - [`resolver`]: [`RegistryResolver`], names resolved through the
 //!   registry with the record's signature checked.
+//! - [`watch`]: [`Watch`], bundle and event watches that resume after
+//!   reconnections from the last event they yielded.
 //!
 //! ```no_run
 //! # async fn demo(server_identity: xtmp_core::handshake::PublicIdentity,
@@ -40,6 +42,7 @@ pub mod schema;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 pub use client::{BpciClient, ClientError, EventStream, Notary, Wallet};
 pub use error::BpciError;
@@ -48,6 +51,7 @@ pub use schema::{Bundle, BundleState, Event, Hash, Receipt, WalletId};
 pub use server::{Admission, BpciServer};
 pub use service::{Config, Engine, Rules};
 pub use store::{MemoryStore, RedbStore, Store};
+pub use watch::{Watch, WatchItem};
 
 /// A CSPRNG seeded from the operating system, for signing.
 pub(crate) fn rng() -> rand_chacha::ChaCha20Rng {

@@ -31,12 +31,23 @@ struct Setup {
 
 impl Setup {
     async fn start(rt: Arc<dyn Runtime>, admission: Admission) -> Setup {
+        let config = Config { initial_balance: 1000, ..Config::default() };
+        Setup::start_on(rt, admission, Arc::new(MemoryStore::new()), config, 0).await
+    }
+
+    /// A server on `store` with `config`, listening on `port` (0: any).
+    async fn start_on(
+        rt: Arc<dyn Runtime>,
+        admission: Admission,
+        store: Arc<MemoryStore>,
+        config: Config,
+        port: u16,
+    ) -> Setup {
         let identity = keys(1);
-        let rules =
-            Rules::new(Config { initial_balance: 1000, ..Config::default() }, Arc::new(RustCrypto), identity.clone());
-        let engine = Engine::start(Arc::new(MemoryStore::new()), rules, 2).unwrap();
+        let rules = Rules::new(config, Arc::new(RustCrypto), identity.clone());
+        let engine = Engine::start(store, rules, 2).unwrap();
         let setup = server::setup(identity.clone(), Arc::new(RustCrypto), admission);
-        let listeners = [(Transport::Tcp, "127.0.0.1:0".parse().unwrap())];
+        let listeners = [(Transport::Tcp, format!("127.0.0.1:{port}").parse().unwrap())];
         let server = BpciServer::start(rt.clone(), setup, &listeners, engine).await.unwrap();
         let endpoint = Endpoint::from_addr(Transport::Tcp, server.local_addr());
         Setup { rt, server, identity, endpoint }
@@ -231,6 +242,126 @@ async fn names_resolve_through_the_signed_registry(rt: Arc<dyn Runtime>) {
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+fn bundle_request(notary: &Notary, n: u8) -> SubmitRequest {
+    let txs = (0..=n).map(|i| schema::Hash::of(&[b'w', n, i])).collect();
+    let bundle = service::bundle_of(txs, 10, now(), now() + 60_000);
+    let approvals = vec![notary.approve(&bundle)];
+    SubmitRequest { bundle, approvals }
+}
+
+/// Reads `w` until `n` bundles confirmed, returning every event read.
+async fn until_confirmed(w: &mut xtmp_bpci::Watch, n: usize, seen: &mut Vec<schema::Event>) {
+    let mut confirmed = 0;
+    while confirmed < n {
+        match w.next().await.expect("the watch runs").expect("no error") {
+            xtmp_bpci::WatchItem::Event(e) => {
+                if e.state == Some(BundleState::Confirmed) {
+                    confirmed += 1;
+                }
+                seen.push(e);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn a_watch_resumes_on_a_new_session_without_gap_or_duplicate(rt: Arc<dyn Runtime>) {
+    let store = Arc::new(MemoryStore::new());
+    let s = Setup::start_on(rt.clone(), Admission::Open, store.clone(), Config::default(), 0).await;
+    let port = s.server.local_addr().port();
+    let c = s.client(10).await;
+    let (_, notary) = notary(&c).await;
+    let watcher = s.client(12).await;
+    let start = c.sync(0, 1, None).await.unwrap().head;
+    let mut w = watcher.watch_events(Filter::default(), start);
+    for n in 0..3 {
+        c.submit(&bundle_request(&notary, n)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    until_confirmed(&mut w, 3, &mut seen).await;
+    // The server goes away and comes back on the same store and port: the
+    // watcher's client needs a new session, and its watch is renewed from
+    // the last event it yielded.
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+    let s = Setup::start_on(rt, Admission::Open, store, Config::default(), port).await;
+    let c = s.client(10).await;
+    for n in 3..6 {
+        c.submit(&bundle_request(&notary, n)).await.unwrap();
+    }
+    until_confirmed(&mut w, 3, &mut seen).await;
+    assert_eq!(watcher.transport().stats().sessions, 2, "the watcher needed a new session");
+    for (i, e) in seen.iter().enumerate() {
+        assert_eq!(e.seq, start + 1 + i as u64, "every event once, in order, across the new session");
+    }
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+async fn an_expired_cursor_resyncs_and_says_so(rt: Arc<dyn Runtime>) {
+    let config = Config { event_retention: 4, ..Config::default() };
+    let s = Setup::start_on(rt, Admission::Open, Arc::new(MemoryStore::new()), config, 0).await;
+    let c = s.client(10).await;
+    let (_, notary) = notary(&c).await;
+    let first = bundle_request(&notary, 0);
+    let id = first.bundle.id();
+    c.submit(&first).await.unwrap();
+    let mut w = c.watch_bundle(id, 0);
+    loop {
+        if let xtmp_bpci::WatchItem::Event(e) = w.next().await.unwrap().unwrap()
+            && e.state == Some(BundleState::Confirmed)
+        {
+            break;
+        }
+    }
+    assert!(w.next().await.is_none(), "a bundle watch ends at the final state");
+    for n in 1..4 {
+        c.submit(&bundle_request(&notary, n)).await.unwrap();
+    }
+    let mut all = c.watch_events(Filter::default(), 0);
+    until_confirmed_or_resync(&mut all).await;
+    s.server.engine().maintain().await;
+    assert!(matches!(code(c.sync(0, 10, None).await.unwrap_err()), BpciError::CursorExpired { .. }));
+    // The first bundle's events are gone now: a watch from 0 is told, gets
+    // the bundle's state, and (final) ends.
+    let mut late = c.watch_bundle(id, 0);
+    match late.next().await.unwrap().unwrap() {
+        xtmp_bpci::WatchItem::Resynced { after, resumed_after, statuses } => {
+            assert_eq!(after, 0);
+            assert!(resumed_after > 0);
+            assert_eq!(statuses.len(), 1);
+            assert_eq!((statuses[0].bundle_id, statuses[0].state), (id, BundleState::Confirmed));
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    assert!(late.next().await.is_none());
+    // A watch of everything carries on from the oldest event kept.
+    let mut everything = c.watch_events(Filter::default(), 0);
+    let resumed = match everything.next().await.unwrap().unwrap() {
+        xtmp_bpci::WatchItem::Resynced { resumed_after, statuses, .. } => {
+            assert!(statuses.is_empty());
+            resumed_after
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    };
+    match everything.next().await.unwrap().unwrap() {
+        xtmp_bpci::WatchItem::Event(e) => assert_eq!(e.seq, resumed + 1),
+        other => panic!("{other:?}"),
+    }
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// Reads a watch of everything until the last submitted bundle is
+/// confirmed (so every event exists before the trim).
+async fn until_confirmed_or_resync(w: &mut xtmp_bpci::Watch) {
+    let mut confirmed = 0;
+    while confirmed < 4 {
+        if let xtmp_bpci::WatchItem::Event(e) = w.next().await.unwrap().unwrap()
+            && e.state == Some(BundleState::Confirmed)
+        {
+            confirmed += 1;
+        }
+    }
+}
+
 fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(Arc<dyn Runtime>) -> F) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = rt.enter();
@@ -257,4 +388,6 @@ on_both_runtimes!(
     a_watcher_sees_every_transition_and_the_receipt_verifies,
     only_listed_nodes_get_in,
     names_resolve_through_the_signed_registry,
+    a_watch_resumes_on_a_new_session_without_gap_or_duplicate,
+    an_expired_cursor_resyncs_and_says_so,
 );

@@ -78,7 +78,7 @@ struct Pending {
 /// One of the application's subscriptions, across sessions.
 struct Sub {
     message_type: MessageType,
-    filter: Bytes,
+    filter: super::SubscriptionFilter,
     sink: mpsc::UnboundedSender<SubEvent>,
     /// Until the server accepts: the caller's answer and its stream.
     opening: Option<(oneshot::Sender<Result<Subscription, Error>>, Subscription)>,
@@ -462,7 +462,7 @@ impl Driver {
 
     fn open_subscription(&mut self, key: u64) {
         let Some(sub) = self.subs.get_mut(&key) else { return };
-        match self.session.subscribe(sub.message_type, sub.filter.clone(), SendOptions::default()) {
+        match self.session.subscribe(sub.message_type, sub.filter.body(), SendOptions::default()) {
             Ok(id) => {
                 sub.current = Some(id);
                 self.by_id.insert(id, key);

@@ -123,7 +123,7 @@ pub(crate) enum Command {
     },
     Subscribe {
         message_type: MessageType,
-        filter: Bytes,
+        filter: SubscriptionFilter,
         /// What the new [`Subscription`] sends its reads and its leaving on
         /// (the driver holds no sender itself: when every handle is gone,
         /// the channel ends and the session closes).
@@ -154,6 +154,23 @@ impl std::fmt::Debug for Command {
             Command::Abort => "Abort",
             Command::Rekey(_) => "Rekey",
         })
+    }
+}
+
+/// A subscription's filter: the same body on every (re)opening, or one
+/// made anew each time (see [`Client::subscribe_renewing`]).
+#[derive(Clone)]
+pub(crate) enum SubscriptionFilter {
+    Fixed(Bytes),
+    Renewed(Arc<dyn Fn() -> Bytes + Send + Sync>),
+}
+
+impl SubscriptionFilter {
+    pub(crate) fn body(&self) -> Bytes {
+        match self {
+            SubscriptionFilter::Fixed(b) => b.clone(),
+            SubscriptionFilter::Renewed(f) => f(),
+        }
     }
 }
 
@@ -412,6 +429,24 @@ impl Client {
     /// `filter`; resolves once the server accepted (or refused, as
     /// [`Error::Remote`]).
     pub async fn subscribe(&self, message_type: MessageType, filter: Bytes) -> Result<Subscription, Error> {
+        self.open(message_type, SubscriptionFilter::Fixed(filter)).await
+    }
+
+    /// [`Client::subscribe`] with a filter made by `filter` each time the
+    /// subscription is opened: at first, and again on each new session
+    /// after a reconnection. A subscriber whose items carry a cursor
+    /// (a sequence number) makes the renewed filter ask for what comes
+    /// after the last item it read, so it resumes where it stopped rather
+    /// than where it first started.
+    pub async fn subscribe_renewing(
+        &self,
+        message_type: MessageType,
+        filter: impl Fn() -> Bytes + Send + Sync + 'static,
+    ) -> Result<Subscription, Error> {
+        self.open(message_type, SubscriptionFilter::Renewed(Arc::new(filter))).await
+    }
+
+    async fn open(&self, message_type: MessageType, filter: SubscriptionFilter) -> Result<Subscription, Error> {
         let (tx, rx) = oneshot::channel();
         let commands = self.commands.clone();
         self.command(Command::Subscribe { message_type, filter, commands, reply: tx })?;

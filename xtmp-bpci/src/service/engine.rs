@@ -51,8 +51,13 @@ enum Answer {
 pub type Verdict = Result<(), String>;
 
 enum Job {
-    Write { op: WriteOp, reply: oneshot::Sender<Result<Answer, BpciError>> },
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<Answer, BpciError>>,
+    },
     Verdict(Hash, Verdict),
+    /// Expire and trim now (rather than at the next second), then answer.
+    Maintain(oneshot::Sender<()>),
     Stop,
 }
 
@@ -350,6 +355,17 @@ impl Engine {
         }
     }
 
+    /// Runs the periodic upkeep now (expire bundles past their deadline,
+    /// discard events beyond the retention) and resolves once it is
+    /// committed: for tests and operators; the writer does it each second
+    /// anyway.
+    pub async fn maintain(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.jobs.send(Job::Maintain(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Stops the threads after the writes queued so far are stored, and
     /// waits for the writer.
     pub fn shutdown(&self) {
@@ -471,7 +487,7 @@ impl Writer {
                 batch.truncate(pos);
             }
             let now = (self.clock)();
-            let maintain = now >= next_maintenance;
+            let maintain = now >= next_maintenance || batch.iter().any(|j| matches!(j, Job::Maintain(_)));
             if maintain {
                 next_maintenance = now + MAINTENANCE;
             }
@@ -489,7 +505,7 @@ impl Writer {
                                 self.release();
                                 let _ = reply.send(Err(BpciError::Internal { reason: e.to_string() }));
                             }
-                            v @ Job::Verdict(..) => retry.push(v),
+                            v @ (Job::Verdict(..) | Job::Maintain(_)) => retry.push(v),
                             Job::Stop => {}
                         }
                     }
@@ -540,7 +556,7 @@ impl Writer {
                             out.failed += 1;
                         }
                     }
-                    Job::Stop => {}
+                    Job::Maintain(_) | Job::Stop => {}
                 }
             }
             if maintain {
@@ -581,11 +597,15 @@ impl Writer {
         }
         let mut answers = out.answers.into_iter();
         for job in batch {
-            if let Job::Write { reply, .. } = job {
-                self.release();
-                let answer =
-                    answers.next().unwrap_or_else(|| Err(BpciError::Internal { reason: String::from("lost") }));
-                let _ = reply.send(answer);
+            match job {
+                Job::Write { reply, .. } => {
+                    self.release();
+                    let answer =
+                        answers.next().unwrap_or_else(|| Err(BpciError::Internal { reason: String::from("lost") }));
+                    let _ = reply.send(answer);
+                }
+                Job::Maintain(done) => drop(done.send(())),
+                Job::Verdict(..) | Job::Stop => {}
             }
         }
         for v in out.verify {
