@@ -30,6 +30,8 @@ use crate::error::BpciError;
 use crate::schema::{self, Event, EventKind, Filter, Hash, Status, StreamRequest};
 
 /// What a [`Watch`] yields.
+// The large variant is the common one: boxing it would allocate per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchItem {
     /// The next event.
