@@ -1,6 +1,9 @@
 //! The `bpci` command: `bpci serve` runs a BPCI server on a redb store;
 //! `bpci keygen` writes an identity (a server's, a node's, a wallet's or a
-//! notary's).
+//! notary's); `wallet`, `notary`, `bundle`, `registry` and `events` are the
+//! BPI node's side.
+
+mod client;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,10 +18,16 @@ use xtmp_core::crypto::{CryptoProvider, RustCrypto};
 use xtmp_core::handshake::{IdentityKeypair, KeyId, PublicIdentity};
 
 #[derive(Parser)]
-#[command(name = "bpci", version, about = "BPCI over XTMP: the server, and the keys of nodes, wallets and notaries")]
+#[command(
+    name = "bpci",
+    version,
+    about = "BPCI over XTMP: the server, and a BPI node's wallets, notaries, bundles and registry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    common: client::Common,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +40,25 @@ enum Command {
         /// Where to write it.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Wallets: new, register, balance, transfer.
+    #[command(subcommand)]
+    Wallet(client::WalletCmd),
+    /// Notaries: new, sign (a bundle file).
+    #[command(subcommand)]
+    Notary(client::NotaryCmd),
+    /// Bundles: submit, status, watch, receipt.
+    #[command(subcommand)]
+    Bundle(client::BundleCmd),
+    /// The registry: query, update, stamp.
+    #[command(subcommand)]
+    Registry(client::RegistryCmd),
+    /// Events after a cursor (and, with --follow, as they happen).
+    Events {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -83,12 +111,17 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let _entered = rt.enter();
+    let c = &cli.common;
     let result = match cli.command {
         Command::Keygen { out } => keygen(&out).map(|id| println!("{}", id.key_id())),
-        Command::Serve(s) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-            rt.block_on(serve(s))
-        }
+        Command::Serve(s) => rt.block_on(serve(s)),
+        Command::Wallet(w) => rt.block_on(client::wallet(c, w)),
+        Command::Notary(n) => rt.block_on(client::notary(c, n)),
+        Command::Bundle(b) => rt.block_on(client::bundle(c, b)),
+        Command::Registry(r) => rt.block_on(client::registry(c, r)),
+        Command::Events { after, follow } => rt.block_on(client::events(c, after, follow)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +147,11 @@ fn pub_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn keygen(out: &Path) -> Result<PublicIdentity, String> {
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn keygen(out: &Path) -> Result<PublicIdentity, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
