@@ -108,11 +108,32 @@ impl Watch {
         let (client, t, filter, last) =
             (self.client.clone(), self.message_type, self.filter.clone(), self.last.clone());
         self.opening = Some(Box::pin(async move {
-            let body = move || {
-                let req = StreamRequest { filter: Some(filter.clone()), after: Some(last.load(Ordering::Acquire)) };
-                Bytes::from(schema::to_canonical(&req))
-            };
-            client.transport().subscribe_renewing(t, body).await.map_err(ClientError::from)
+            loop {
+                let (filter, last) = (filter.clone(), last.clone());
+                let body = move || {
+                    let req = StreamRequest { filter: Some(filter.clone()), after: Some(last.load(Ordering::Acquire)) };
+                    Bytes::from(schema::to_canonical(&req))
+                };
+                match client.transport().subscribe_renewing(t, body).await {
+                    // The session failed under the subscription: once the
+                    // client has a session again, subscribe again.
+                    Err(e @ (xtmp_adapter::Error::Closed(_) | xtmp_adapter::Error::Send(_)))
+                        if !matches!(client.transport().state(), xtmp_adapter::ConnectionState::Closed(_)) =>
+                    {
+                        tracing::debug!(error = %e, "watch: subscribing again on the next session");
+                        loop {
+                            match client.transport().state_changed().await {
+                                xtmp_adapter::ConnectionState::Connected => break,
+                                xtmp_adapter::ConnectionState::Closed(r) => {
+                                    return Err(ClientError::Transport(xtmp_adapter::Error::Closed(r)));
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    r => return r.map_err(ClientError::from),
+                }
+            }
         }));
     }
 

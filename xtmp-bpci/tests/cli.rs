@@ -179,3 +179,17 @@ fn the_whole_flow_through_the_command_and_after_a_kill() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn the_demo_runs_and_confirms_every_bundle_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bpci"))
+        .args(["demo", "--bundles", "8", "--interval-ms", "5"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("8 submitted, 8 confirmed exactly once, 8 receipts verified offline"), "{text}");
+    assert!(text.contains("= 2000 (supply conserved)"), "{text}");
+    assert!(text.contains("the server stops abruptly"), "{text}");
+}

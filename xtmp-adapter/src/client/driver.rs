@@ -467,6 +467,10 @@ impl Driver {
                 sub.current = Some(id);
                 self.by_id.insert(id, key);
             }
+            Err(SendError::Closed) if !self.closing && self.backoff.is_some() && self.ready.is_none() => {
+                // The session is ending and the driver has not seen it
+                // end yet: the next session opens it (as for a send).
+            }
             Err(e) => {
                 if let Some(sub) = self.subs.remove(&key) {
                     end_sub(sub, Error::Send(e));

@@ -4,6 +4,7 @@
 //! BPI node's side.
 
 mod client;
+mod demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +54,16 @@ enum Command {
     /// The registry: query, update, stamp.
     #[command(subcommand)]
     Registry(client::RegistryCmd),
+    /// The whole application in one process: a server, a notary, two
+    /// wallets and a node submitting bundles, with a server restart.
+    Demo {
+        /// Bundles the node submits.
+        #[arg(long, default_value_t = 40)]
+        bundles: usize,
+        /// Milliseconds between two submissions.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+    },
     /// Events after a cursor (and, with --follow, as they happen).
     Events {
         #[arg(long, default_value_t = 0)]
@@ -122,6 +133,9 @@ fn main() -> ExitCode {
         Command::Bundle(b) => rt.block_on(client::bundle(c, b)),
         Command::Registry(r) => rt.block_on(client::registry(c, r)),
         Command::Events { after, follow } => rt.block_on(client::events(c, after, follow)),
+        Command::Demo { bundles, interval_ms } => {
+            rt.block_on(demo::run(bundles.max(2), std::time::Duration::from_millis(interval_ms)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
