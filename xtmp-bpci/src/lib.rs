@@ -18,6 +18,8 @@
 //! - [`client`]: [`BpciClient`], typed methods for a BPI node.
 //! - [`resolver`]: [`RegistryResolver`], names resolved through the
 //!   registry with the record's signature checked.
+//! - [`outbox`]: [`Outbox`], the node's durable queue of bundles and
+//!   transfers, sent until answered, once in effect across crashes.
 //! - [`watch`]: [`Watch`], bundle and event watches that resume after
 //!   reconnections from the last event they yielded.
 //!
@@ -37,6 +39,7 @@
 
 pub mod client;
 pub mod error;
+pub mod outbox;
 pub mod resolver;
 pub mod schema;
 pub mod server;
@@ -46,6 +49,7 @@ pub mod watch;
 
 pub use client::{BpciClient, ClientError, EventStream, Notary, Wallet};
 pub use error::BpciError;
+pub use outbox::{Outbox, OutboxError, OutboxStats};
 pub use resolver::{RegistryResolver, ServerRecord};
 pub use schema::{Bundle, BundleState, Event, Hash, Receipt, WalletId};
 pub use server::{Admission, BpciServer};

@@ -193,3 +193,74 @@ fn the_demo_runs_and_confirms_every_bundle_once() {
     assert!(text.contains("= 2000 (supply conserved)"), "{text}");
     assert!(text.contains("the server stops abruptly"), "{text}");
 }
+
+/// Issue 39's outbox test: a node process killed between queueing its
+/// bundles and their answers, restarted on the same outbox file, ends with
+/// every bundle confirmed exactly once.
+#[test]
+fn a_node_killed_before_its_answers_ends_with_every_bundle_confirmed_once() {
+    let mut b = Bpci { dir: tempfile::tempdir().unwrap(), endpoint: String::new() };
+    let mut server = b.serve("xtmp://127.0.0.1:0");
+    b.ok(&["wallet", "new", "--out", "owner.key"]);
+    b.ok(&["wallet", "register", "owner.key"]);
+    b.ok(&["notary", "new", "--out", "notary.key"]);
+    b.ok(&[
+        "registry",
+        "update",
+        "--name",
+        "notary-1",
+        "--role",
+        "notary",
+        "--key",
+        "notary.key.pub",
+        "--owner",
+        "owner.key",
+    ]);
+    let node = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpci"));
+        cmd.args(["node", "--outbox", "node.outbox", "--json"])
+            .args(extra)
+            .env("BPCI_XTMP_ENDPOINT", &b.endpoint)
+            .env("BPCI_NODE_IDENTITY", b.path("node.key"))
+            .env("BPCI_SERVER_KEY", b.path("server.key.pub"))
+            .env("RUST_LOG", "warn")
+            .current_dir(b.dir.path());
+        cmd
+    };
+    let mut first = node(&["--bundles", "40", "--notary", "notary.key", "--name", "notary-1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let queued: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(queued["queued"], 40, "every bundle is on disk before anything is answered");
+    // Let it get some answers, then kill it while it sends the rest.
+    for _ in 0..5 {
+        let l: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert!(l["answered"].is_string(), "{l}");
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let out = node(&[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((last["bundles"].as_u64(), last["confirmed"].as_u64()), (Some(40), Some(40)));
+    // The server's log: each bundle received once, confirmed once.
+    let log = b.run(&["events", "--after", "0"]);
+    let mut received = std::collections::HashMap::<String, (u32, u32)>::new();
+    for l in String::from_utf8(log.stdout).unwrap().lines() {
+        let e: Value = serde_json::from_str(l).unwrap();
+        if let Some(id) = e["bundle_id"].as_str() {
+            let c = received.entry(id.to_string()).or_default();
+            match e["state"].as_str() {
+                Some("Received") => c.0 += 1,
+                Some("Confirmed") => c.1 += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(received.len(), 40);
+    assert!(received.values().all(|c| *c == (1, 1)), "{received:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

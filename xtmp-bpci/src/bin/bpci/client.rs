@@ -490,3 +490,64 @@ pub(crate) async fn events(c: &Common, after: u64, follow: bool) -> Result<(), S
         }
     }
 }
+
+/// `bpci node`: a BPI node's loop over a durable outbox: queue `bundles`
+/// generated bundles (approved by the notary), send everything the outbox
+/// holds, then follow every bundle it sent to a final state.
+pub(crate) async fn node(
+    c: &Common,
+    outbox: &Path,
+    notary: Option<(&Path, &str)>,
+    bundles: usize,
+) -> Result<(), String> {
+    let bpci = connect(c).await?;
+    let ob = xtmp_bpci::Outbox::open(outbox, bpci.clone(), xtmp_tokio::Tokio::shared(), 100_000)
+        .map_err(|e| e.to_string())?;
+    if bundles > 0 {
+        let (key, name) = notary.ok_or("--notary and --name are needed to approve new bundles")?;
+        let n = Notary::new(name, Arc::new(load_keys(key)?));
+        let now = crate::now_ms();
+        for i in 0..bundles {
+            let txs = (0..4).map(|t| Hash::of(format!("{} {now} {i} {t}", outbox.display()).as_bytes())).collect();
+            let bundle = xtmp_bpci::service::bundle_of(txs, 10 + i as u64, now, now + 3_600_000);
+            let req = SubmitRequest { approvals: vec![n.approve(&bundle)], bundle };
+            ob.submit(&req).map_err(|e| e.to_string())?;
+        }
+    }
+    let s = ob.stats().map_err(|e| e.to_string())?;
+    print(
+        c.json,
+        json!({ "queued": s.pending, "answered": s.answered }),
+        format!("outbox: {} to send, {} answered", s.pending, s.answered),
+    );
+    let json_out = c.json;
+    ob.flush_with(|id, seq| {
+        print(json_out, json!({ "answered": id.to_hex(), "seq": seq }), format!("answered {id} (event {seq})"))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let s = ob.stats().map_err(|e| e.to_string())?;
+    print(
+        c.json,
+        json!({ "sent": s.answered, "refused": s.refused, "retries": s.retries }),
+        format!("outbox: {} answered, {} refused, {} retries", s.answered, s.refused, s.retries),
+    );
+    loop {
+        let head = bpci.sync(0, 1, None).await.map_err(refused)?.head;
+        let left = ob.reconcile().await.map_err(|e| e.to_string())?;
+        if left == 0 {
+            break;
+        }
+        // Wait for the next event rather than poll on a timer.
+        let mut w = bpci.watch_events(Filter::default(), head);
+        w.next().await;
+    }
+    let all = ob.bundles().map_err(|e| e.to_string())?;
+    let confirmed = all.iter().filter(|(_, s)| *s == Some(schema::BundleState::Confirmed)).count();
+    print(
+        c.json,
+        json!({ "bundles": all.len(), "confirmed": confirmed }),
+        format!("outbox: {} bundles, {confirmed} confirmed", all.len()),
+    );
+    Ok(())
+}

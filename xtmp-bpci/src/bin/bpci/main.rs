@@ -64,6 +64,22 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         interval_ms: u64,
     },
+    /// A BPI node on a durable outbox: queue generated bundles, send
+    /// everything queued (again after a crash), follow them to a final state.
+    Node {
+        /// The outbox file (created if missing).
+        #[arg(long)]
+        outbox: PathBuf,
+        /// New bundles to queue (0: only send what the outbox holds).
+        #[arg(long, default_value_t = 0)]
+        bundles: usize,
+        /// The notary identity that approves new bundles.
+        #[arg(long)]
+        notary: Option<PathBuf>,
+        /// The notary's registry name.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Events after a cursor (and, with --follow, as they happen).
     Events {
         #[arg(long, default_value_t = 0)]
@@ -133,6 +149,10 @@ fn main() -> ExitCode {
         Command::Bundle(b) => rt.block_on(client::bundle(c, b)),
         Command::Registry(r) => rt.block_on(client::registry(c, r)),
         Command::Events { after, follow } => rt.block_on(client::events(c, after, follow)),
+        Command::Node { outbox, bundles, notary, name } => {
+            let notary = notary.as_deref().zip(name.as_deref());
+            rt.block_on(client::node(c, &outbox, notary, bundles))
+        }
         Command::Demo { bundles, interval_ms } => {
             rt.block_on(demo::run(bundles.max(2), std::time::Duration::from_millis(interval_ms)))
         }
