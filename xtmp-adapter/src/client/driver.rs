@@ -15,6 +15,9 @@
 //! and the driver task is woken only when something is left for it (a
 //! link that did not take everything, or a timer to move earlier).
 
+mod reconnect;
+mod subscriptions;
+
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
@@ -460,25 +463,6 @@ impl Driver {
         }
     }
 
-    fn open_subscription(&mut self, key: u64) {
-        let Some(sub) = self.subs.get_mut(&key) else { return };
-        match self.session.subscribe(sub.message_type, sub.filter.body(), SendOptions::default()) {
-            Ok(id) => {
-                sub.current = Some(id);
-                self.by_id.insert(id, key);
-            }
-            Err(SendError::Closed) if !self.closing && self.backoff.is_some() && self.ready.is_none() => {
-                // The session is ending and the driver has not seen it
-                // end yet: the next session opens it (as for a send).
-            }
-            Err(e) => {
-                if let Some(sub) = self.subs.remove(&key) {
-                    end_sub(sub, Error::Send(e));
-                }
-            }
-        }
-    }
-
     fn close(&mut self, abort: bool) {
         if self.finished {
             return;
@@ -619,166 +603,6 @@ impl Driver {
                     return (progress, self.flush_pending);
                 }
             }
-        }
-    }
-
-    /// The link of `path` broke: the session loses the path, and the
-    /// driver dials a new one if none is left.
-    fn link_lost(&mut self, path: PathId) {
-        self.drop_link(path);
-        if self.dead {
-            return;
-        }
-        self.session.path_closed(path);
-        if !self.connected {
-            // A handshake's only path: this attempt failed.
-            self.session.abort(self.now(), CloseCode::NO_ERROR, "connection lost during the handshake");
-            return;
-        }
-        self.after_link_gone();
-    }
-
-    /// Forgets `path`'s link, and the rest of a transmit it was writing:
-    /// the session may give the id to the next path, which must not get
-    /// half a frame.
-    fn drop_link(&mut self, path: PathId) {
-        self.links.retain(|(p, _)| *p != path);
-        if self.unsent.is_some_and(|(p, _, _)| p == path) {
-            self.unsent = None;
-        }
-    }
-
-    /// A link went. With none left the client is reconnecting; a hybrid
-    /// client whose datagram path still works dials a new stream in the
-    /// background (its traffic goes on the datagram path meanwhile).
-    fn after_link_gone(&mut self) {
-        self.count_paths();
-        if !self.connected || self.closing {
-            return;
-        }
-        if self.links.is_empty() {
-            tracing::info!("connection lost: reconnecting");
-            self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
-            self.schedule_retry();
-        } else if !self.links.iter().any(|(_, l)| l.kind() == self.dial.kind) {
-            self.schedule_retry();
-        } else {
-            self.schedule_datagram_retry();
-        }
-    }
-
-    /// A hybrid client that lost its datagram path (it stopped delivering,
-    /// its validation failed, or its socket could not be opened) while the
-    /// stream works opens another after the reconnection policy's backoff.
-    fn schedule_datagram_retry(&mut self) {
-        let has = self.links.iter().any(|(_, l)| l.kind() == PathKind::Datagram);
-        if !self.dial.hybrid || has || self.dialing_datagram.is_some() || self.datagram_retry_at.is_some() {
-            return;
-        }
-        if let Some(d) = self.backoff.as_ref().and_then(|b| b.delay(self.datagram_attempt, self.rng.next_u32())) {
-            self.datagram_attempt += 1;
-            self.datagram_retry_at = Some(self.tick + d);
-        }
-    }
-
-    /// A hybrid client opens its datagram path once connected, unless it
-    /// has one.
-    fn ensure_datagram(&mut self) {
-        let has = self.links.iter().any(|(_, l)| l.kind() == PathKind::Datagram);
-        if self.dial.hybrid && !has && self.dialing_datagram.is_none() && !self.closing {
-            self.dialing_datagram = Some(self.rt.dial(self.dial.addr, PathKind::Datagram));
-        }
-    }
-
-    fn schedule_retry(&mut self) {
-        if self.retry_at.is_some() || self.dialing.is_some() {
-            return;
-        }
-        let Some(backoff) = &self.backoff else {
-            if self.dead {
-                self.finish(CloseReason::PathsLost);
-            }
-            return;
-        };
-        match backoff.delay(self.attempt, self.rng.next_u32()) {
-            Some(d) => self.retry_at = Some(self.tick + d),
-            None => {
-                // Out of attempts.
-                if !self.dead {
-                    self.session.abort(self.now(), CloseCode::NO_ERROR, "reconnection attempts exhausted");
-                }
-                self.backoff = None;
-                self.finish(CloseReason::PathsLost);
-            }
-        }
-    }
-
-    fn poll_dial(&mut self, cx: &mut Context<'_>) -> bool {
-        let datagram = self.poll_dial_datagram(cx);
-        let Some(fut) = &mut self.dialing else { return datagram };
-        let Poll::Ready(r) = fut.as_mut().poll(cx) else { return false };
-        self.dialing = None;
-        match r {
-            Ok(link) if self.dead => self.new_session(link),
-            Ok(link) => match self.session.add_path(self.dial.kind, false) {
-                Some(id) => {
-                    tracing::info!(path = id.0, "redialed: a new connection for the live session");
-                    telemetry::count("xtmp_client_reconnections_total", &[("how", "path")], 1);
-                    self.links.push((id, link));
-                    self.shared.update_stats(|s| s.paths_redialed += 1);
-                    self.ensure_datagram();
-                }
-                None => {
-                    // The session takes no more paths: start over.
-                    self.session.abort(self.now(), CloseCode::NO_ERROR, "no room for a new path");
-                }
-            },
-            Err(e) => {
-                self.attempt += 1;
-                tracing::info!(attempt = self.attempt, error = %e, "reconnection attempt failed");
-                self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
-                self.schedule_retry();
-            }
-        }
-        true
-    }
-
-    /// A hybrid client's datagram socket opened: it joins the session as
-    /// a path (validated by the session before it carries data). One that
-    /// cannot be opened leaves the session on its stream.
-    fn poll_dial_datagram(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(fut) = &mut self.dialing_datagram else { return false };
-        let Poll::Ready(r) = fut.as_mut().poll(cx) else { return false };
-        self.dialing_datagram = None;
-        if !self.connected || self.dead || self.closing {
-            return true;
-        }
-        match r.ok().map(|link| (self.session.add_path(PathKind::Datagram, false), link)) {
-            Some((Some(id), link)) => self.links.push((id, link)),
-            // The session takes no more paths: it keeps its stream.
-            Some((None, _)) => {}
-            None => self.schedule_datagram_retry(),
-        }
-        true
-    }
-
-    fn new_session(&mut self, link: Box<dyn Link>) {
-        let now = self.now();
-        match Session::connect(now, self.config.clone(), self.client.clone(), self.dial.kind, &mut self.rng) {
-            Ok(s) => {
-                self.session = s;
-                self.dead = false;
-                self.connected = false;
-                self.blocked = false;
-                self.links = vec![(PathId(0), link)];
-                self.unsent = None;
-                self.dialing_datagram = None;
-                self.datagram_retry_at = None;
-                self.datagram_attempt = 0;
-            }
-            // The same configuration made the first session: only the
-            // provider can fail here.
-            Err(_) => self.finish(CloseReason::Internal("a new session could not start")),
         }
     }
 
@@ -945,57 +769,6 @@ impl Driver {
                 let _ = self.session.respond_error(m.id, ErrorCode::UNKNOWN_TYPE, "this client serves no requests");
             }
             _ => {}
-        }
-    }
-
-    fn on_subscription_answer(&mut self, key: u64, m: Message) {
-        let refused = m.error();
-        let Some(sub) = self.subs.get_mut(&key) else { return };
-        match (refused, sub.opening.take()) {
-            (None, Some((reply, subscription))) => {
-                if let Err(Ok(s)) = reply.send(Ok(subscription)) {
-                    // The caller stopped waiting: leave at once.
-                    drop(s);
-                }
-            }
-            (None, None) => {}
-            (Some((code, reason)), opening) => {
-                if let Some(id) = sub.current.take() {
-                    self.by_id.remove(&id);
-                }
-                if let Some(sub) = self.subs.remove(&key) {
-                    match opening {
-                        Some((reply, _)) => drop(reply.send(Err(Error::Remote { code, reason }))),
-                        None => drop(sub.sink.unbounded_send(SubEvent::End(SubscriptionEnd::Refused { code, reason }))),
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_item(&mut self, id: SubscriptionId, m: Message) {
-        let Some(sub) = self.by_id.get(&id).and_then(|k| self.subs.get_mut(k)) else {
-            // Left already: release what it holds.
-            if m.reliable {
-                self.session.release_item(id);
-            }
-            return;
-        };
-        if !m.reliable && sub.best_effort_unread >= self.config.subscription_queue {
-            self.shared.update_stats(|s| s.items_dropped += 1);
-            return;
-        }
-        let reliable = m.reliable;
-        if sub.sink.unbounded_send(SubEvent::Item(m)).is_err() {
-            if reliable {
-                self.session.release_item(id);
-            }
-            return;
-        }
-        if reliable {
-            sub.reliable_unread += 1;
-        } else {
-            sub.best_effort_unread += 1;
         }
     }
 

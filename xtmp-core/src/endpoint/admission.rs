@@ -1,0 +1,274 @@
+//! Admission of new sessions (SPEC.md 3.2, 3.7.1): ClientHellos from
+//! remotes with no session yet, reassembled under the half-open limits,
+//! Retry cookies under load, and stateless Resets for sealed frames of
+//! sessions this endpoint does not hold.
+
+use alloc::vec::Vec;
+
+use rand_core::Rng as _;
+
+use super::{Endpoint, EndpointEvent, Entry, Remote, RemoteKind, RetryPolicy, SessionHandle};
+use crate::crypto::{AeadAlgorithm, AeadKey, NONCE_LEN, Secret, TAG_LEN};
+use crate::handshake::{ServerHandshake, messages};
+use crate::session::carrier::FlightRecv;
+use crate::session::codec::{self, HandshakeChunk};
+use crate::session::{ConnectError, PathId, Session};
+use crate::time::Instant;
+use crate::wire::{Flags, Frame, Header, MessageType};
+
+/// A ClientHello being reassembled.
+pub(super) struct PartialHello {
+    pub(super) recv: FlightRecv,
+    pub(super) received: usize,
+}
+
+/// A key that seals Retry tokens, and its generation.
+pub(super) struct TokenKey {
+    generation: u8,
+    aead: alloc::boxed::Box<dyn AeadKey>,
+    counter: u64,
+    created: Instant,
+}
+
+pub(super) const TOKEN_LEN: usize = 1 + 8 + 8 + TAG_LEN;
+
+impl Endpoint {
+    /// A frame from a remote with no session yet: only ClientHello chunks
+    /// are accepted.
+    pub(super) fn unrouted(&mut self, remote: Remote, frame: &Frame<'_>, datagram_len: usize) {
+        let h = frame.header();
+        let chunk = (h.message_type == MessageType::HANDSHAKE && !h.flags.contains(Flags::ENCRYPTED))
+            .then(|| HandshakeChunk::parse(frame.payload()))
+            .flatten();
+        if chunk.is_some_and(|c| c.stage == codec::STAGE_CLIENT_FLIGHT) {
+            // The client's final flight from a new address: it was rebound
+            // after it read our flight. The flight authenticates itself;
+            // the new address becomes a path only once a sealed frame from
+            // it opens (SPEC.md 3.2).
+            match self.sessions.get_mut(&h.session_id) {
+                Some(e) if !e.session.is_established() => {
+                    e.session.handle_relayed_handshake(self.now, frame);
+                    self.collect(h.session_id);
+                }
+                _ => self.stats.dropped += 1,
+            }
+            return;
+        }
+        let Some(chunk) = chunk.filter(|c| c.stage == codec::STAGE_CLIENT_HELLO) else {
+            self.stats.dropped += 1;
+            if h.flags.contains(Flags::ENCRYPTED) && !self.sessions.contains_key(&h.session_id) {
+                self.reset(remote, h.session_id, datagram_len);
+            }
+            return;
+        };
+        let key = (remote, h.session_id);
+        if let Some(&sid) = self.by_hello.get(&h.session_id) {
+            // A retransmitted hello for a session we created: it has lost
+            // our flight (its route moved on, e.g. a new stream).
+            let now = self.now;
+            if let Some(e) = self.entry_for_input(sid) {
+                let mut raw = frame.raw_header().to_vec();
+                raw.extend_from_slice(frame.payload());
+                e.session.handle_input(now, PathId(0), &raw);
+            }
+            self.collect(sid);
+            return;
+        }
+        if !self.hellos.contains_key(&key) {
+            if !self.accepting
+                || self.half_open() >= self.config.max_half_open
+                || self.sessions.len() >= self.config.max_sessions
+            {
+                self.stats.hellos_shed += 1;
+                return;
+            }
+            if self.half_open_from(remote.addr.ip()) >= self.config.max_half_open_per_address {
+                self.stats.hellos_shed_per_address += 1;
+                return;
+            }
+            let hello = PartialHello { recv: FlightRecv::new(), received: 0 };
+            self.hellos.insert(key, self.now, remote.addr.ip(), hello);
+        }
+        let Some(partial) = self.hellos.get_mut(&key) else { return };
+        partial.received += if remote.kind == RemoteKind::Datagram { datagram_len } else { frame.encoded_len() };
+        if partial.recv.insert(chunk.offset, chunk.data).is_err() {
+            self.hellos.remove(&key);
+            self.stats.dropped += 1;
+            return;
+        }
+        let complete = match messages::split_message(partial.recv.prefix()) {
+            Ok(Some((_, _, n))) => Some(n),
+            Ok(None) => None,
+            Err(_) => {
+                self.hellos.remove(&key);
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        if let Some(n) = complete {
+            let Some(partial) = self.hellos.remove(&key) else { return };
+            let hello = partial.recv.prefix()[..n].to_vec();
+            self.admit(remote, h.session_id, &hello, partial.received);
+        }
+    }
+
+    /// A sealed frame names session `sid`, which this endpoint does not
+    /// hold: with a reset key, answer with a Reset (SPEC.md 3.7.1), within
+    /// the rate, and over UDP only for a datagram longer than the Reset
+    /// (so two endpoints can never keep resetting each other, and a Reset
+    /// amplifies nothing).
+    pub(super) fn reset(&mut self, remote: Remote, sid: u64, datagram_len: usize) {
+        let Some(key) = self.config.server.reset_key.clone() else { return };
+        let short = remote.kind == RemoteKind::Datagram && datagram_len <= crate::session::reset::RESET_FRAME_LEN;
+        if short || !self.resets.take(self.now) {
+            self.stats.resets_withheld += 1;
+            return;
+        }
+        let frame = crate::session::reset::reset_frame(&*self.config.server.provider, &key, sid);
+        self.stateless.push_back((remote, frame));
+        self.stats.resets_sent += 1;
+    }
+
+    pub(super) fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize) {
+        let summary = match ServerHandshake::check_hello(&self.config.server, hello) {
+            Ok(s) if s.client_session_id == client_sid => s,
+            _ => {
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        let mut validated = remote.kind == RemoteKind::Stream;
+        if remote.kind == RemoteKind::Datagram {
+            if !summary.token.is_empty() {
+                if !self.check_token(&remote, &summary.client_random, &summary.token) {
+                    self.stats.tokens_rejected += 1;
+                    return;
+                }
+                validated = true;
+            } else if self.wants_retry() {
+                let token = self.make_token(&remote, &summary.client_random);
+                let retry = crate::handshake::retry_message(&token);
+                let mut payload = alloc::vec![0u8; codec::HANDSHAKE_HEADER_LEN];
+                HandshakeChunk::write_header(codec::STAGE_RETRY, 0, 0, &mut payload);
+                payload.extend_from_slice(&retry);
+                let header = Header::new(MessageType::HANDSHAKE_ACK, client_sid, 0);
+                let mut out = alloc::vec![0u8; crate::wire::HEADER_LEN + payload.len()];
+                if Frame::encode(&header, &payload, &mut out).is_ok() {
+                    self.stateless.push_back((remote, out));
+                    self.stats.retries_sent += 1;
+                }
+                return;
+            }
+        }
+        let session = Session::accept(
+            self.now,
+            self.config.session.clone(),
+            self.config.server.clone(),
+            remote.path_kind(),
+            hello,
+            received,
+            &mut self.rng,
+        );
+        let mut session = match session {
+            Ok(s) => s,
+            Err(ConnectError::Handshake(_) | ConnectError::Config(_)) => {
+                self.stats.hellos_refused += 1;
+                return;
+            }
+        };
+        if validated {
+            session.validate_path(PathId(0));
+        }
+        let sid = session.local_session_id();
+        if self.sessions.contains_key(&sid) || self.retired.contains_key(&sid) {
+            // A 2^-64 collision: refuse rather than confuse two sessions.
+            return;
+        }
+        self.stats.sessions_created += 1;
+        self.routes.insert(remote, sid);
+        self.unrouted_streams.remove(&remote);
+        self.by_hello.insert(client_sid, sid);
+        let origin = remote.addr.ip();
+        let entry = Entry {
+            session,
+            paths: alloc::vec![Some(remote)],
+            hello_key: client_sid,
+            held: 0,
+            handshaking: true,
+            origin,
+            deadline: None,
+            stale: false,
+            queued: false,
+        };
+        self.handshaking += 1;
+        *self.handshaking_from.entry(origin).or_default() += 1;
+        self.sessions.insert(sid, entry);
+        self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
+        self.collect(sid);
+    }
+
+    pub(super) fn wants_retry(&self) -> bool {
+        match self.config.retry {
+            RetryPolicy::Never => false,
+            RetryPolicy::Always => true,
+            RetryPolicy::UnderLoad(n) => self.half_open() >= n,
+        }
+    }
+
+    pub(super) fn token_key(&mut self) -> Option<&mut TokenKey> {
+        let stale = self.token_keys[0].as_ref().is_none_or(|k| self.now >= k.created + self.config.token_key_lifetime);
+        if stale {
+            let mut key = Secret::<32>::zero();
+            self.rng.fill_bytes(key.expose_mut());
+            let generation = self.token_keys[0].as_ref().map_or(0, |k| k.generation.wrapping_add(1));
+            let aead = self.config.server.provider.aead(AeadAlgorithm::Aes256Gcm, &key).ok()?;
+            let fresh = TokenKey { generation, aead, counter: 0, created: self.now };
+            self.token_keys[1] = self.token_keys[0].replace(fresh);
+        }
+        self.token_keys[0].as_mut()
+    }
+
+    /// `generation u8 ‖ counter u64 ‖ AEAD(issued_at u64) ‖ tag`, the
+    /// associated data binding the remote address and the client random.
+    pub(super) fn make_token(&mut self, remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
+        let now = self.now.as_nanos();
+        let aad = token_aad(remote, client_random);
+        let Some(key) = self.token_key() else { return Vec::new() };
+        key.counter += 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&key.counter.to_be_bytes());
+        let mut body = now.to_be_bytes();
+        let Ok(tag) = key.aead.seal(&nonce, &aad, &mut body) else { return Vec::new() };
+        let mut t = Vec::with_capacity(TOKEN_LEN);
+        t.push(key.generation);
+        t.extend_from_slice(&key.counter.to_be_bytes());
+        t.extend_from_slice(&body);
+        t.extend_from_slice(&tag);
+        t
+    }
+
+    pub(super) fn check_token(&mut self, remote: &Remote, client_random: &[u8; 32], token: &[u8]) -> bool {
+        if token.len() != TOKEN_LEN {
+            return false;
+        }
+        let _ = self.token_key();
+        let Some(key) = self.token_keys.iter().flatten().find(|k| k.generation == token[0]) else { return false };
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&token[1..9]);
+        let mut body: [u8; 8] = token[9..17].try_into().unwrap_or_default();
+        let tag: [u8; TAG_LEN] = token[17..].try_into().unwrap_or_default();
+        if key.aead.open(&nonce, &token_aad(remote, client_random), &mut body, &tag).is_err() {
+            return false;
+        }
+        let issued = Instant::from_nanos(u64::from_be_bytes(body));
+        issued <= self.now && self.now < issued + self.config.token_lifetime
+    }
+}
+
+fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(12 + 19 + 32);
+    aad.extend_from_slice(b"xtmp1 token");
+    aad.extend_from_slice(&remote.token_bytes());
+    aad.extend_from_slice(client_random);
+    aad
+}
