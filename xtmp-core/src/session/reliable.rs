@@ -6,7 +6,11 @@
 
 use alloc::vec::Vec;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+
+/// Bodies up to this long are copied out of the receive buffer (see
+/// `receive_data`); longer ones are split off it.
+pub(crate) const OWN_BODY_MAX: usize = 4 * 1024;
 
 use super::*;
 use crate::compression;
@@ -473,7 +477,20 @@ impl Session {
             // Refused before it is stored or acknowledged.
             Err(Refused::Violation(e.reason()))
         } else {
-            let body = plain.split().freeze().slice(at..);
+            // A small subscription item gets an allocation of its own: an
+            // application may hold items unread for long (it reads another
+            // stream), and each would otherwise pin the whole receive
+            // buffer it was decrypted into. A large one is split off without
+            // a copy (it pins at most RX_BUFFER_MIN / OWN_BODY_MAX times its
+            // size), as is every other message, which its caller takes at
+            // once (so the receive path of requests and responses allocates
+            // nothing).
+            let item = matches!(template.message.kind, MessageKind::Item(_));
+            let body = if item && plain.len() - at <= OWN_BODY_MAX {
+                Bytes::copy_from_slice(&plain[at..])
+            } else {
+                plain.split().freeze().slice(at..)
+            };
             let size = body.len();
             inbound.on_message(class, head.order, template.with_body(body), size, &limits, |m| self.deliver(m))
         };
