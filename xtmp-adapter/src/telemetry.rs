@@ -33,7 +33,7 @@
 //! | `xtmp_server_sessions_closed_total` | counter | `reason`: `closed` (either side closed it normally), `idle`, `handshake` (failed or timed out), `violation` (protocol violation or integrity limit), `lost`, `internal`, `other` |
 //! | `xtmp_server_requests_total` | counter | requests and messages handed to a handler |
 //! | `xtmp_server_requests_refused_total` | counter | `reason`: `unknown_type`, `in_flight`, `shutdown` |
-//! | `xtmp_server_connections_dropped_total` | counter | stream connections dropped for a malformed frame |
+//! | `xtmp_server_connections_dropped_total` | counter | stream connections dropped, by `reason` (`malformed stream`, `no handshake in time`, `path given up by its session`, `over the connection limit`); the warnings about them are at most one line a second per address prefix (/24, /64) |
 //!
 //! Without the feature these calls compile to nothing.
 

@@ -186,7 +186,39 @@ pub enum EndpointEvent {
     /// [`EndpointConfig::hello_timeout`] of its first byte (or of
     /// [`Endpoint::stream_opened`]). Nothing more is sent to it and bytes
     /// from it are dropped; the peer sees the reset and reconnects.
-    CloseRemote(Remote),
+    CloseRemote(Remote, CloseRemoteReason),
+}
+
+/// Why the endpoint asks for a connection to be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseRemoteReason {
+    /// Its stream broke the framing rules (SPEC.md 1.7): the next frame
+    /// boundary is lost.
+    Malformed,
+    /// It neither completed a handshake nor joined a session within the
+    /// hello timeout (silent, or a hello never finished).
+    NoHandshake,
+    /// It was a session's path and the session gave the path up (its frames
+    /// failed, or the session moved on).
+    PathFailed,
+}
+
+impl CloseRemoteReason {
+    /// A short name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseRemoteReason::Malformed => "malformed stream",
+            CloseRemoteReason::NoHandshake => "no handshake in time",
+            CloseRemoteReason::PathFailed => "path given up by its session",
+        }
+    }
+}
+
+impl fmt::Display for CloseRemoteReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// An endpoint's counters.
@@ -497,12 +529,12 @@ impl Endpoint {
                         Err(_) => {
                             // SPEC.md 1.7: the next frame boundary is lost.
                             self.stats.dropped += 1;
-                            return self.reset_stream(remote);
+                            return self.reset_stream(remote, CloseRemoteReason::Malformed);
                         }
                     };
                     let Ok((frame, _)) = Frame::decode(&raw, max) else {
                         self.stats.dropped += 1;
-                        return self.reset_stream(remote);
+                        return self.reset_stream(remote, CloseRemoteReason::Malformed);
                     };
                     if let Some(sid) = self.migration_target(&frame) {
                         // A known client's new connection: once its first
@@ -558,12 +590,12 @@ impl Endpoint {
 
     /// Forgets an unrouted stream remote and asks for its connection to be
     /// closed.
-    fn reset_stream(&mut self, remote: Remote) {
+    fn reset_stream(&mut self, remote: Remote, why: CloseRemoteReason) {
         self.deframers.remove(&remote);
         self.unrouted_streams.remove(&remote);
         self.hellos.remove_range((remote, 0)..=(remote, u64::MAX));
         self.stats.streams_reset += 1;
-        self.events.push_back(EndpointEvent::CloseRemote(remote));
+        self.events.push_back(EndpointEvent::CloseRemote(remote, why));
     }
 
     /// The established session an encrypted frame from an unknown remote
@@ -628,7 +660,7 @@ impl Endpoint {
                 self.routes.remove(&remote);
                 self.deframers.remove(&remote);
                 if remote.kind == RemoteKind::Stream {
-                    self.events.push_back(EndpointEvent::CloseRemote(remote));
+                    self.events.push_back(EndpointEvent::CloseRemote(remote, CloseRemoteReason::PathFailed));
                 }
             }
         }
@@ -830,7 +862,7 @@ impl Endpoint {
                 // It joined a session (a handshake, a reconnection).
                 self.unrouted_streams.remove(&remote);
             } else {
-                self.reset_stream(remote);
+                self.reset_stream(remote, CloseRemoteReason::NoHandshake);
             }
         }
         self.settle();

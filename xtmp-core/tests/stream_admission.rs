@@ -22,7 +22,7 @@ fn closes(p: &mut common::Pair) -> Vec<Remote> {
     let mut out = Vec::new();
     while let Some(e) = p.server.poll_event() {
         match e {
-            EndpointEvent::CloseRemote(r) => out.push(r),
+            EndpointEvent::CloseRemote(r, _) => out.push(r),
             EndpointEvent::Session(_, e) => p.server_events.push(e),
             _ => {}
         }

@@ -214,15 +214,18 @@ async fn sessions_and_requests_are_traced_and_counted_and_bad_peers_are_warned_a
     // A peer that sends garbage loses its connection, with a warning that
     // names it.
     let mut bad = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
-    let bad_addr = bad.local_addr().unwrap().to_string();
+    let bad_addr = bad.local_addr().unwrap().ip().to_string();
     bad.write_all(&[0x5a; 300]).await.unwrap();
     let mut rest = Vec::new();
     let _ = bad.read_to_end(&mut rest).await;
     assert!(rest.is_empty(), "the server answered garbage");
     let warned = collect.seen().into_iter().find(|e| e.level == Level::WARN).expect("a warning about the bad peer");
     assert_eq!(warned.fields.0.get("peer"), Some(&bad_addr), "{warned:?}");
+    assert_eq!(warned.fields.0.get("reason").map(String::as_str), Some("malformed stream"), "{warned:?}");
     assert!(warned.message().contains("connection dropped"), "{warned:?}");
-    assert_eq!(Metrics::take(&snap).counter("xtmp_server_connections_dropped_total", &[]), 1);
+    let dropped =
+        Metrics::take(&snap).counter("xtmp_server_connections_dropped_total", &[("reason", "malformed stream")]);
+    assert_eq!(dropped, 1);
     client.request(MessageType::REGISTRY_QUERY, Bytes::from_static(b"still")).await.unwrap();
 
     // A client that does not verify the server is warned at connection.

@@ -112,6 +112,8 @@ pub(crate) struct ServerDriver {
     requests_refused: u64,
     /// Accepting resumes at this time (after a listener failed).
     accept_paused: Option<Instant>,
+    /// Warnings about peers, at most a line a second per prefix.
+    warnings: super::warnings::PeerWarnings,
 }
 
 /// What one shard driver is given.
@@ -165,6 +167,7 @@ impl ServerDriver {
             shutdown: None,
             requests_refused: 0,
             accept_paused: None,
+            warnings: Default::default(),
         })
     }
 
@@ -240,8 +243,7 @@ impl ServerDriver {
                     break 'listeners;
                 };
                 if self.shared.connections.load(Ordering::Relaxed) >= self.limits.max_connections {
-                    tracing::warn!(peer = %addr, limit = self.limits.max_connections, "connection refused: too many");
-                    telemetry::count("xtmp_server_connections_dropped_total", &[], 1);
+                    warn_peer(&mut self.warnings, self.tick, addr.ip(), "over the connection limit");
                     self.shared.connections_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -446,6 +448,10 @@ impl ServerDriver {
         }
     }
 
+    fn warn_peer(&mut self, ip: std::net::IpAddr, reason: &'static str) {
+        warn_peer(&mut self.warnings, self.tick, ip, reason);
+    }
+
     fn events(&mut self) -> bool {
         let mut progress = false;
         while let Some(e) = self.endpoint.poll_event() {
@@ -471,10 +477,9 @@ impl ServerDriver {
                     self.sessions.insert(h, info);
                     telemetry::gauge("xtmp_server_sessions", self.sessions.len() as f64);
                 }
-                EndpointEvent::CloseRemote(remote) => {
+                EndpointEvent::CloseRemote(remote, why) => {
                     if remote.kind == RemoteKind::Stream {
-                        tracing::warn!(peer = %remote.addr, "connection dropped: its stream broke the framing rules");
-                        telemetry::count("xtmp_server_connections_dropped_total", &[], 1);
+                        self.warn_peer(remote.addr.ip(), why.name());
                     }
                     self.writers.remove(&remote);
                     self.endpoint.remote_closed(remote);
@@ -640,6 +645,9 @@ impl ServerDriver {
             return false;
         }
         self.endpoint.handle_timeout(self.now());
+        for line in self.warnings.flush(self.tick) {
+            log_line(&line);
+        }
         true
     }
 
@@ -748,6 +756,25 @@ impl<T> Future for Guarded<T> {
                 tracing::warn!("a handler panicked; its request is answered with an internal error");
                 Poll::Ready(Err(Rejection { code: ErrorCode::INTERNAL, reason: String::from("the handler panicked") }))
             }
+        }
+    }
+}
+
+/// A connection from `ip` closed for `reason`: counted (per reason) and
+/// logged at most once a second per address prefix.
+fn warn_peer(w: &mut super::warnings::PeerWarnings, now: Instant, ip: std::net::IpAddr, reason: &'static str) {
+    telemetry::count("xtmp_server_connections_dropped_total", &[("reason", reason)], 1);
+    for line in w.note(now, ip, reason) {
+        log_line(&line);
+    }
+}
+
+fn log_line(line: &super::warnings::Line) {
+    use super::warnings::Line;
+    match line {
+        Line::First { ip, reason } => tracing::warn!(peer = %ip, reason, "connection dropped"),
+        Line::Summary { prefix, count, reasons } => {
+            tracing::warn!(%prefix, count, %reasons, "connections dropped in the last second")
         }
     }
 }

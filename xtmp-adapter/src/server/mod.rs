@@ -15,6 +15,7 @@ mod driver;
 mod publisher;
 mod router;
 mod udp_group;
+mod warnings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

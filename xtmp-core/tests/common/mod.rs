@@ -243,7 +243,7 @@ impl Pair {
             match e {
                 EndpointEvent::NewSession(h, _) => self.handle = Some(h),
                 EndpointEvent::Session(_, e) => self.server_events.push(e),
-                EndpointEvent::CloseRemote(r) => {
+                EndpointEvent::CloseRemote(r, _) => {
                     // The connection is reset: the client's path breaks.
                     if let Some(i) = self.client_paths.iter().position(|p| *p == r) {
                         self.client.path_closed(PathId(i as u32));

@@ -53,7 +53,7 @@ impl World {
                     self.note(&[5, h.0], || "server".into(), "accept", || format!("{:016x} from {}", h.0, remote.addr));
                 }
                 EndpointEvent::Session(h, ev) => self.server_event(h, ev, now),
-                EndpointEvent::CloseRemote(remote) => {
+                EndpointEvent::CloseRemote(remote, _) => {
                     // The server resets a connection whose stream broke.
                     if let Some(&id) = self.conn_by_addr.get(&remote.addr) {
                         self.sever_conn(id, false);
