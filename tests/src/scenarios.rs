@@ -839,11 +839,22 @@ pub async fn slow_subscriber(pair: Pair) {
     // The subscriber's window (1 MiB by default) plus the publisher's queue
     // bound what was pushed and not read.
     assert!(stalled <= 2_000, "{stalled} items of 1 kB pushed to a subscriber that read none");
+    // What the application holds unread is reported, and bounded by the
+    // subscription's window (1 MiB by default) plus one item.
+    let st = client.stats();
+    assert!(st.items_unread > 0, "{st:?}");
+    assert_eq!(st.item_bytes_unread, st.items_unread * 1000, "{st:?}");
+    assert!(st.item_bytes_unread <= (1 << 20) + 1000, "{st:?}");
     for i in 0..5_000u32 {
         let item = sub.next().await.expect("the stream goes on");
         assert_eq!(item.body[0], i as u8, "out of order");
     }
     assert!(pushed.load(Ordering::SeqCst) >= 5_000);
+    // Leaving the subscription discards what it held unread.
+    drop(sub);
+    ask(&client, b"after").await;
+    let st = client.stats();
+    assert_eq!((st.items_unread, st.item_bytes_unread), (0, 0), "{st:?}");
 }
 
 /// Requests beyond the server's in-flight limit for a session are refused

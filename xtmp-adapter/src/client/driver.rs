@@ -92,6 +92,8 @@ struct Sub {
     reliable_unread: usize,
     stale_reliable: usize,
     best_effort_unread: usize,
+    /// Body bytes of the items handed over and not yet read.
+    bytes_unread: usize,
 }
 
 pub(crate) struct Driver {
@@ -332,20 +334,32 @@ impl Driver {
                     reliable_unread: 0,
                     stale_reliable: 0,
                     best_effort_unread: 0,
+                    bytes_unread: 0,
                 };
                 self.subs.insert(key, sub);
                 self.open_subscription(key);
             }
             Command::Unsubscribe(key) => {
-                if let Some(sub) = self.subs.remove(&key)
-                    && let Some(id) = sub.current
-                {
-                    self.by_id.remove(&id);
-                    let _ = self.session.unsubscribe(id);
+                if let Some(sub) = self.subs.remove(&key) {
+                    // Its unread items go with it.
+                    let items = (sub.reliable_unread + sub.stale_reliable + sub.best_effort_unread) as u64;
+                    self.shared.update_stats(|s| {
+                        s.items_unread = s.items_unread.saturating_sub(items);
+                        s.item_bytes_unread = s.item_bytes_unread.saturating_sub(sub.bytes_unread as u64);
+                    });
+                    if let Some(id) = sub.current {
+                        self.by_id.remove(&id);
+                        let _ = self.session.unsubscribe(id);
+                    }
                 }
             }
-            Command::ItemRead { key, reliable } => {
+            Command::ItemRead { key, reliable, len } => {
                 let Some(sub) = self.subs.get_mut(&key) else { return };
+                sub.bytes_unread = sub.bytes_unread.saturating_sub(len);
+                self.shared.update_stats(|s| {
+                    s.items_unread = s.items_unread.saturating_sub(1);
+                    s.item_bytes_unread = s.item_bytes_unread.saturating_sub(len as u64);
+                });
                 if !reliable {
                     sub.best_effort_unread = sub.best_effort_unread.saturating_sub(1);
                 } else if sub.stale_reliable > 0 {

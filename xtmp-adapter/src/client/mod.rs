@@ -134,6 +134,8 @@ pub(crate) enum Command {
     ItemRead {
         key: u64,
         reliable: bool,
+        /// The item's body length.
+        len: usize,
     },
     Close {
         grace: Duration,

@@ -48,6 +48,13 @@ pub struct ClientStats {
     /// Best-effort subscription items dropped because their subscriber
     /// was not reading (reliable items are never dropped: they wait).
     pub items_dropped: u64,
+    /// Subscription items handed to their streams and not read yet, over
+    /// every subscription. Bounded: reliable ones by each subscription's
+    /// window (the session's `subscription_window`), best-effort ones by
+    /// the session's `subscription_queue` per subscription.
+    pub items_unread: u64,
+    /// Their body bytes (each small item holds only its own bytes).
+    pub item_bytes_unread: u64,
 }
 
 #[derive(Debug)]

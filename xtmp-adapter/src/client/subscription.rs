@@ -116,7 +116,7 @@ impl Stream for Subscription {
         }
         match Pin::new(&mut self.items).poll_next(cx) {
             Poll::Ready(Some(SubEvent::Item(m))) => {
-                let read = Command::ItemRead { key: self.key, reliable: m.reliable };
+                let read = Command::ItemRead { key: self.key, reliable: m.reliable, len: m.body.len() };
                 let _ = self.commands.unbounded_send(read);
                 Poll::Ready(Some(m))
             }

@@ -62,6 +62,7 @@ impl Driver {
             return;
         }
         let reliable = m.reliable;
+        let len = m.body.len();
         if sub.sink.unbounded_send(SubEvent::Item(m)).is_err() {
             if reliable {
                 self.session.release_item(id);
@@ -73,5 +74,10 @@ impl Driver {
         } else {
             sub.best_effort_unread += 1;
         }
+        sub.bytes_unread += len;
+        self.shared.update_stats(|s| {
+            s.items_unread += 1;
+            s.item_bytes_unread += len as u64;
+        });
     }
 }
