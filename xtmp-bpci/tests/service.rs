@@ -242,6 +242,19 @@ async fn names_resolve_through_the_signed_registry(rt: Arc<dyn Runtime>) {
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+async fn metrics_stream_reports_the_engine(rt: Arc<dyn Runtime>) {
+    let s = Setup::start(rt, Admission::Open).await;
+    let c = s.client(10).await;
+    c.register_wallet(&Wallet::from_keys(keys(30))).await.unwrap();
+    let mut sub = c.transport().subscribe(MessageType::METRICS_STREAM, Bytes::new()).await.unwrap();
+    let m = sub.next().await.expect("a first item at once");
+    let item: schema::MetricsItem = schema::from_cbor("MetricsItem", &m.body).unwrap();
+    assert_eq!(item.head, s.server.engine().head(), "the head it reports is the engine's");
+    assert!(item.head >= 1, "the registration is an event");
+    assert!(!m.reliable, "metrics are best effort");
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 fn bundle_request(notary: &Notary, n: u8) -> SubmitRequest {
     let txs = (0..=n).map(|i| schema::Hash::of(&[b'w', n, i])).collect();
     let bundle = service::bundle_of(txs, 10, now(), now() + 60_000);
@@ -390,4 +403,5 @@ on_both_runtimes!(
     names_resolve_through_the_signed_registry,
     a_watch_resumes_on_a_new_session_without_gap_or_duplicate,
     an_expired_cursor_resyncs_and_says_so,
+    metrics_stream_reports_the_engine,
 );
