@@ -195,5 +195,15 @@ fn the_demo_runs_every_step() {
         out.contains("all 300 sends acknowledged; the server handled 300 distinct ones, 0 more than once"),
         "{out}"
     );
-    assert!(out.contains("Reconnecting"), "the cut was not seen:\n{out}");
+    // The cut shows as a redial of the live session. (The printed states
+    // are sampled by `state_changed`, which returns the latest state: on a
+    // loaded machine Reconnecting can come and go before the sampler runs.)
+    let redials = out
+        .split("connections redialed for the live session: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    let sessions =
+        out.split("sessions: ").nth(1).and_then(|rest| rest.split(')').next()).and_then(|n| n.parse::<u64>().ok());
+    assert!(redials.is_some_and(|n| n >= 1) || sessions.is_some_and(|n| n >= 2), "the cut was not seen:\n{out}");
 }
