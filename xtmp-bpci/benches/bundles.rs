@@ -21,7 +21,7 @@ use futures::StreamExt;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use xtmp_adapter::{Endpoint, Transport};
-use xtmp_bpci::schema::{self, BundleState, Filter, Hash, Record, Role, SubmitRequest};
+use xtmp_bpci::schema::{self, BundleState, Filter, Hash, Record, SubmitRequest};
 use xtmp_bpci::server::{self, Admission};
 use xtmp_bpci::{BpciClient, BpciServer, Config, Engine, Notary, RedbStore, Rules, Wallet, service};
 use xtmp_core::crypto::{CryptoProvider, RustCrypto};
@@ -106,14 +106,7 @@ async fn run(submitters: usize, reqs: Vec<SubmitRequest>, notary: &Notary) -> Ru
     let admin = connect(10).await;
     let owner = Wallet::from_keys(keys(20));
     admin.register_wallet(&owner).await.unwrap();
-    let record = Record {
-        name: notary.name.clone(),
-        version: 1,
-        role: Role::Notary,
-        endpoints: vec![],
-        identity: schema::IdentityBytes(notary.public().clone()),
-        owner: owner.id(),
-    };
+    let record = Record::notary(notary.name.clone(), notary.public().clone(), owner.id());
     admin.registry_update(&owner, record, 0).await.unwrap();
 
     // When the engine's head passes each sequence number (in process,

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use xtmp_adapter::Endpoint;
-use xtmp_bpci::schema::{self, BundleState, EventKind, Filter, Hash, Record, Role, SubmitRequest, Transfer};
+use xtmp_bpci::schema::{self, BundleState, EventKind, Filter, Hash, Record, SubmitRequest, Transfer};
 use xtmp_bpci::{BpciClient, Notary, Wallet, service};
 use xtmp_core::crypto::RustCrypto;
 use xtmp_core::handshake::{IdentityKeypair, PublicIdentity};
@@ -99,14 +99,7 @@ fn sigkill_during_submissions_loses_and_duplicates_nothing() {
         for w in [&alice, &bob, &owner] {
             c.register_wallet(w).await.unwrap();
         }
-        let record = Record {
-            name: "notary-1".into(),
-            version: 1,
-            role: Role::Notary,
-            endpoints: vec![],
-            identity: schema::IdentityBytes(notary.public().clone()),
-            owner: owner.id(),
-        };
+        let record = Record::notary("notary-1", notary.public().clone(), owner.id());
         c.registry_update(&owner, record, 0).await.unwrap();
 
         // The watcher follows every event from the start.

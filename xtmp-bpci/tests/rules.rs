@@ -42,14 +42,7 @@ impl World {
         let notary = Notary::new("notary-1", keys(3));
         let w = World { store, rules, server, owner, notary, _dir: dir };
         w.write(|r, tx| r.register(tx, T0, w.owner.keys().public())).unwrap();
-        let record = Record {
-            name: "notary-1".into(),
-            version: 1,
-            role: Role::Notary,
-            endpoints: vec![],
-            identity: schema::IdentityBytes(w.notary.public().clone()),
-            owner: w.owner.id(),
-        };
+        let record = Record::notary("notary-1", w.notary.public().clone(), w.owner.id());
         let u = w.owner.sign_update(record, 0);
         w.read(|r, tx| r.check_registry_update(tx, &u)).unwrap();
         w.write(|r, tx| r.registry_update(tx, T0, &u)).unwrap();

@@ -69,14 +69,7 @@ async fn notary(c: &BpciClient) -> (Wallet, Notary) {
     let owner = Wallet::from_keys(keys(20));
     c.register_wallet(&owner).await.unwrap();
     let notary = Notary::new("notary-1", keys(21));
-    let record = Record {
-        name: "notary-1".into(),
-        version: 1,
-        role: Role::Notary,
-        endpoints: vec![],
-        identity: schema::IdentityBytes(notary.public().clone()),
-        owner: owner.id(),
-    };
+    let record = Record::notary("notary-1", notary.public().clone(), owner.id());
     let signed = c.registry_update(&owner, record, 0).await.unwrap();
     assert_eq!(signed.record.version, 1);
     (owner, notary)

@@ -694,6 +694,39 @@ pub struct Record {
     pub owner: WalletId,
 }
 
+impl Record {
+    /// Version 1 of the record of the notary `name`, whose approvals
+    /// `identity` signs, owned by `owner`.
+    pub fn notary(name: impl Into<String>, identity: xtmp_core::handshake::PublicIdentity, owner: WalletId) -> Record {
+        Record {
+            name: name.into(),
+            version: 1,
+            role: Role::Notary,
+            endpoints: Vec::new(),
+            identity: IdentityBytes(identity),
+            owner,
+        }
+    }
+
+    /// Version 1 of the record of the server `name`, reached at
+    /// `endpoints` and trusted as `identity`, owned by `owner`.
+    pub fn server(
+        name: impl Into<String>,
+        endpoints: Vec<String>,
+        identity: xtmp_core::handshake::PublicIdentity,
+        owner: WalletId,
+    ) -> Record {
+        Record {
+            name: name.into(),
+            version: 1,
+            role: Role::Server,
+            endpoints,
+            identity: IdentityBytes(identity),
+            owner,
+        }
+    }
+}
+
 /// RegistryQuery (`0x30`) request.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]

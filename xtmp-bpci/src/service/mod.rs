@@ -479,6 +479,15 @@ impl Rules {
         ledger::put_bundle(tx, id, b, Some(before)).map_err(store_err)
     }
 
+    /// Moves `b` to Expired if its deadline passed; says whether it did.
+    fn expire_if_due(&self, tx: &mut dyn Txn, now: Millis, id: &Hash, b: &mut BundleRecord) -> Result<bool, BpciError> {
+        if b.valid_until > now {
+            return Ok(false);
+        }
+        self.transition(tx, now, id, b, BundleState::Expired, Some(String::from("deadline passed")), None)?;
+        Ok(true)
+    }
+
     /// Expires bundles not yet final whose deadline passed (at most
     /// `limit` of each state). Returns how many.
     pub fn expire(&self, tx: &mut dyn Txn, now: Millis, limit: usize) -> Result<usize, BpciError> {
@@ -486,16 +495,7 @@ impl Rules {
         for state in [BundleState::Received, BundleState::Validated] {
             for id in ledger::pending(tx, state, limit).map_err(store_err)? {
                 let Some(mut b) = ledger::bundle(tx, &id).map_err(store_err)? else { continue };
-                if b.valid_until <= now {
-                    self.transition(
-                        tx,
-                        now,
-                        &id,
-                        &mut b,
-                        BundleState::Expired,
-                        Some(String::from("deadline passed")),
-                        None,
-                    )?;
+                if self.expire_if_due(tx, now, &id, &mut b)? {
                     n += 1;
                 }
             }
@@ -513,17 +513,7 @@ impl Rules {
         let mut records = Vec::with_capacity(waiting.len());
         for id in waiting {
             let Some(mut b) = ledger::bundle(tx, &id).map_err(store_err)? else { continue };
-            if b.valid_until <= now {
-                self.transition(
-                    tx,
-                    now,
-                    &id,
-                    &mut b,
-                    BundleState::Expired,
-                    Some(String::from("deadline passed")),
-                    None,
-                )?;
-            } else {
+            if !self.expire_if_due(tx, now, &id, &mut b)? {
                 members.push(id);
                 records.push(b);
             }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use xtmp_adapter::{Endpoint, Transport};
-use xtmp_bpci::schema::{self, BundleState, Capability, EventKind, Filter, Hash, Record, Role, SubmitRequest};
+use xtmp_bpci::schema::{BundleState, Capability, EventKind, Filter, Hash, Record, SubmitRequest};
 use xtmp_bpci::server::{self, Admission};
 use xtmp_bpci::service::bundle_of;
 use xtmp_bpci::{BpciClient, BpciServer, Config, Engine, Notary, RedbStore, Rules, Wallet, WatchItem};
@@ -85,14 +85,7 @@ pub(crate) async fn run(bundles: usize, interval: Duration) -> Result<(), String
         t.balance
     );
     let notary = Notary::new("notary-1", keys());
-    let record = Record {
-        name: notary.name.clone(),
-        version: 1,
-        role: Role::Notary,
-        endpoints: vec![],
-        identity: schema::IdentityBytes(notary.public().clone()),
-        owner: owner.id(),
-    };
+    let record = Record::notary(notary.name.clone(), notary.public().clone(), owner.id());
     node.registry_update(&owner, record, 0).await.map_err(|e| e.to_string())?;
     println!("notary-1 registered in the registry (record signed by the server)");
 
