@@ -148,6 +148,28 @@ fn generate() -> Value {
         "reliability_frames": reliability,
         "rekey": rekey,
         "padding_probe": padding_probe(),
+        "stateless_reset": stateless_reset(),
+    })
+}
+
+/// A stateless reset (SPEC.md 3.7.1): the reset key of the vectors' server
+/// identity (ChaCha20 generator from the seed [1; 32]: its ML-DSA-87 seed,
+/// then its Ed25519 key), the token of one server session id, the
+/// Parameters entry that carries it and the Reset frame.
+fn stateless_reset() -> Value {
+    let id = identity(1);
+    let key = id.derive_key(&RustCrypto, b"stateless reset key").unwrap();
+    let sid = 0x0123_4567_89ab_cdef_u64;
+    let token = xtmp_core::session::reset::reset_token(&RustCrypto, &key, sid);
+    let mut parameter = vec![0x00, 0x06, 0x00, 0x10];
+    parameter.extend_from_slice(&token);
+    json!({
+        "label": "stateless reset key",
+        "reset_key": hex::encode(key.expose()),
+        "server_session_id": format!("{sid:016x}"),
+        "token": hex::encode(token),
+        "parameter": hex::encode(parameter),
+        "frame": hex::encode(xtmp_core::session::reset::reset_frame(&RustCrypto, &key, sid)),
     })
 }
 
@@ -254,6 +276,26 @@ fn reliability_frames(p: &mut Pair, wire: &Wire) -> Vec<Value> {
     take(wire, "response carrying the ACK of the request", Dir::ToClient, MessageType::REGISTRY_QUERY.0);
     assert!(!wire.borrow().iter().any(|(d, f)| *d == Dir::ToClient && f[5] == 0xC0), "no ACK frame");
     out
+}
+
+/// The reset vector recomputed from SPEC.md 3.7.1's formulas with the
+/// key schedule's public functions, and its frame parsed.
+#[test]
+fn the_stateless_reset_vector_follows_the_formulas() {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let r = &v["stateless_reset"];
+    let key = secret48(r["reset_key"].as_str().unwrap());
+    let sid = u64::from_str_radix(r["server_session_id"].as_str().unwrap(), 16).unwrap();
+    let mut token = [0u8; 16];
+    xtmp_core::crypto::schedule::expand_label(&RustCrypto, &key, b"stateless reset", &sid.to_be_bytes(), &mut token)
+        .unwrap();
+    assert_eq!(hex::encode(token), r["token"]);
+    let frame = hex::decode(r["frame"].as_str().unwrap()).unwrap();
+    assert_eq!(frame.len(), 112);
+    let (f, _) = Frame::decode(&frame, 1 << 16).unwrap();
+    assert_eq!((f.header().message_type, f.header().session_id, f.header().sequence), (MessageType(0xC9), sid, 0));
+    assert!(f.header().flags.is_empty());
+    assert_eq!(f.payload(), token);
 }
 
 #[test]
