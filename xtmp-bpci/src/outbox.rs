@@ -58,6 +58,13 @@ struct Item {
     state: Option<BundleState>,
 }
 
+impl Item {
+    /// Not answered and not refused: still to send.
+    fn is_open(&self) -> bool {
+        self.seq.is_none() && self.refused.is_none()
+    }
+}
+
 /// Why the outbox refused or failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -112,6 +119,8 @@ pub struct Outbox {
     backoff: Backoff,
     added: Notify,
     retries: AtomicU64,
+    /// Items not answered yet (counted at open, then kept).
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -133,7 +142,7 @@ impl Outbox {
         let txn = db.begin_write().map_err(store)?;
         txn.open_table(ITEMS).map_err(store)?;
         txn.commit().map_err(store)?;
-        Ok(Outbox {
+        let outbox = Outbox {
             db,
             client,
             rt,
@@ -141,7 +150,11 @@ impl Outbox {
             backoff: Backoff::default(),
             added: Notify::new(),
             retries: AtomicU64::new(0),
-        })
+            pending: Default::default(),
+        };
+        let pending = outbox.items()?.iter().filter(|(_, i)| i.is_open()).count();
+        outbox.pending.store(pending, Ordering::Release);
+        Ok(outbox)
     }
 
     fn items(&self) -> Result<Vec<(u64, Item)>, OutboxError> {
@@ -163,16 +176,7 @@ impl Outbox {
             let key = match key {
                 Some(k) => k,
                 None => {
-                    let pending = table
-                        .iter()
-                        .map_err(store)?
-                        .filter_map(Result::ok)
-                        .filter(|(_, v)| {
-                            schema::from_cbor::<Item>("outbox item", v.value())
-                                .is_ok_and(|i| i.seq.is_none() && i.refused.is_none())
-                        })
-                        .count();
-                    if pending >= self.max {
+                    if self.pending.load(Ordering::Acquire) >= self.max {
                         return Err(OutboxError::Full { max: self.max });
                     }
                     table.last().map_err(store)?.map_or(1, |(k, _)| k.value() + 1)
@@ -185,12 +189,27 @@ impl Outbox {
         Ok(key)
     }
 
+    /// The first unanswered item after key `after`, in order.
+    fn next_open(&self, after: u64) -> Result<Option<(u64, Item)>, OutboxError> {
+        let txn = self.db.begin_read().map_err(store)?;
+        let table = txn.open_table(ITEMS).map_err(store)?;
+        for e in table.range(after.saturating_add(1)..).map_err(store)? {
+            let (k, v) = e.map_err(store)?;
+            let item: Item = schema::from_cbor("outbox item", v.value()).map_err(store)?;
+            if item.is_open() {
+                return Ok(Some((k.value(), item)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Queues a bundle; returns its id once the outbox file holds it.
     pub fn submit(&self, req: &SubmitRequest) -> Result<Hash, OutboxError> {
         let id = req.bundle.id();
         let item =
             Item { kind: Kind::Bundle, body: schema::to_canonical(req), id, seq: None, refused: None, state: None };
         self.put(None, &item)?;
+        self.pending.fetch_add(1, Ordering::AcqRel);
         self.added.notify(usize::MAX);
         Ok(id)
     }
@@ -201,6 +220,7 @@ impl Outbox {
         let item =
             Item { kind: Kind::Transfer, body: schema::to_canonical(req), id, seq: None, refused: None, state: None };
         self.put(None, &item)?;
+        self.pending.fetch_add(1, Ordering::AcqRel);
         self.added.notify(usize::MAX);
         Ok(id)
     }
@@ -236,9 +256,10 @@ impl Outbox {
     /// recorded.
     pub async fn flush_with(&self, mut answered: impl FnMut(Hash, u64)) -> Result<(), OutboxError> {
         let mut attempt = 0u32;
+        // Items are sent in key order; the cursor makes a flush read each once.
+        let mut cursor = 0;
         loop {
-            let Some((key, mut item)) = self.items()?.into_iter().find(|(_, i)| i.seq.is_none() && i.refused.is_none())
-            else {
+            let Some((key, mut item)) = self.next_open(cursor)? else {
                 return Ok(());
             };
             let answer = match item.kind {
@@ -255,8 +276,10 @@ impl Outbox {
                 Ok(seq) => {
                     item.seq = Some(seq);
                     self.put(Some(key), &item)?;
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
                     answered(item.id, seq);
                     attempt = 0;
+                    cursor = key;
                     continue;
                 }
                 Err(ClientError::Bpci(BpciError::RateLimited { retry_after_ms, .. })) => {
@@ -268,6 +291,8 @@ impl Outbox {
                 Err(e) => {
                     item.refused = Some(e.to_string());
                     self.put(Some(key), &item)?;
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    cursor = key;
                     continue;
                 }
             };
@@ -285,7 +310,7 @@ impl Outbox {
         loop {
             let listener = self.added.listen();
             self.flush().await?;
-            if self.stats()?.pending == 0 {
+            if self.pending.load(Ordering::Acquire) == 0 {
                 listener.await;
             }
         }

@@ -248,6 +248,34 @@ async fn metrics_stream_reports_the_engine(rt: Arc<dyn Runtime>) {
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+async fn the_outbox_is_bounded_and_reports_its_depth(rt: Arc<dyn Runtime>) {
+    let s = Setup::start(rt.clone(), Admission::Open).await;
+    let c = s.client(10).await;
+    let (_, notary) = notary(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = xtmp_bpci::Outbox::open(dir.path().join("node.outbox"), c.clone(), rt, 3).unwrap();
+    for n in 0..3 {
+        outbox.submit(&bundle_request(&notary, n)).unwrap();
+    }
+    assert!(matches!(outbox.submit(&bundle_request(&notary, 3)), Err(xtmp_bpci::OutboxError::Full { max: 3 })));
+    assert_eq!((outbox.stats().unwrap().pending, outbox.stats().unwrap().answered), (3, 0));
+    let mut answered = Vec::new();
+    outbox.flush_with(|id, seq| answered.push((id, seq))).await.unwrap();
+    assert_eq!(answered.len(), 3, "sent in order, each answered once");
+    assert!(answered.windows(2).all(|w| w[0].1 < w[1].1));
+    let st = outbox.stats().unwrap();
+    assert_eq!((st.pending, st.answered, st.refused), (0, 3, 0));
+    outbox.submit(&bundle_request(&notary, 3)).unwrap();
+    // A refusal that cannot change is recorded, not retried.
+    let mut bad = bundle_request(&notary, 4);
+    bad.bundle.merkle_root = schema::Hash([0; 32]);
+    outbox.submit(&bad).unwrap();
+    outbox.flush().await.unwrap();
+    let st = outbox.stats().unwrap();
+    assert_eq!((st.pending, st.answered, st.refused), (0, 4, 1));
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 fn bundle_request(notary: &Notary, n: u8) -> SubmitRequest {
     let txs = (0..=n).map(|i| schema::Hash::of(&[b'w', n, i])).collect();
     let bundle = service::bundle_of(txs, 10, now(), now() + 60_000);
@@ -397,4 +425,5 @@ on_both_runtimes!(
     a_watch_resumes_on_a_new_session_without_gap_or_duplicate,
     an_expired_cursor_resyncs_and_says_so,
     metrics_stream_reports_the_engine,
+    the_outbox_is_bounded_and_reports_its_depth,
 );
