@@ -63,6 +63,14 @@ impl Bpci {
         serde_json::from_str(text.lines().last().expect("a line of output")).unwrap()
     }
 
+    /// Makes the notary `notary.key` and registers it as `notary-1`, owned
+    /// by the wallet file `owner`; the record as printed.
+    fn notary(&self, owner: &str) -> Value {
+        self.ok(&["notary", "new", "--out", "notary.key"]);
+        let args = ["registry", "update", "--name", "notary-1", "--role", "notary", "--key", "notary.key.pub"];
+        self.ok(&[&args[..], &["--owner", owner]].concat())
+    }
+
     /// Runs a command that must fail; its error text.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -99,19 +107,7 @@ fn the_whole_flow_through_the_command_and_after_a_kill() {
     assert_eq!(b.ok(&["wallet", "balance", "bob.key"])["balance"], 620);
 
     // A notary, its record (owned by alice), a bundle file it approves.
-    b.ok(&["notary", "new", "--out", "notary.key"]);
-    let rec = b.ok(&[
-        "registry",
-        "update",
-        "--name",
-        "notary-1",
-        "--role",
-        "notary",
-        "--key",
-        "notary.key.pub",
-        "--owner",
-        "alice.key",
-    ]);
+    let rec = b.notary("alice.key");
     assert_eq!((rec["version"].as_u64(), rec["owner"].as_str()), (Some(1), Some(alice.as_str())));
     assert_eq!(b.ok(&["registry", "query", "notary-1"])["role"], "notary");
     write_bundle(&b.path("bundle.json"), "a", &[]);
@@ -203,19 +199,7 @@ fn a_node_killed_before_its_answers_ends_with_every_bundle_confirmed_once() {
     let mut server = b.serve("xtmp://127.0.0.1:0");
     b.ok(&["wallet", "new", "--out", "owner.key"]);
     b.ok(&["wallet", "register", "owner.key"]);
-    b.ok(&["notary", "new", "--out", "notary.key"]);
-    b.ok(&[
-        "registry",
-        "update",
-        "--name",
-        "notary-1",
-        "--role",
-        "notary",
-        "--key",
-        "notary.key.pub",
-        "--owner",
-        "owner.key",
-    ]);
+    b.notary("owner.key");
     let node = |extra: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bpci"));
         cmd.args(["node", "--outbox", "node.outbox", "--json"])
