@@ -618,6 +618,44 @@ pub async fn sharded_server(pair: Pair) {
     }
 }
 
+/// A burst of honest clients from one address (a NAT in front of many
+/// nodes), far beyond its prefix's share of the half-open slots: each
+/// hello over the share is answered with Busy, its client waits and tries
+/// again, and every client connects (SPEC.md 3.2, "Busy").
+pub async fn a_burst_from_one_address(pair: Pair) {
+    for t in TRANSPORTS {
+        let mut endpoint = (*ServerSetup::new(crate::harness::identity()).endpoint).clone();
+        endpoint.max_half_open_per_prefix = 2;
+        endpoint.busy_retry_after = Duration::from_millis(20);
+        // Under load, hellos prove their address first (a Retry, on every
+        // transport); proven ones count toward the prefix's share.
+        endpoint.retry = xtmp_core::endpoint::RetryPolicy::UnderLoad(2);
+        let mut setup = ServerSetup::new(crate::harness::identity());
+        setup.endpoint = Arc::new(endpoint);
+        let server = pair.serve_with(setup, t, echo()).await;
+        let addr = server.local_addr();
+        let connects: Vec<_> = (0..24)
+            .map(|_| {
+                let (rt, setup) = (pair.client.clone(), pair.setup());
+                pair.spawn(async move { xtmp_adapter::Client::connect(rt, addr, t, setup).await })
+            })
+            .collect();
+        let clients: Vec<Client> = join_all(connects)
+            .await
+            .into_iter()
+            .map(|c| c.unwrap_or_else(|e| panic!("{t:?}: a client of the burst failed: {e}")))
+            .collect();
+        for (i, c) in clients.iter().enumerate() {
+            ask(c, format!("burst {i}").as_bytes()).await;
+        }
+        let stats = server.stats().await;
+        assert_eq!(stats.endpoint.sessions_created, 24, "{t:?}: {stats:?}");
+        assert!(stats.endpoint.busy_sent > 0, "{t:?}: the burst passed the share: {stats:?}");
+        assert!(stats.endpoint.retries_sent > 0, "{t:?}: the burst passed the Retry threshold: {stats:?}");
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 /// Bad peers lose their own connection and nothing else: garbage, an
 /// oversized frame, half a header then silence, silence; clients that
 /// complete a handshake and abort at once, three times as many as the

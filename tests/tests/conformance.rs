@@ -63,6 +63,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn a_burst_from_one_address() {
+                run::<$server, $client, _>(scenarios::a_burst_from_one_address);
+            }
+
+            #[test]
             fn bad_peers() {
                 run::<$server, $client, _>(scenarios::bad_peers);
             }

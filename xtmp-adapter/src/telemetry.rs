@@ -58,6 +58,7 @@ pub(crate) fn close_class(reason: &CloseReason) -> (&'static str, bool) {
         CloseReason::ProtocolViolation(_) | CloseReason::IntegrityLimit => ("violation", true),
         CloseReason::PathsLost => ("lost", false),
         CloseReason::StatelessReset => ("reset", false),
+        CloseReason::Busy { .. } => ("busy", false),
         CloseReason::Internal(_) => ("internal", true),
         _ => ("other", false),
     }

@@ -30,7 +30,7 @@ mod resets;
 
 use admission::{PartialHello, TokenKey};
 use arrivals::Arrivals;
-use resets::ResetBudget;
+use resets::RateBudget;
 
 /// Where bytes came from or go to: the peer's address and the kind of
 /// transport. A TCP or WebSocket connection is identified by its peer
@@ -75,15 +75,18 @@ impl Remote {
 }
 
 /// When the endpoint answers a ClientHello with a Retry (a stateless
-/// cookie) instead of doing the handshake's expensive work.
+/// cookie) instead of keeping any state for it (SPEC.md 3.2). The decision
+/// is made on the hello's first frame, over either transport: over UDP a
+/// token proves the address, over TCP it proves that the peer reads what
+/// it is sent; either way a flood of hellos costs the server nothing until
+/// the peer answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryPolicy {
-    /// Never (stream paths never need one: the transport's handshake
-    /// already proved the address).
+    /// Never.
     Never,
-    /// When at least this many handshakes are half open.
+    /// When at least this many handshakes are half open (proven or not).
     UnderLoad(usize),
-    /// For every datagram ClientHello without a valid token.
+    /// For every ClientHello without a valid token.
     Always,
 }
 
@@ -97,15 +100,32 @@ pub struct EndpointConfig {
     pub server: Arc<ServerConfig>,
     /// Sessions held at once (established or not). Default 10,000.
     pub max_sessions: usize,
-    /// ClientHellos being reassembled plus handshakes running (a session
-    /// closing or draining after its handshake does not count). Further
-    /// hellos are dropped. Default 1,024.
+    /// Proven ClientHellos being reassembled (with a valid Retry token, or
+    /// over a stream) plus handshakes running (a session closing or
+    /// draining after its handshake does not count). A hello beyond it is
+    /// answered with Busy. Unproven state never counts here, so it cannot
+    /// fill these slots. Default 1,024.
     pub max_half_open: usize,
-    /// Of those, how many may come from one IP address (any port, either
-    /// transport), so that one peer flooding hellos over TCP (where Retry
-    /// cookies do not apply) sheds its own handshakes and not everyone's.
+    /// Of those, how many may come from one address prefix (see
+    /// [`EndpointConfig::prefix_len_v4`]), so that a few peers flooding
+    /// hellos shed their own handshakes and not everyone's. Default 64.
+    pub max_half_open_per_prefix: usize,
+    /// Unproven ClientHellos (over UDP, without a token) held in
+    /// reassembly; when full, the oldest is forgotten to make room (the
+    /// client repeats it, and is asked for a Retry under load). Default 256.
+    pub max_unproven_hellos: usize,
+    /// The length of the IPv4 prefix the per-prefix limits count by.
+    /// Default 24.
+    pub prefix_len_v4: u8,
+    /// The length of the IPv6 prefix the per-prefix limits count by.
     /// Default 64.
-    pub max_half_open_per_address: usize,
+    pub prefix_len_v6: u8,
+    /// How long a client told Busy is asked to wait (it adds jitter and
+    /// backs off further on each Busy in a row). Default 100 ms.
+    pub busy_retry_after: Duration,
+    /// Busy frames sent a second over UDP, at most (only in answer to a
+    /// datagram at least as long as the Busy frame). Default 1,000.
+    pub max_busy_per_second: u32,
     /// Default: Retry once 64 handshakes are half open.
     pub retry: RetryPolicy,
     /// How long a Retry token stays valid. Default 10 s.
@@ -137,7 +157,12 @@ impl EndpointConfig {
             server,
             max_sessions: 10_000,
             max_half_open: 1024,
-            max_half_open_per_address: 64,
+            max_half_open_per_prefix: 64,
+            max_unproven_hellos: 256,
+            prefix_len_v4: 24,
+            prefix_len_v6: 64,
+            busy_retry_after: Duration::from_millis(100),
+            max_busy_per_second: 1000,
             retry: RetryPolicy::UnderLoad(64),
             token_lifetime: Duration::from_secs(10),
             token_key_lifetime: Duration::from_secs(120),
@@ -151,8 +176,18 @@ impl EndpointConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.session.validate()?;
         let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
-        if self.max_sessions == 0 || self.max_half_open == 0 || self.max_half_open_per_address == 0 {
+        if self.max_sessions == 0
+            || self.max_half_open == 0
+            || self.max_half_open_per_prefix == 0
+            || self.max_unproven_hellos == 0
+        {
             return bad("max_sessions", "limits must be positive");
+        }
+        if self.prefix_len_v4 > 32 || self.prefix_len_v6 > 128 {
+            return bad("prefix_len_v4", "a prefix is at most the address's length");
+        }
+        if self.busy_retry_after.as_millis() > u128::from(u32::MAX) {
+            return bad("busy_retry_after", "must fit in 32 bits of milliseconds");
         }
         if self.token_lifetime.is_zero() || self.token_key_lifetime < self.token_lifetime {
             return bad("token_key_lifetime", "must be positive and at least token_lifetime");
@@ -237,10 +272,18 @@ pub struct EndpointStats {
     pub sessions_created: u64,
     /// Hello frames dropped because of the half-open or session limits.
     pub hellos_shed: u64,
-    /// Hello frames dropped because their address had
-    /// [`EndpointConfig::max_half_open_per_address`] handshakes half open
+    /// Hello frames not taken because their address prefix had
+    /// [`EndpointConfig::max_half_open_per_prefix`] handshakes half open
     /// (counted apart from `hellos_shed`).
-    pub hellos_shed_per_address: u64,
+    pub hellos_shed_per_prefix: u64,
+    /// Unproven hellos forgotten to make room for newer ones
+    /// ([`EndpointConfig::max_unproven_hellos`]).
+    pub hellos_evicted: u64,
+    /// Busy frames sent (a hello not taken, SPEC.md 3.2).
+    pub busy_sent: u64,
+    /// Busy frames not sent: over the rate, or for a datagram shorter than
+    /// the Busy frame.
+    pub busy_withheld: u64,
     /// New remotes (a rebinding, a reconnection) accepted as paths of a
     /// known session after a frame from them authenticated.
     pub migrations: u64,
@@ -264,7 +307,10 @@ impl core::ops::AddAssign for EndpointStats {
         self.tokens_rejected += other.tokens_rejected;
         self.sessions_created += other.sessions_created;
         self.hellos_shed += other.hellos_shed;
-        self.hellos_shed_per_address += other.hellos_shed_per_address;
+        self.hellos_shed_per_prefix += other.hellos_shed_per_prefix;
+        self.hellos_evicted += other.hellos_evicted;
+        self.busy_sent += other.busy_sent;
+        self.busy_withheld += other.busy_withheld;
         self.migrations += other.migrations;
         self.streams_reset += other.streams_reset;
         self.resets_sent += other.resets_sent;
@@ -283,7 +329,10 @@ struct Entry {
     held: usize,
     /// Whether its handshake was still running when last looked at.
     handshaking: bool,
-    /// The address its hello came from.
+    /// Its hello was proven (a valid token, or a stream): it counts
+    /// toward the proven half-open limits while it handshakes.
+    proven: bool,
+    /// The address prefix its hello came from.
     origin: IpAddr,
     /// The session's deadline as filed in `Endpoint::timers`.
     deadline: Option<Instant>,
@@ -327,13 +376,17 @@ pub struct Endpoint {
     /// it created rather than starting a second one, whose flight would mix
     /// with the first in the client's reassembly.
     by_hello: BTreeMap<u64, u64>,
+    /// Proven hellos being reassembled, by remote and client id.
     hellos: Arrivals<(Remote, u64), PartialHello>,
+    /// Unproven hellos (datagram, no token) being reassembled.
+    unproven: Arrivals<(Remote, u64), PartialHello>,
     deframers: BTreeMap<Remote, Deframer>,
     /// Stream remotes not (yet) routed to a session, and when they were
     /// first seen: reset at [`EndpointConfig::hello_timeout`].
     unrouted_streams: Arrivals<Remote, ()>,
     stateless: VecDeque<(Remote, Vec<u8>)>,
-    resets: ResetBudget,
+    resets: RateBudget,
+    busy: RateBudget,
     /// The endpoint's own events (new sessions, connections to reset).
     events: VecDeque<EndpointEvent>,
     /// Sessions that may have events for the application. Their events
@@ -358,9 +411,11 @@ pub struct Endpoint {
     touched: Vec<u64>,
     /// The sum of every session's `Entry::held`.
     held: usize,
-    /// Sessions whose `Entry::handshaking` is set, in all and by origin.
+    /// Proven sessions whose `Entry::handshaking` is set, in all and by
+    /// origin prefix; unproven ones, in all.
     handshaking: usize,
     handshaking_from: BTreeMap<IpAddr, usize>,
+    handshaking_unproven: usize,
     /// New sessions are admitted (until [`Endpoint::stop_accepting`]).
     accepting: bool,
     stats: EndpointStats,
@@ -383,7 +438,8 @@ impl Endpoint {
         config.validate()?;
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        let resets = ResetBudget::new(config.max_resets_per_second);
+        let resets = RateBudget::new(config.max_resets_per_second);
+        let busy = RateBudget::new(config.max_busy_per_second);
         Ok(Endpoint {
             config,
             rng: ChaCha20Rng::from_seed(seed),
@@ -392,10 +448,12 @@ impl Endpoint {
             routes: BTreeMap::new(),
             by_hello: BTreeMap::new(),
             hellos: Arrivals::new(),
+            unproven: Arrivals::new(),
             deframers: BTreeMap::new(),
             unrouted_streams: Arrivals::new(),
             stateless: VecDeque::new(),
             resets,
+            busy,
             events: VecDeque::new(),
             ready: BTreeSet::new(),
             event_cursor: 0,
@@ -408,6 +466,7 @@ impl Endpoint {
             held: 0,
             handshaking: 0,
             handshaking_from: BTreeMap::new(),
+            handshaking_unproven: 0,
             accepting: true,
             stats: EndpointStats::default(),
         })
@@ -468,23 +527,35 @@ impl Endpoint {
         Some(e)
     }
 
-    /// Hellos being reassembled plus sessions whose handshake is running.
-    /// (A session that finished its handshake and is closing or draining
-    /// no longer counts: clients that connect and leave at once must not
-    /// fill the half-open slots for a drain period.)
+    /// Hellos being reassembled plus sessions whose handshake is running,
+    /// proven or not: the load that decides Retry. (A session that
+    /// finished its handshake and is closing or draining no longer counts:
+    /// clients that connect and leave at once must not fill the half-open
+    /// slots for a drain period.)
     fn half_open(&self) -> usize {
+        self.proven_half_open() + self.unproven.len() + self.handshaking_unproven
+    }
+
+    /// Proven hellos and handshakes: what [`EndpointConfig::max_half_open`]
+    /// bounds.
+    fn proven_half_open(&self) -> usize {
         self.hellos.len() + self.handshaking
     }
 
-    /// Half-open handshakes from `ip`.
-    fn half_open_from(&self, ip: IpAddr) -> usize {
-        self.hellos.count_from(ip) + self.handshaking_from.get(&ip).copied().unwrap_or(0)
+    /// Proven half-open handshakes from address prefix `prefix`.
+    fn half_open_in(&self, prefix: IpAddr) -> usize {
+        self.hellos.count_from(prefix) + self.handshaking_from.get(&prefix).copied().unwrap_or(0)
+    }
+
+    /// The prefix `ip` is counted under (SPEC.md 3.2).
+    fn prefix(&self, ip: IpAddr) -> IpAddr {
+        prefix_of(ip, self.config.prefix_len_v4, self.config.prefix_len_v6)
     }
 
     /// Bytes from `remote`: one datagram, or a chunk of a stream.
     pub fn handle_input(&mut self, now: Instant, remote: Remote, data: &[u8]) {
         self.now = self.now.max(now);
-        if let Some(&sid) = self.routes.get(&remote) {
+        if let Some(&sid) = self.routes.get(&remote).filter(|&&sid| !self.foreign_hello(remote, sid, data)) {
             let now = self.now;
             if let Some(e) = self.entry_for_input(sid) {
                 let path = e.paths.iter().position(|r| *r == Some(remote)).map_or(PathId(0), |i| PathId(i as u32));
@@ -560,11 +631,31 @@ impl Endpoint {
         }
     }
 
+    /// Whether `data`, from a datagram remote routed to session `sid`,
+    /// begins with the ClientHello of another client (hellos are keyed by
+    /// address and client id, SPEC.md 3.2): a client restarted on the port
+    /// of a session the server still holds is admitted, not ignored.
+    fn foreign_hello(&self, remote: Remote, sid: u64, data: &[u8]) -> bool {
+        if remote.kind != RemoteKind::Datagram {
+            return false;
+        }
+        let Some(Ok(frame)) = DatagramFrames::new(data, self.config.session.max_datagram as u32).next() else {
+            return false;
+        };
+        let h = frame.header();
+        h.message_type == crate::wire::MessageType::HANDSHAKE
+            && !h.flags.contains(Flags::ENCRYPTED)
+            && frame.payload().first() == Some(&crate::session::codec::STAGE_CLIENT_HELLO)
+            && h.session_id != sid
+            && self.sessions.get(&sid).is_some_and(|e| e.hello_key != h.session_id)
+    }
+
     /// The adapter lost a stream connection (or forgets a datagram flow).
     pub fn remote_closed(&mut self, remote: Remote) {
         self.deframers.remove(&remote);
         self.unrouted_streams.remove(&remote);
         self.hellos.remove_range((remote, 0)..=(remote, u64::MAX));
+        self.unproven.remove_range((remote, 0)..=(remote, u64::MAX));
         if let Some(sid) = self.routes.remove(&remote)
             && let Some(e) = self.sessions.get_mut(&sid)
             && let Some(i) = e.paths.iter().position(|r| *r == Some(remote))
@@ -594,6 +685,7 @@ impl Endpoint {
         self.deframers.remove(&remote);
         self.unrouted_streams.remove(&remote);
         self.hellos.remove_range((remote, 0)..=(remote, u64::MAX));
+        self.unproven.remove_range((remote, 0)..=(remote, u64::MAX));
         self.stats.streams_reset += 1;
         self.events.push_back(EndpointEvent::CloseRemote(remote, why));
     }
@@ -673,11 +765,15 @@ impl Endpoint {
         e.held = held;
         if e.handshaking && !e.session.is_handshaking() {
             e.handshaking = false;
-            self.handshaking -= 1;
-            if let Some(n) = self.handshaking_from.get_mut(&e.origin) {
-                *n -= 1;
-                if *n == 0 {
-                    self.handshaking_from.remove(&e.origin);
+            if !e.proven {
+                self.handshaking_unproven -= 1;
+            } else {
+                self.handshaking -= 1;
+                if let Some(n) = self.handshaking_from.get_mut(&e.origin) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.handshaking_from.remove(&e.origin);
+                    }
                 }
             }
         }
@@ -843,7 +939,8 @@ impl Endpoint {
         // way, and are asked for.
         let filed = self.timers.iter().find(|(_, sid)| self.sessions.get(sid).is_some_and(|e| !e.stale));
         let ran = self.stale.iter().filter_map(|sid| self.sessions.get(sid)?.session.poll_timeout());
-        let hellos = self.hellos.earliest().map(|t| t + self.config.hello_timeout);
+        let hellos = self.hellos.earliest().into_iter().chain(self.unproven.earliest()).min();
+        let hellos = hellos.map(|t| t + self.config.hello_timeout);
         let streams = self.unrouted_streams.earliest().map(|t| t + self.config.hello_timeout);
         let stateless = (!self.stateless.is_empty()).then_some(self.now);
         filed.map(|&(t, _)| t).into_iter().chain(ran).chain(hellos).chain(streams).chain(stateless).min()
@@ -856,6 +953,9 @@ impl Endpoint {
         let timeout = self.config.hello_timeout;
         while let Some(key) = self.hellos.oldest_due(now, timeout) {
             self.hellos.remove(&key);
+        }
+        while let Some(key) = self.unproven.oldest_due(now, timeout) {
+            self.unproven.remove(&key);
         }
         while let Some(remote) = self.unrouted_streams.oldest_due(now, timeout) {
             if self.routes.contains_key(&remote) {
@@ -874,5 +974,26 @@ impl Endpoint {
             self.collect(sid);
         }
         self.settle();
+    }
+}
+
+/// `ip` with all but its first `v4` (IPv4) or `v6` (IPv6) bits cleared: the
+/// prefix the endpoint's per-prefix limits count it under. An IPv4-mapped
+/// IPv6 address counts as its IPv4 address.
+pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
+    fn mask<const N: usize>(mut b: [u8; N], keep: u8) -> [u8; N] {
+        let keep = usize::from(keep).min(N * 8);
+        for (i, byte) in b.iter_mut().enumerate() {
+            let bits = keep.saturating_sub(i * 8).min(8);
+            *byte &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+        }
+        b
+    }
+    match ip {
+        IpAddr::V4(a) => IpAddr::from(mask(a.octets(), v4)),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a4) => IpAddr::from(mask(a4.octets(), v4)),
+            None => IpAddr::from(mask(a.octets(), v6)),
+        },
     }
 }

@@ -378,18 +378,18 @@ fn client_auth_required_but_absent() {
 }
 
 #[test]
-fn retry_token_is_carried_and_padding_applies() {
+fn hello_is_padded_and_capped_at_the_largest_hello() {
     let (client, server) = default_pair();
-    let (c1, hello) = ClientHandshake::start(client, &mut rng(24), 3000).unwrap();
+    let (c1, hello) = ClientHandshake::start(client.clone(), &mut rng(24), 3000).unwrap();
     assert!(hello.len() >= 3000);
+    assert_eq!(c1.hello_message(), &hello[..], "a Retry asks for these same bytes again");
     let summary = ServerHandshake::check_hello(&server, &hello).unwrap();
-    assert!(summary.token.is_empty() && summary.pinned);
-    let retry = retry_message(b"opaque cookie");
-    let (_, hello2) = c1.retry(&retry).unwrap();
-    assert_eq!(hello2.len(), hello.len(), "the token replaces padding");
-    let summary2 = ServerHandshake::check_hello(&server, &hello2).unwrap();
-    assert_eq!(summary2.token, b"opaque cookie");
-    assert_eq!(summary2.client_random, summary.client_random);
+    assert!(summary.pinned);
+    // However much padding is asked for, a hello never passes the cap a
+    // server refuses beyond (SPEC.md 2.2).
+    let (_, big) = ClientHandshake::start(client, &mut rng(25), 100_000).unwrap();
+    assert_eq!(big.len(), xtmp_core::handshake::messages::MAX_CLIENT_HELLO_LEN);
+    ServerHandshake::check_hello(&server, &big).unwrap();
 }
 
 #[test]

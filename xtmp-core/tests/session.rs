@@ -530,10 +530,17 @@ fn an_endpoint_that_stopped_accepting_sheds_new_hellos_and_keeps_its_sessions() 
     assert!(sent > 0);
     assert!(p.server.stats().hellos_shed >= 1);
     assert_eq!(p.server.session_count(), 1);
-    assert!(
-        p.server.poll_transmit(p.now, &mut buf).unwrap().is_none_or(|(r, _)| r != other),
-        "nothing goes to the new client"
-    );
+    // The new client is told Busy, once, and keeps nothing open.
+    let mut to_other = 0;
+    while let Some((r, n)) = p.server.poll_transmit(p.now, &mut buf).unwrap() {
+        if r == other {
+            to_other += 1;
+            c2.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..n]);
+        }
+    }
+    assert_eq!((to_other, p.server.stats().busy_sent), (1, 1));
+    let told = std::iter::from_fn(|| c2.poll_event()).any(|e| matches!(e, Event::Closed(CloseReason::Busy { .. })));
+    assert!(told && c2.is_closed(), "the client learns it was not taken");
     // The held session still carries messages both ways.
     p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"after"), SendOptions::request()).unwrap();
     p.drive(100, |p| p.server_messages().iter().any(|m| &m.body[..] == b"after"));
@@ -589,26 +596,42 @@ fn flooder(
 }
 
 #[test]
-fn a_hello_flood_from_one_address_sheds_its_own_hellos_only() {
-    // Over TCP no Retry cookie applies: a peer that opens connection after
-    // connection and sends only hellos fills its address's share of the
-    // half-open slots; a client from elsewhere still connects.
+fn a_hello_flood_from_one_prefix_sheds_its_own_hellos_only_and_each_is_told_busy() {
+    // A peer with 30 addresses in one /24 opens connection after
+    // connection and sends only hellos: it fills its prefix's share of the
+    // half-open slots, each hello beyond it is answered with Busy (once,
+    // on its first frame), and a client from elsewhere still connects.
     let mut s = Setup::new(PathKind::Stream);
     s.endpoint.max_half_open = 100;
-    s.endpoint.max_half_open_per_address = 8;
+    s.endpoint.max_half_open_per_prefix = 8;
     let (session, client) = (std::sync::Arc::new(s.session.clone()), std::sync::Arc::new(s.client.clone()));
     let mut p = s.start();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut flood = Vec::new();
     for i in 0..30u16 {
         let (mut flooder, remote) =
-            flooder(&p, (&session, &client), i as u8 + 50, format!("198.51.100.9:{}", 20000 + i));
+            flooder(&p, (&session, &client), i as u8 + 50, format!("198.51.100.{}:{}", i + 1, 20000 + i));
         while let Some(t) = flooder.poll_transmit(p.now, &mut buf).unwrap() {
             p.server.handle_input(p.now, remote, &buf[..t.len]);
         }
+        flood.push((flooder, remote));
     }
     let stats = p.server.stats();
-    // (The counter counts the hellos' frames: each hello here is two.)
-    assert_eq!((stats.sessions_created, stats.hellos_shed_per_address, stats.hellos_shed), (8, 44, 0));
+    // (The shed counter counts the hellos' frames: each hello here is two.)
+    assert_eq!((stats.sessions_created, stats.hellos_shed_per_prefix, stats.hellos_shed), (8, 44, 0));
+    assert_eq!(stats.busy_sent, 22, "one Busy per hello not taken");
+    // Each flooder beyond the share learns it at once.
+    while let Some((remote, n)) = p.server.poll_transmit(p.now, &mut buf).unwrap() {
+        let (f, _) = flood.iter_mut().find(|(_, r)| *r == remote).unwrap();
+        f.handle_input(p.now, xtmp_core::session::PathId(0), &buf[..n]);
+    }
+    let mut busy = 0;
+    for (f, _) in &mut flood {
+        let told = std::iter::from_fn(|| f.poll_event())
+            .any(|e| matches!(e, Event::Closed(CloseReason::Busy { retry_after }) if retry_after.as_millis() == 100));
+        busy += usize::from(told);
+    }
+    assert_eq!(busy, 22);
     p.connect();
     assert_eq!(p.server.stats().sessions_created, 9);
 }
@@ -619,7 +642,7 @@ fn half_sent_hellos_hold_their_address_share_until_they_time_out_or_their_connec
     // hello waits in reassembly, counted against its address, until the
     // hello timeout or its connection's end gives the slot back.
     let mut s = Setup::new(PathKind::Stream);
-    s.endpoint.max_half_open_per_address = 4;
+    s.endpoint.max_half_open_per_prefix = 4;
     let timeout = s.endpoint.hello_timeout;
     let (session, client) = (std::sync::Arc::new(s.session.clone()), std::sync::Arc::new(s.client.clone()));
     let mut p = s.start();
@@ -633,7 +656,7 @@ fn half_sent_hellos_hold_their_address_share_until_they_time_out_or_their_connec
         p.server.handle_input(p.now, remote, &buf[..first]);
         remote
     };
-    let shed = |p: &Pair| p.server.stats().hellos_shed_per_address;
+    let shed = |p: &Pair| p.server.stats().hellos_shed_per_prefix;
     let first: Vec<_> = (0..4).map(|i| half_hello(&mut p, i)).collect();
     assert_eq!(shed(&p), 0);
     half_hello(&mut p, 4);

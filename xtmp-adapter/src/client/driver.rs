@@ -150,6 +150,12 @@ pub(crate) struct Driver {
     datagram_attempt: u32,
     retry_at: Option<Instant>,
     attempt: u32,
+    /// Busy answers in a row (SPEC.md 3.2): each doubles the wait, up to
+    /// sixteen times the server's.
+    busy: u32,
+    /// The first connection's deadline: Busy answers are retried until
+    /// then, after which `connect` fails with the last one.
+    connect_deadline: Instant,
     /// The application asked to close (or dropped every handle).
     closing: bool,
     close_deadline: Option<Instant>,
@@ -224,6 +230,8 @@ impl Driver {
             datagram_attempt: 0,
             retry_at: None,
             attempt: 0,
+            busy: 0,
+            connect_deadline: Instant::now() + setup.session.handshake_timeout,
             closing: false,
             close_deadline: None,
             finished: false,
@@ -685,6 +693,7 @@ impl Driver {
         self.count_paths();
         self.connected = true;
         self.attempt = 0;
+        self.busy = 0;
         self.shared.update_stats(|s| s.sessions += 1);
         self.shared.set_channel_binding(self.session.channel_binding().ok());
         self.shared.set_state(ConnectionState::Connected);
@@ -756,14 +765,25 @@ impl Driver {
     }
 
     fn on_closed(&mut self, reason: CloseReason) {
-        let retry = !self.closing
-            && self.ready.is_none()
-            && self.backoff.is_some()
-            && !matches!(reason, CloseReason::HandshakeFailed(_) | CloseReason::Internal(_));
+        let busy = match reason {
+            CloseReason::Busy { retry_after } if !self.closing => self.busy_delay(retry_after),
+            _ => None,
+        };
+        let retry = busy.is_some()
+            || !self.closing
+                && self.ready.is_none()
+                && self.backoff.is_some()
+                && !matches!(
+                    reason,
+                    CloseReason::HandshakeFailed(_) | CloseReason::Internal(_) | CloseReason::Busy { .. }
+                );
         if !retry {
             return self.finish(reason);
         }
-        tracing::info!(%reason, "session ended: reconnecting with a new one");
+        match busy {
+            Some(wait) => tracing::info!(wait_ms = wait.as_millis() as u64, "the server is busy: trying again"),
+            None => tracing::info!(%reason, "session ended: reconnecting with a new one"),
+        }
         self.dead = true;
         if self.connected {
             self.attempt = 0;
@@ -787,7 +807,26 @@ impl Driver {
             sub.reliable_unread = 0;
         }
         self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
-        self.schedule_retry();
+        match busy {
+            Some(wait) => self.retry_at = Some(self.tick + wait),
+            None => self.schedule_retry(),
+        }
+    }
+
+    /// How long to wait after the server answered Busy, asking for
+    /// `retry_after`: a random time in `[d, 2d)` with `d = retry_after ×
+    /// 2^n` for the `n`-th Busy in a row (at most 16×), so the clients one
+    /// Busy turned away do not all come back together. `None` when the
+    /// first connection would pass its deadline (its handshake timeout
+    /// from the first dial): `connect` then fails with the Busy.
+    fn busy_delay(&mut self, retry_after: Duration) -> Option<Duration> {
+        let d = retry_after.max(Duration::from_millis(1)) * (1u32 << self.busy.min(4));
+        let wait = d + d.mul_f64(f64::from(self.rng.next_u32()) / 4_294_967_296.0);
+        if self.ready.is_some() && self.tick + wait > self.connect_deadline {
+            return None;
+        }
+        self.busy += 1;
+        Some(wait)
     }
 
     /// The client stops: every waiting call and subscription is told why.

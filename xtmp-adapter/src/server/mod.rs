@@ -43,9 +43,10 @@ pub use router::{Peer, Rejection, Reply, Request, Router};
 ///
 /// The limits, with their defaults: sessions at once
 /// (`endpoint.max_sessions`, 10,000), half-open handshakes
-/// (`endpoint.max_half_open`, 1,024) and those of one IP address
-/// (`endpoint.max_half_open_per_address`, 64), stateless Retry cookies under handshake
-/// load (`endpoint.retry`), the largest message and the receive memory
+/// (`endpoint.max_half_open`, 1,024) and those of one address prefix
+/// (`endpoint.max_half_open_per_prefix`, 64, by /24 and /64), unproven
+/// hellos held (`endpoint.max_unproven_hellos`, 256, the oldest evicted),
+/// stateless Retry cookies under handshake load (`endpoint.retry`), the largest message and the receive memory
 /// per session (`endpoint.session`), and those of [`ServerLimits`].
 #[derive(Clone, Debug)]
 pub struct ServerSetup {
@@ -122,7 +123,9 @@ fn shard_config(base: &EndpointConfig, shard: Shard) -> EndpointConfig {
     c.server = Arc::new(server);
     c.max_sessions = base.max_sessions.div_ceil(n);
     c.max_half_open = base.max_half_open.div_ceil(n);
-    c.max_half_open_per_address = base.max_half_open_per_address.div_ceil(n);
+    c.max_half_open_per_prefix = base.max_half_open_per_prefix.div_ceil(n);
+    c.max_unproven_hellos = base.max_unproven_hellos.div_ceil(n);
+    c.max_busy_per_second = base.max_busy_per_second.div_ceil(n as u32);
     c.max_reassembly_bytes = (base.max_reassembly_bytes / n).max(64 * 1024);
     if let RetryPolicy::UnderLoad(k) = base.retry {
         c.retry = RetryPolicy::UnderLoad(k.div_ceil(n));

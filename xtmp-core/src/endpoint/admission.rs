@@ -61,8 +61,8 @@ impl Endpoint {
             }
             return;
         };
-        let key = (remote, h.session_id);
-        if let Some(&sid) = self.by_hello.get(&h.session_id) {
+        let cid = h.session_id;
+        if let Some(&sid) = self.by_hello.get(&cid) {
             // A retransmitted hello for a session we created: it has lost
             // our flight (its route moved on, e.g. a new stream).
             let now = self.now;
@@ -74,42 +74,156 @@ impl Endpoint {
             self.collect(sid);
             return;
         }
-        if !self.hellos.contains_key(&key) {
-            if !self.accepting
-                || self.half_open() >= self.config.max_half_open
-                || self.sessions.len() >= self.config.max_sessions
-            {
-                self.stats.hellos_shed += 1;
-                return;
+        let key = (remote, cid);
+        let proven = if self.hellos.contains_key(&key) {
+            true
+        } else if self.unproven.contains_key(&key) {
+            false
+        } else {
+            match self.new_hello(remote, cid, &chunk, datagram_len) {
+                Some(proven) => proven,
+                None => return,
             }
-            if self.half_open_from(remote.addr.ip()) >= self.config.max_half_open_per_address {
-                self.stats.hellos_shed_per_address += 1;
-                return;
-            }
-            let hello = PartialHello { recv: FlightRecv::new(), received: 0 };
-            self.hellos.insert(key, self.now, remote.addr.ip(), hello);
-        }
-        let Some(partial) = self.hellos.get_mut(&key) else { return };
+        };
+        let pool = if proven { &mut self.hellos } else { &mut self.unproven };
+        let Some(partial) = pool.get_mut(&key) else { return };
         partial.received += if remote.kind == RemoteKind::Datagram { datagram_len } else { frame.encoded_len() };
-        if partial.recv.insert(chunk.offset, chunk.data).is_err() {
-            self.hellos.remove(&key);
-            self.stats.dropped += 1;
+        let end = chunk.offset as usize + chunk.data.len();
+        if end > messages::MAX_CLIENT_HELLO_LEN || partial.recv.insert(chunk.offset, chunk.data).is_err() {
+            // Past the largest hello there is: nothing honest.
+            pool.remove(&key);
+            self.stats.hellos_refused += 1;
             return;
         }
         let complete = match messages::split_message(partial.recv.prefix()) {
             Ok(Some((_, _, n))) => Some(n),
+            Ok(None) if partial.recv.prefix().len() >= 4 && !hello_header_ok(partial.recv.prefix()) => {
+                pool.remove(&key);
+                self.stats.hellos_refused += 1;
+                return;
+            }
             Ok(None) => None,
             Err(_) => {
-                self.hellos.remove(&key);
+                pool.remove(&key);
                 self.stats.hellos_refused += 1;
                 return;
             }
         };
         if let Some(n) = complete {
-            let Some(partial) = self.hellos.remove(&key) else { return };
+            let Some(partial) = pool.remove(&key) else { return };
             let hello = partial.recv.prefix()[..n].to_vec();
-            self.admit(remote, h.session_id, &hello, partial.received);
+            self.admit(remote, cid, &hello, partial.received, proven);
         }
+    }
+
+    /// The first frame of a hello from `(remote, cid)` with no state yet:
+    /// decides, before keeping anything, whether it is proven (a valid
+    /// token, or a stream), answered with a Retry, or answered with Busy
+    /// (SPEC.md 3.2, in that order). Returns whether a reassembly entry was
+    /// made for it, proven or not, or `None` if nothing was kept.
+    fn new_hello(&mut self, remote: Remote, cid: u64, chunk: &HandshakeChunk<'_>, datagram_len: usize) -> Option<bool> {
+        let first = chunk.offset == 0 && !chunk.data.is_empty();
+        let has_token = !chunk.token.is_empty();
+        if has_token && !self.check_token(&remote, cid, chunk.token) {
+            self.stats.tokens_rejected += 1;
+            return None;
+        }
+        if !has_token && self.wants_retry() {
+            // Nothing is kept. Only the hello's first frame is answered,
+            // once per attempt.
+            if first {
+                self.send_retry(remote, cid, datagram_len);
+            } else {
+                self.stats.dropped += 1;
+            }
+            return None;
+        }
+        let proven = has_token || remote.kind == RemoteKind::Stream;
+        let origin = self.prefix(remote.addr.ip());
+        if !proven {
+            if !self.accepting || self.sessions.len() >= self.config.max_sessions {
+                self.stats.hellos_shed += 1;
+                self.send_busy(remote, cid, datagram_len, first);
+                return None;
+            }
+            // Unproven state never refuses a newcomer: the oldest makes room.
+            while self.unproven.len() >= self.config.max_unproven_hellos {
+                let Some(oldest) = self.unproven.oldest() else { break };
+                self.unproven.remove(&oldest);
+                self.stats.hellos_evicted += 1;
+            }
+            let hello = PartialHello { recv: FlightRecv::new(), received: 0 };
+            self.unproven.insert((remote, cid), self.now, origin, hello);
+            return Some(false);
+        }
+        if !self.accepting
+            || self.proven_half_open() >= self.config.max_half_open
+            || self.sessions.len() >= self.config.max_sessions
+        {
+            self.stats.hellos_shed += 1;
+            self.send_busy(remote, cid, datagram_len, first);
+            return None;
+        }
+        if self.half_open_in(origin) >= self.config.max_half_open_per_prefix {
+            self.stats.hellos_shed_per_prefix += 1;
+            self.send_busy(remote, cid, datagram_len, first);
+            return None;
+        }
+        let hello = PartialHello { recv: FlightRecv::new(), received: 0 };
+        self.hellos.insert((remote, cid), self.now, origin, hello);
+        Some(true)
+    }
+
+    /// A stateless Retry for the hello `cid` from `remote` (over UDP only
+    /// in answer to a datagram at least as long, so it amplifies nothing).
+    fn send_retry(&mut self, remote: Remote, cid: u64, datagram_len: usize) {
+        let token = self.make_token(&remote, cid);
+        let mut payload = Vec::with_capacity(codec::HANDSHAKE_HEADER_LEN + 4 + token.len() + 2);
+        HandshakeChunk::write_header(codec::STAGE_RETRY, 0, 0, &[], &mut payload);
+        payload.extend_from_slice(&crate::handshake::retry_message(&token));
+        if self.stateless_frame(remote, cid, &payload, datagram_len) {
+            self.stats.retries_sent += 1;
+        }
+    }
+
+    /// Busy, asking the client of hello `cid` to come back after
+    /// [`EndpointConfig::busy_retry_after`]: only for a hello's first frame
+    /// (once per attempt), and over UDP within the Busy rate and for a
+    /// datagram at least as long.
+    fn send_busy(&mut self, remote: Remote, cid: u64, datagram_len: usize, first: bool) {
+        if !first {
+            return;
+        }
+        if remote.kind == RemoteKind::Datagram && !self.busy.take(self.now) {
+            self.stats.busy_withheld += 1;
+            return;
+        }
+        let ms = u32::try_from(self.config.busy_retry_after.as_millis()).unwrap_or(u32::MAX);
+        let mut payload = Vec::with_capacity(codec::HANDSHAKE_HEADER_LEN + 8);
+        HandshakeChunk::write_header(codec::STAGE_BUSY, 0, 0, &[], &mut payload);
+        messages::encode_busy(ms, &mut payload);
+        if self.stateless_frame(remote, cid, &payload, datagram_len) {
+            self.stats.busy_sent += 1;
+        } else {
+            self.stats.busy_withheld += 1;
+        }
+    }
+
+    /// Queues a cleartext HandshakeAck frame to `remote` naming the
+    /// client's id `cid`. Over UDP only when `datagram_len` is at least the
+    /// frame's length (no amplification); returns whether it was queued.
+    fn stateless_frame(&mut self, remote: Remote, cid: u64, payload: &[u8], datagram_len: usize) -> bool {
+        let len = crate::wire::HEADER_LEN + payload.len();
+        if remote.kind == RemoteKind::Datagram && datagram_len < len {
+            return false;
+        }
+        let header = Header::new(MessageType::HANDSHAKE_ACK, cid, 0);
+        let mut out = alloc::vec![0u8; len];
+        if Frame::encode(&header, payload, &mut out).is_err() {
+            return false;
+        }
+        self.stateless.push_back((remote, out));
+        true
     }
 
     /// A sealed frame names session `sid`, which this endpoint does not
@@ -129,36 +243,18 @@ impl Endpoint {
         self.stats.resets_sent += 1;
     }
 
-    pub(super) fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize) {
-        let summary = match ServerHandshake::check_hello(&self.config.server, hello) {
-            Ok(s) if s.client_session_id == client_sid => s,
+    pub(super) fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize, proven: bool) {
+        match ServerHandshake::check_hello(&self.config.server, hello) {
+            Ok(s) if s.client_session_id == client_sid => {}
             _ => {
                 self.stats.hellos_refused += 1;
                 return;
             }
-        };
-        let mut validated = remote.kind == RemoteKind::Stream;
-        if remote.kind == RemoteKind::Datagram {
-            if !summary.token.is_empty() {
-                if !self.check_token(&remote, &summary.client_random, &summary.token) {
-                    self.stats.tokens_rejected += 1;
-                    return;
-                }
-                validated = true;
-            } else if self.wants_retry() {
-                let token = self.make_token(&remote, &summary.client_random);
-                let retry = crate::handshake::retry_message(&token);
-                let mut payload = alloc::vec![0u8; codec::HANDSHAKE_HEADER_LEN];
-                HandshakeChunk::write_header(codec::STAGE_RETRY, 0, 0, &mut payload);
-                payload.extend_from_slice(&retry);
-                let header = Header::new(MessageType::HANDSHAKE_ACK, client_sid, 0);
-                let mut out = alloc::vec![0u8; crate::wire::HEADER_LEN + payload.len()];
-                if Frame::encode(&header, &payload, &mut out).is_ok() {
-                    self.stateless.push_back((remote, out));
-                    self.stats.retries_sent += 1;
-                }
-                return;
-            }
+        }
+        if !proven && (self.wants_retry() || self.handshaking_unproven >= self.config.max_half_open) {
+            // It began before the load did: it proves its address now, and
+            // unproven handshakes stay a bounded few.
+            return self.send_retry(remote, client_sid, received);
         }
         let session = Session::accept(
             self.now,
@@ -176,7 +272,7 @@ impl Endpoint {
                 return;
             }
         };
-        if validated {
+        if proven {
             session.validate_path(PathId(0));
         }
         let sid = session.local_session_id();
@@ -185,23 +281,37 @@ impl Endpoint {
             return;
         }
         self.stats.sessions_created += 1;
-        self.routes.insert(remote, sid);
+        if let Some(old) = self.routes.insert(remote, sid)
+            && let Some(e) = self.sessions.get_mut(&old)
+            && let Some(i) = e.paths.iter().position(|r| *r == Some(remote))
+        {
+            // A new client on the address and port of an old session (a
+            // client restarted on its port): the old one loses the path.
+            e.paths[i] = None;
+            e.session.path_closed(PathId(i as u32));
+            self.collect(old);
+        }
         self.unrouted_streams.remove(&remote);
         self.by_hello.insert(client_sid, sid);
-        let origin = remote.addr.ip();
+        let origin = self.prefix(remote.addr.ip());
         let entry = Entry {
             session,
             paths: alloc::vec![Some(remote)],
             hello_key: client_sid,
             held: 0,
             handshaking: true,
+            proven,
             origin,
             deadline: None,
             stale: false,
             queued: false,
         };
-        self.handshaking += 1;
-        *self.handshaking_from.entry(origin).or_default() += 1;
+        if proven {
+            self.handshaking += 1;
+            *self.handshaking_from.entry(origin).or_default() += 1;
+        } else {
+            self.handshaking_unproven += 1;
+        }
         self.sessions.insert(sid, entry);
         self.events.push_back(EndpointEvent::NewSession(SessionHandle(sid), remote));
         self.collect(sid);
@@ -229,10 +339,11 @@ impl Endpoint {
     }
 
     /// `generation u8 ‖ counter u64 ‖ AEAD(issued_at u64) ‖ tag`, the
-    /// associated data binding the remote address and the client random.
-    pub(super) fn make_token(&mut self, remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
+    /// associated data binding the remote address and the client's
+    /// session id.
+    pub(super) fn make_token(&mut self, remote: &Remote, cid: u64) -> Vec<u8> {
         let now = self.now.as_nanos();
-        let aad = token_aad(remote, client_random);
+        let aad = token_aad(remote, cid);
         let Some(key) = self.token_key() else { return Vec::new() };
         key.counter += 1;
         let mut nonce = [0u8; NONCE_LEN];
@@ -247,7 +358,7 @@ impl Endpoint {
         t
     }
 
-    pub(super) fn check_token(&mut self, remote: &Remote, client_random: &[u8; 32], token: &[u8]) -> bool {
+    pub(super) fn check_token(&mut self, remote: &Remote, cid: u64, token: &[u8]) -> bool {
         if token.len() != TOKEN_LEN {
             return false;
         }
@@ -257,7 +368,7 @@ impl Endpoint {
         nonce[4..].copy_from_slice(&token[1..9]);
         let mut body: [u8; 8] = token[9..17].try_into().unwrap_or_default();
         let tag: [u8; TAG_LEN] = token[17..].try_into().unwrap_or_default();
-        if key.aead.open(&nonce, &token_aad(remote, client_random), &mut body, &tag).is_err() {
+        if key.aead.open(&nonce, &token_aad(remote, cid), &mut body, &tag).is_err() {
             return false;
         }
         let issued = Instant::from_nanos(u64::from_be_bytes(body));
@@ -265,10 +376,18 @@ impl Endpoint {
     }
 }
 
-fn token_aad(remote: &Remote, client_random: &[u8; 32]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(12 + 19 + 32);
+fn token_aad(remote: &Remote, cid: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(11 + 19 + 8);
     aad.extend_from_slice(b"xtmp1 token");
     aad.extend_from_slice(&remote.token_bytes());
-    aad.extend_from_slice(client_random);
+    aad.extend_from_slice(&cid.to_be_bytes());
     aad
+}
+
+/// Whether the first four bytes of a hello in reassembly can begin a
+/// ClientHello no longer than [`messages::MAX_CLIENT_HELLO_LEN`]: a longer
+/// one is refused at its header, before its bytes are held.
+fn hello_header_ok(prefix: &[u8]) -> bool {
+    let len = u32::from_be_bytes([0, prefix[1], prefix[2], prefix[3]]) as usize;
+    prefix[0] == messages::CLIENT_HELLO && 4 + len <= messages::MAX_CLIENT_HELLO_LEN
 }

@@ -75,6 +75,11 @@ impl<K: Ord + Copy, V> Arrivals<K, V> {
         self.by_time.first().map(|(at, _)| *at)
     }
 
+    /// The oldest key.
+    pub(super) fn oldest(&self) -> Option<K> {
+        self.by_time.first().map(|(_, k)| *k)
+    }
+
     /// The oldest key, if it arrived `age` or more before `now`.
     pub(super) fn oldest_due(&self, now: Instant, age: Duration) -> Option<K> {
         self.by_time.first().filter(|(at, _)| at.saturating_add(age) <= now).map(|(_, k)| *k)
@@ -103,6 +108,7 @@ mod tests {
         assert_eq!(arr.get_mut(&(1, 1)).copied(), Some("a1"));
 
         let age = Duration::from_millis(100);
+        assert_eq!(arr.oldest(), Some((2, 1)));
         assert_eq!(arr.oldest_due(ms(104), age), None);
         assert_eq!(arr.oldest_due(ms(105), age), Some((2, 1)));
         assert_eq!(arr.remove(&(2, 1)), Some("b1"));

@@ -5,20 +5,21 @@ use core::time::Duration;
 
 use crate::time::Instant;
 
-/// A token bucket of Reset frames: `rate` a second, bursts of `rate`.
+/// A token bucket of stateless replies (Reset, Busy): `rate` a second,
+/// bursts of `rate`.
 #[derive(Debug)]
-pub(super) struct ResetBudget {
+pub(super) struct RateBudget {
     rate: u32,
     tokens: u32,
     refilled: Option<Instant>,
 }
 
-impl ResetBudget {
-    pub(super) fn new(rate: u32) -> ResetBudget {
-        ResetBudget { rate, tokens: rate, refilled: None }
+impl RateBudget {
+    pub(super) fn new(rate: u32) -> RateBudget {
+        RateBudget { rate, tokens: rate, refilled: None }
     }
 
-    /// Takes one Reset from the budget at `now`, if there is one left.
+    /// Takes one reply from the budget at `now`, if there is one left.
     pub(super) fn take(&mut self, now: Instant) -> bool {
         match self.refilled {
             None => self.refilled = Some(now),
@@ -46,7 +47,7 @@ mod tests {
     #[test]
     fn at_most_rate_a_second_in_bursts_of_rate() {
         let t0 = Instant::from_nanos(1_000_000_000);
-        let mut b = ResetBudget::new(3);
+        let mut b = RateBudget::new(3);
         assert!((0..3).all(|_| b.take(t0)));
         assert!(!b.take(t0), "the burst is spent");
         assert!(!b.take(t0 + Duration::from_millis(300)), "a third of a token is not one");
@@ -54,7 +55,7 @@ mod tests {
         assert!(!b.take(t0 + Duration::from_millis(335)));
         assert!((0..3).all(|_| b.take(t0 + Duration::from_secs(10))), "refilled, up to the burst");
         assert!(!b.take(t0 + Duration::from_secs(10)));
-        let mut none = ResetBudget::new(0);
+        let mut none = RateBudget::new(0);
         assert!(!none.take(t0));
     }
 }

@@ -85,11 +85,11 @@ impl ClientHandshake {
             x25519,
             mlkem_ek,
             flags: if pinned { HELLO_PINNED } else { 0 },
-            token: Vec::new(),
             padding: 0,
         };
         let mut state = ExpectServerHello { config, hello, kem, dh, hello_bytes: Vec::new() };
-        state.hello.padding = pad_to.saturating_sub(state.hello.encode_without_mac().len()).min(u16::MAX as usize);
+        let pad_to = pad_to.min(messages::MAX_CLIENT_HELLO_LEN);
+        state.hello.padding = pad_to.saturating_sub(state.hello.encode_without_mac().len());
         let bytes = state.encode_hello();
         Ok((state, bytes))
     }
@@ -134,15 +134,10 @@ impl ExpectServerHello {
         self.hello.session_id
     }
 
-    /// Answers a Retry message: the same ClientHello (same keys and random)
-    /// with the server's token. Returns the new ClientHello message.
-    pub fn retry(mut self, retry: &[u8]) -> Result<(ExpectServerHello, Vec<u8>), HandshakeError> {
-        let token = messages::parse_retry(single_message(retry, messages::RETRY, "Retry")?)?;
-        let before = self.hello.token.len() + self.hello.padding;
-        self.hello.padding = before.saturating_sub(token.len());
-        self.hello.token = token;
-        let bytes = self.encode_hello();
-        Ok((self, bytes))
+    /// The ClientHello message as sent (a Retry asks for the same bytes
+    /// again, with the server's token in the frames that carry them).
+    pub fn hello_message(&self) -> &[u8] {
+        &self.hello_bytes
     }
 
     /// Processes the ServerHello message: checks the server's choices

@@ -15,6 +15,9 @@ pub const CLIENT_HELLO: u8 = 0x01;
 pub const SERVER_HELLO: u8 = 0x02;
 /// Retry: the server's stateless cookie (cleartext).
 pub const RETRY: u8 = 0x03;
+/// Busy: the server will not take this hello now; try again later
+/// (cleartext).
+pub const BUSY: u8 = 0x04;
 /// An AEAD-sealed sequence of the messages below, under a handshake key.
 pub const ENCRYPTED: u8 = 0x10;
 /// The server's identity (inline or key id only) and its requests.
@@ -30,8 +33,13 @@ pub const PARAMETERS: u8 = 0x15;
 
 /// Cap on any one handshake message (SPEC.md): 16 KiB.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
-/// Cap on the ClientHello token.
-pub const MAX_TOKEN_LEN: usize = 256;
+/// Cap on a Retry token (it travels behind a one-byte length in every
+/// stage-`00` frame, SPEC.md 3.2).
+pub const MAX_TOKEN_LEN: usize = 255;
+/// Cap on a whole ClientHello message (type and length included): a
+/// server refuses a longer one as soon as its header is read, and so never
+/// holds more than this for a hello being reassembled.
+pub const MAX_CLIENT_HELLO_LEN: usize = 4096;
 /// Length of the handshake randoms.
 pub const RANDOM_LEN: usize = 32;
 /// Length of mac1.
@@ -101,6 +109,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, HandshakeError> {
         Ok(u16::from_be_bytes(*self.array(field)?))
+    }
+
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, HandshakeError> {
+        Ok(u32::from_be_bytes(*self.array(field)?))
     }
 
     pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, HandshakeError> {
@@ -244,7 +256,6 @@ pub(crate) struct ClientHello {
     pub(crate) mlkem_ek: Box<[u8; MLKEM_EK_LEN]>,
     /// Bit 0: pinned (the client holds the identity that keyed mac1).
     pub(crate) flags: u8,
-    pub(crate) token: Vec<u8>,
     pub(crate) padding: usize,
 }
 
@@ -256,7 +267,7 @@ impl ClientHello {
     /// Encodes the whole message except mac1; returns the bytes with room
     /// for mac1 at the end (the caller computes and fills it).
     pub(crate) fn encode_without_mac(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1700 + self.token.len() + self.padding);
+        let mut out = Vec::with_capacity(1700 + self.padding);
         let start = begin_message(&mut out, CLIENT_HELLO);
         out.push(self.version);
         out.push(self.suites.len() as u8);
@@ -270,8 +281,6 @@ impl ClientHello {
         out.extend_from_slice(&self.x25519);
         out.extend_from_slice(&self.mlkem_ek[..]);
         out.push(self.flags);
-        out.extend_from_slice(&(self.token.len() as u16).to_be_bytes());
-        out.extend_from_slice(&self.token);
         out.extend_from_slice(&(self.padding as u16).to_be_bytes());
         out.resize(out.len() + self.padding + MAC1_LEN, 0);
         end_message(&mut out, start);
@@ -304,19 +313,13 @@ impl ClientHello {
         if flags & !HELLO_PINNED != 0 {
             return Err(HandshakeError::Malformed { message: "ClientHello", field: "flags" });
         }
-        let token_len = r.u16("token length")? as usize;
-        if token_len > MAX_TOKEN_LEN {
-            return Err(HandshakeError::Malformed { message: "ClientHello", field: "token length" });
-        }
-        let token = r.bytes(token_len, "token")?.to_vec();
         let padding = r.u16("padding length")? as usize;
         if r.bytes(padding, "padding")?.iter().any(|&b| b != 0) {
             return Err(HandshakeError::Malformed { message: "ClientHello", field: "padding" });
         }
         let mac1 = *r.array("mac1")?;
         r.finish()?;
-        let hello =
-            ClientHello { version, suites, ciphers, random, session_id, x25519, mlkem_ek, flags, token, padding };
+        let hello = ClientHello { version, suites, ciphers, random, session_id, x25519, mlkem_ek, flags, padding };
         Ok((hello, mac1))
     }
 }
@@ -371,6 +374,21 @@ pub(crate) fn encode_retry(token: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(token.len() as u16).to_be_bytes());
     out.extend_from_slice(token);
     end_message(out, start);
+}
+
+/// Encodes a Busy message: try again after `retry_after_ms`.
+pub(crate) fn encode_busy(retry_after_ms: u32, out: &mut Vec<u8>) {
+    let start = begin_message(out, BUSY);
+    out.extend_from_slice(&retry_after_ms.to_be_bytes());
+    end_message(out, start);
+}
+
+/// Parses a Busy body into its delay in milliseconds.
+pub fn parse_busy(body: &[u8]) -> Result<u32, HandshakeError> {
+    let mut r = Reader::new("Busy", body);
+    let ms = r.u32("retry after")?;
+    r.finish()?;
+    Ok(ms)
 }
 
 /// Parses a Retry body into its token.

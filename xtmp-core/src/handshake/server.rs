@@ -76,8 +76,6 @@ pub struct HelloSummary {
     pub client_session_id: u64,
     /// The client random.
     pub client_random: [u8; 32],
-    /// The address-validation token, empty if none.
-    pub token: Vec<u8>,
     /// Whether the client asked for, and may have, the key-id-only reply.
     pub pinned: bool,
 }
@@ -124,12 +122,7 @@ impl ServerHandshake {
     /// spend CPU on the hello, for example to demand a cookie under load.
     pub fn check_hello(config: &ServerConfig, message: &[u8]) -> Result<HelloSummary, HandshakeError> {
         let c = cheap_checks(config, message)?;
-        Ok(HelloSummary {
-            client_session_id: c.hello.session_id,
-            client_random: c.hello.random,
-            token: c.hello.token,
-            pinned: c.pinned,
-        })
+        Ok(HelloSummary { client_session_id: c.hello.session_id, client_random: c.hello.random, pinned: c.pinned })
     }
 
     /// Runs the server's side up to its flight: checks the ClientHello,

@@ -186,7 +186,11 @@ pub(crate) const STAGE_SERVER_FLIGHT: u8 = 1;
 pub(crate) const STAGE_CLIENT_FLIGHT: u8 = 2;
 /// A server's Retry message (one whole message in one frame).
 pub(crate) const STAGE_RETRY: u8 = 3;
-/// `stage u8 ‖ offset u32 ‖ ack u32`, then the flight's bytes from `offset`.
+/// A server's Busy message (one whole message in one frame): the hello
+/// was not taken, try again later.
+pub(crate) const STAGE_BUSY: u8 = 4;
+/// `stage u8 ‖ offset u32 ‖ ack u32`, then (stage `00` only)
+/// `token length u8 ‖ token`, then the flight's bytes from `offset`.
 /// `ack` counts the bytes of the peer's flight received in order.
 pub(crate) const HANDSHAKE_HEADER_LEN: usize = 9;
 
@@ -196,25 +200,48 @@ pub(crate) struct HandshakeChunk<'a> {
     pub(crate) stage: u8,
     pub(crate) offset: u32,
     pub(crate) ack: u32,
+    /// The Retry token a stage-`00` frame carries (SPEC.md 3.2), empty if
+    /// none (and always for other stages).
+    pub(crate) token: &'a [u8],
     pub(crate) data: &'a [u8],
 }
 
 impl<'a> HandshakeChunk<'a> {
     pub(crate) fn parse(p: &'a [u8]) -> Option<Self> {
-        let (h, data) = p.split_first_chunk::<HANDSHAKE_HEADER_LEN>()?;
+        let (h, rest) = p.split_first_chunk::<HANDSHAKE_HEADER_LEN>()?;
         let stage = h[0];
-        (stage <= STAGE_RETRY).then(|| HandshakeChunk {
+        let (token, data) = match stage {
+            STAGE_CLIENT_HELLO => {
+                let (&n, rest) = rest.split_first()?;
+                (rest.get(..usize::from(n))?, &rest[usize::from(n)..])
+            }
+            _ => (&[][..], rest),
+        };
+        (stage <= STAGE_BUSY).then(|| HandshakeChunk {
             stage,
             offset: u32::from_be_bytes([h[1], h[2], h[3], h[4]]),
             ack: u32::from_be_bytes([h[5], h[6], h[7], h[8]]),
+            token,
             data,
         })
     }
 
-    pub(crate) fn write_header(stage: u8, offset: u32, ack: u32, out: &mut [u8]) {
-        out[0] = stage;
-        out[1..5].copy_from_slice(&offset.to_be_bytes());
-        out[5..9].copy_from_slice(&ack.to_be_bytes());
+    /// The length of the header [`HandshakeChunk::write_header`] writes.
+    pub(crate) fn header_len(stage: u8, token: &[u8]) -> usize {
+        HANDSHAKE_HEADER_LEN + if stage == STAGE_CLIENT_HELLO { 1 + token.len() } else { 0 }
+    }
+
+    /// Appends the header to `out`; `token` (at most 255 bytes) is written
+    /// only for stage `00`.
+    pub(crate) fn write_header(stage: u8, offset: u32, ack: u32, token: &[u8], out: &mut Vec<u8>) {
+        out.push(stage);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&ack.to_be_bytes());
+        if stage == STAGE_CLIENT_HELLO {
+            let token = &token[..token.len().min(255)];
+            out.push(token.len() as u8);
+            out.extend_from_slice(token);
+        }
     }
 }
 
@@ -284,12 +311,28 @@ mod tests {
         b[0] = 2;
         assert_eq!(parse_heartbeat(&b), None);
         assert_eq!(parse_heartbeat(&b[..8]), None);
-        let mut h = [0u8; 11];
-        HandshakeChunk::write_header(STAGE_CLIENT_FLIGHT, 1000, 77, &mut h);
+        let mut h = Vec::new();
+        HandshakeChunk::write_header(STAGE_CLIENT_FLIGHT, 1000, 77, b"ignored", &mut h);
+        assert_eq!(h.len(), HandshakeChunk::header_len(STAGE_CLIENT_FLIGHT, b"ignored"));
+        h.extend_from_slice(&[0, 0]);
         let c = HandshakeChunk::parse(&h).unwrap();
-        assert_eq!((c.stage, c.offset, c.ack, c.data), (STAGE_CLIENT_FLIGHT, 1000, 77, &[0u8, 0][..]));
-        h[0] = 4;
+        assert_eq!(
+            (c.stage, c.offset, c.ack, c.token, c.data),
+            (STAGE_CLIENT_FLIGHT, 1000, 77, &[][..], &[0u8, 0][..])
+        );
+        h[0] = 5;
         assert_eq!(HandshakeChunk::parse(&h), None);
         assert_eq!(HandshakeChunk::parse(&h[..8]), None);
+
+        // Stage 00 carries its token between the header and the data.
+        let mut h = Vec::new();
+        HandshakeChunk::write_header(STAGE_CLIENT_HELLO, 0, 0, b"tok", &mut h);
+        assert_eq!(h.len(), HandshakeChunk::header_len(STAGE_CLIENT_HELLO, b"tok"));
+        h.push(9);
+        let c = HandshakeChunk::parse(&h).unwrap();
+        assert_eq!((c.token, c.data), (&b"tok"[..], &[9u8][..]));
+        // A token length past the end is malformed.
+        assert_eq!(HandshakeChunk::parse(&h[..12]), None);
+        assert_eq!(HandshakeChunk::parse(&h[..9]), None);
     }
 }

@@ -169,6 +169,14 @@ pub enum CloseReason {
     HandshakeFailed(HandshakeError),
     /// The handshake did not complete within the configured timeout.
     HandshakeTimeout,
+    /// The server did not take the hello now (its handshake slots, or its
+    /// address prefix's share of them, were full, or it is shutting down)
+    /// and asked the client to try again after `retry_after` (SPEC.md
+    /// 3.2). Nothing was established; a new handshake may be started.
+    Busy {
+        /// How long the server asked the client to wait.
+        retry_after: core::time::Duration,
+    },
     /// Nothing authenticated arrived from the peer within the negotiated idle timeout.
     IdleTimeout,
     /// This side closed the session because the peer broke a rule; says which.
@@ -191,6 +199,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Peer { code, reason } => write!(f, "closed by the peer (code 0x{:04x}): {reason}", code.0),
             CloseReason::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            CloseReason::Busy { retry_after } => {
+                write!(f, "the server is busy: try again in {} ms", retry_after.as_millis())
+            }
             CloseReason::IdleTimeout => f.write_str("idle timeout: nothing heard from the peer"),
             CloseReason::ProtocolViolation(what) => write!(f, "peer violated the protocol: {what}"),
             CloseReason::StatelessReset => f.write_str("the server no longer holds the session (stateless reset)"),

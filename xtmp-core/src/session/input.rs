@@ -185,6 +185,9 @@ impl Session {
         if chunk.stage == STAGE_RETRY && self.role == Role::Client {
             return self.on_retry(chunk.data);
         }
+        if chunk.stage == codec::STAGE_BUSY && self.role == Role::Client {
+            return self.on_busy(chunk.data);
+        }
         if self.role == Role::Server && chunk.stage == STAGE_CLIENT_HELLO {
             // A repeated hello: the client lacks the start of our flight.
             // Our own timer resends it; the bytes extend our budget.
@@ -259,24 +262,46 @@ impl Session {
         }
     }
 
+    /// A Retry: the same ClientHello again from its first byte, with the
+    /// server's token in every stage-`00` frame (SPEC.md 3.2). Accepted
+    /// once, and only before any byte of the server's flight.
     pub(super) fn on_retry(&mut self, data: &[u8]) {
-        let state = core::mem::replace(&mut self.state, State::Closed);
-        let State::ClientHello(expect) = state else {
-            self.state = state;
-            return self.drop_frame();
-        };
+        let State::ClientHello(expect) = &self.state else { return self.drop_frame() };
         if self.retried || self.hs_recv.contiguous() > 0 {
-            self.state = State::ClientHello(expect);
             return self.drop_frame();
         }
-        match expect.retry(data) {
-            Ok((expect, hello)) => {
-                self.retried = true;
-                self.state = State::ClientHello(expect);
-                self.hs_send = Some(FlightSend::new(codec::STAGE_CLIENT_HELLO, hello, self.config.handshake_rto));
-            }
-            Err(e) => self.fail_handshake(e),
+        let token = messages::split_message(data)
+            .ok()
+            .flatten()
+            .filter(|&(ty, _, n)| ty == messages::RETRY && n == data.len())
+            .and_then(|(_, body, _)| messages::parse_retry(body).ok());
+        let Some(token) = token else {
+            return self.fail_handshake(HandshakeError::Malformed { message: "Retry", field: "token" });
+        };
+        let hello = expect.hello_message().to_vec();
+        self.retried = true;
+        self.retry_token = token;
+        self.hs_send = Some(FlightSend::new(codec::STAGE_CLIENT_HELLO, hello, self.config.handshake_rto));
+    }
+
+    /// A Busy: the server did not take our hello and asks us to come back
+    /// later. Accepted only before any byte of the server's flight (after
+    /// it, the server has taken the hello); the session ends with
+    /// [`CloseReason::Busy`] and sends nothing.
+    pub(super) fn on_busy(&mut self, data: &[u8]) {
+        if !matches!(self.state, State::ClientHello(_)) || self.hs_recv.contiguous() > 0 {
+            return self.drop_frame();
         }
+        let ms = messages::split_message(data)
+            .ok()
+            .flatten()
+            .filter(|&(ty, _, n)| ty == messages::BUSY && n == data.len())
+            .and_then(|(_, body, _)| messages::parse_busy(body).ok());
+        let Some(ms) = ms else { return self.drop_frame() };
+        let retry_after = core::time::Duration::from_millis(u64::from(ms));
+        self.hs_send = None;
+        self.close_reason = Some(CloseReason::Busy { retry_after });
+        self.finish(CloseReason::Busy { retry_after });
     }
 
     pub(super) fn advance_handshake(&mut self) {

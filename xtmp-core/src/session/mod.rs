@@ -330,6 +330,9 @@ pub struct Session {
     connected: Option<Event>,
     hs_frames: u64,
     retried: bool,
+    /// Client: the token of the server's Retry, sent in every stage-`00`
+    /// frame from then on (SPEC.md 3.2).
+    retry_token: Vec<u8>,
     local_max_frame: u32,
     local_idle_ms: u32,
     peer_max_frame: u32,
@@ -484,6 +487,7 @@ impl Session {
             connected: None,
             hs_frames: 0,
             retried: false,
+            retry_token: Vec::new(),
             local_max_frame: params.max_frame_payload,
             local_idle_ms: params.idle_timeout_ms,
             // Until the peer's parameters arrive, within what this side

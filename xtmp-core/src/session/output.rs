@@ -490,7 +490,8 @@ impl Session {
             Role::Server => MessageType::HANDSHAKE_ACK,
         };
         let ack = self.hs_recv.contiguous() as u32;
-        let min = HEADER_LEN + codec::HANDSHAKE_HEADER_LEN;
+        let stage_now = self.hs_send.as_ref().map_or(codec::STAGE_CLIENT_HELLO, |s| s.stage);
+        let min = HEADER_LEN + HandshakeChunk::header_len(stage_now, &self.retry_token);
         let wants = self.hs_send.as_ref().is_some_and(FlightSend::wants_send);
         if !wants && !self.hs_ack_pending {
             return Ok(None);
@@ -523,8 +524,7 @@ impl Session {
         };
         let mut payload = core::mem::take(&mut self.scratch);
         payload.clear();
-        payload.resize(codec::HANDSHAKE_HEADER_LEN, 0);
-        HandshakeChunk::write_header(stage, offset, ack, &mut payload);
+        HandshakeChunk::write_header(stage, offset, ack, &self.retry_token, &mut payload);
         if let Some(s) = &self.hs_send {
             let start = offset as usize;
             payload.extend_from_slice(&s.data[start..start + data_len]);

@@ -363,6 +363,7 @@ impl World {
             match reason {
                 CloseReason::HandshakeTimeout
                 | CloseReason::HandshakeFailed(_)
+                | CloseReason::Busy { .. }
                 | CloseReason::Peer { .. }
                 | CloseReason::PathsLost => {}
                 ref other => self.violation(format!("client{i}: handshake ended with an unexpected reason: {other}")),

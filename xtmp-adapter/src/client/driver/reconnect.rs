@@ -116,6 +116,12 @@ impl Driver {
                     self.session.abort(self.now(), CloseCode::NO_ERROR, "no room for a new path");
                 }
             },
+            Err(e) if self.ready.is_some() => {
+                // The first connection, dialed again after a Busy: it
+                // fails as a first dial does.
+                tracing::info!(error = %e, "dial failed");
+                self.finish(CloseReason::PathsLost);
+            }
             Err(e) => {
                 self.attempt += 1;
                 tracing::info!(attempt = self.attempt, error = %e, "reconnection attempt failed");
