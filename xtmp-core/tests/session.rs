@@ -311,6 +311,39 @@ fn repeated_authentication_failures_close_the_session() {
 }
 
 #[test]
+fn forged_frames_from_off_the_path_never_count_toward_the_integrity_limit() {
+    // Whoever has seen one frame can forge its like from any address: such
+    // frames fail to open on a path not validated as the peer's, and count
+    // toward nothing (SPEC.md 3.6), however many there are.
+    let mut s = Setup::new(PathKind::Datagram);
+    let mut server = s.session.clone();
+    server.max_decrypt_failures = 5;
+    s.server_session = Some(server);
+    let mut p = s.start();
+    p.connect();
+    let frame = capture_one(&mut p, b"x");
+    for i in 0..50u32 {
+        let mut bad = frame.clone();
+        bad[96] ^= 1 + (i % 255) as u8;
+        xtmp_core::wire::write_crc(&mut bad).unwrap();
+        let elsewhere = xtmp_core::endpoint::Remote {
+            addr: std::net::SocketAddr::from(([203, 0, 113, (i % 250) as u8], 6000 + i as u16)),
+            kind: xtmp_core::endpoint::RemoteKind::Datagram,
+        };
+        p.server.handle_input(p.now, elsewhere, &bad);
+    }
+    p.settle();
+    assert_eq!(p.server.session_count(), 1, "the session stays up");
+    let stats = p.server_session().stats();
+    assert_eq!((stats.decrypt_failures, stats.forgeries_ignored), (0, 50));
+    // The session still works both ways.
+    p.client.send(MessageType::WALLET_BALANCE, Bytes::from_static(b"after"), SendOptions::request()).unwrap();
+    p.drive(100, |p| p.server_messages().iter().any(|m| &m.body[..] == b"after"));
+    // By default the cipher's own limit (RFC 9001 6.6) is the only one.
+    assert_eq!(xtmp_core::session::SessionConfig::default().max_decrypt_failures, u64::MAX);
+}
+
+#[test]
 fn handshake_failure_is_typed_locally_and_generic_for_the_peer() {
     // The client pins a different server identity.
     let mut s = Setup::new(PathKind::Stream);

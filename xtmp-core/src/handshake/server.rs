@@ -281,11 +281,13 @@ impl ExpectClientFlight {
                     .ok_or(HandshakeError::Malformed { message: "ClientAuth", field: "identity" })?;
                 self.transcript.add_parts(messages::CLIENT_AUTH, auth);
                 let (ml, ed) = parse_certificate_verify(cv)?;
+                // Trust first: a client this server would refuse anyway
+                // costs it no signature verification.
+                verifier.verify(&client, unix_time)?;
                 let input = certificate_verify_input(Role::Client, &self.transcript.hash());
                 client
                     .verify(p, &input, ml, ed)
                     .map_err(|algorithm| HandshakeError::BadSignature { algorithm, signer: Role::Client })?;
-                verifier.verify(&client, unix_time)?;
                 self.transcript.add_parts(messages::CERTIFICATE_VERIFY, cv);
                 (Some(client), fin)
             }

@@ -55,8 +55,11 @@ pub struct SessionConfig {
     pub key_grace: Duration,
     /// Frames the datagram anti-replay window spans. Default 4096.
     pub replay_window: u32,
-    /// Failed decryptions tolerated before the session closes (and never
-    /// more than the cipher's integrity limit). Default 2^20.
+    /// Failed decryptions on validated paths tolerated before the session
+    /// closes; the cipher's integrity limit (RFC 9001 section 6.6: 2^52
+    /// for AES-256-GCM, 2^36 for ChaCha20-Poly1305) applies whatever this
+    /// says. Failures from an address not validated as the peer's never
+    /// count. Default `u64::MAX`: the cipher's limit.
     pub max_decrypt_failures: u64,
     /// How long a closing session ignores stray frames before reporting
     /// `Closed`. Default 1 s.
@@ -137,7 +140,7 @@ impl Default for SessionConfig {
             path_policy: PathPolicy::default(),
             key_grace: Duration::from_secs(3),
             replay_window: 4096,
-            max_decrypt_failures: 1 << 20,
+            max_decrypt_failures: u64::MAX,
             drain_period: Duration::from_secs(1),
             max_datagram: 1200,
             datagram_hello_padding: 3300,

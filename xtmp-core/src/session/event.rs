@@ -401,8 +401,12 @@ pub struct Stats {
     pub frames_dropped: u64,
     /// Genuine Reset frames received (SPEC.md 3.7.1).
     pub resets_received: u64,
-    /// Frames that failed authentication.
+    /// Frames on validated paths that failed authentication (they count
+    /// toward the integrity limit).
     pub decrypt_failures: u64,
+    /// Frames from an address not validated as the peer's that failed
+    /// authentication (forgeries; they count toward nothing).
+    pub forgeries_ignored: u64,
     /// Frames refused as replays or too old.
     pub replays_rejected: u64,
     /// Handshake bytes retransmitted.

@@ -465,7 +465,12 @@ impl Session {
             Err(e) => {
                 plain.clear();
                 self.rx_buf = plain;
-                if e == OpenError::Tag {
+                if e == OpenError::Tag && !self.paths[path.0 as usize].validated {
+                    // From an address not (yet) proven to be the peer's:
+                    // anyone can send those, so they count toward nothing
+                    // that could close the session (SPEC.md 3.6).
+                    self.stats.forgeries_ignored += 1;
+                } else if e == OpenError::Tag {
                     self.stats.decrypt_failures += 1;
                     let limit = self.config.max_decrypt_failures.min(cipher.integrity_limit());
                     if self.stats.decrypt_failures >= limit {
