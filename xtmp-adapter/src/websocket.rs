@@ -8,9 +8,10 @@
 //! encryption protects the frames (no `wss`). Because the WebSocket layer
 //! only wraps a [`Link`], every runtime gets it from its TCP sockets.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -198,24 +199,36 @@ async fn accept(rt: &dyn Runtime, link: Box<dyn Link>) -> io::Result<Box<dyn Lin
     Ok(Box::new(WsLink { ws, rest: Bytes::new() }))
 }
 
-type Upgraded = Option<(Box<dyn Link>, SocketAddr)>;
+/// An upgrade's end: the peer, and its link if the upgrade succeeded.
+type Upgraded = (SocketAddr, Option<Box<dyn Link>>);
 
 /// A TCP listener whose connections are upgraded to WebSocket paths
 /// before they are accepted. Upgrades run as their own tasks (at most
-/// [`MAX_PENDING_UPGRADES`], each for at most [`UPGRADE_TIMEOUT`]), so a
-/// slow one holds up nobody.
+/// [`MAX_PENDING_UPGRADES`], and at most a configured share of them from
+/// one address prefix, each for at most [`UPGRADE_TIMEOUT`]), so a slow
+/// one holds up nobody, and a few peers that start upgrades and stall
+/// hold only their prefix's share: a connection beyond it is closed at
+/// once.
 pub(crate) struct WsListener {
     inner: Box<dyn Listener>,
     rt: Arc<dyn Runtime>,
     done_tx: mpsc::UnboundedSender<Upgraded>,
     done: mpsc::UnboundedReceiver<Upgraded>,
     pending: usize,
+    /// Upgrades in progress by address prefix.
+    by_prefix: HashMap<IpAddr, usize>,
+    /// IPv4 and IPv6 prefix lengths, and the upgrades one prefix may run.
+    prefixes: (u8, u8, usize),
 }
 
 impl WsListener {
-    pub(crate) fn new(rt: Arc<dyn Runtime>, inner: Box<dyn Listener>) -> WsListener {
+    pub(crate) fn new(rt: Arc<dyn Runtime>, inner: Box<dyn Listener>, prefixes: (u8, u8, usize)) -> WsListener {
         let (done_tx, done) = mpsc::unbounded();
-        WsListener { inner, rt, done_tx, done, pending: 0 }
+        WsListener { inner, rt, done_tx, done, pending: 0, by_prefix: HashMap::new(), prefixes }
+    }
+
+    fn prefix(&self, peer: SocketAddr) -> IpAddr {
+        xtmp_core::endpoint::prefix_of(peer.ip(), self.prefixes.0, self.prefixes.1)
     }
 }
 
@@ -226,24 +239,40 @@ impl Listener for WsListener {
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Box<dyn Link>, SocketAddr)>> {
         loop {
-            // Every upgrade reports, failed ones with `None`, so that a
+            // Every upgrade reports, failed ones without a link, so that a
             // listener waiting for a free slot is woken.
-            while let Poll::Ready(Some(done)) = Pin::new(&mut self.done).poll_next(cx) {
+            while let Poll::Ready(Some((peer, link))) = Pin::new(&mut self.done).poll_next(cx) {
                 self.pending -= 1;
-                if let Some(upgraded) = done {
-                    return Poll::Ready(Ok(upgraded));
+                let prefix = self.prefix(peer);
+                if let Some(n) = self.by_prefix.get_mut(&prefix) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.by_prefix.remove(&prefix);
+                    }
+                }
+                if let Some(link) = link {
+                    return Poll::Ready(Ok((link, peer)));
                 }
             }
             if self.pending >= MAX_PENDING_UPGRADES {
                 return Poll::Pending;
             }
             let (link, peer) = ready!(self.inner.poll_accept(cx))?;
+            let prefix = self.prefix(peer);
+            let n = self.by_prefix.entry(prefix).or_default();
+            if *n >= self.prefixes.2 {
+                // Its prefix has its share of upgrades running: closed.
+                tracing::debug!(%peer, "WebSocket upgrade refused: its prefix has its share running");
+                drop(link);
+                continue;
+            }
+            *n += 1;
             self.pending += 1;
             let rt = self.rt.clone();
             let tx = self.done_tx.clone();
             self.rt.spawn(Box::pin(async move {
-                let upgraded = accept(rt.as_ref(), link).await.ok().map(|l| (l, peer));
-                let _ = tx.unbounded_send(upgraded);
+                let upgraded = accept(rt.as_ref(), link).await.ok();
+                let _ = tx.unbounded_send((peer, upgraded));
             }));
         }
     }

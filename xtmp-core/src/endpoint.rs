@@ -237,6 +237,9 @@ pub enum CloseRemoteReason {
     /// It was a session's path and the session gave the path up (its frames
     /// failed, or the session moved on).
     PathFailed,
+    /// Its session ended (after its drain period, or a failed handshake):
+    /// nothing more will be sent on it (SPEC.md 3.7).
+    SessionClosed,
 }
 
 impl CloseRemoteReason {
@@ -246,6 +249,7 @@ impl CloseRemoteReason {
             CloseRemoteReason::Malformed => "malformed stream",
             CloseRemoteReason::NoHandshake => "no handshake in time",
             CloseRemoteReason::PathFailed => "path given up by its session",
+            CloseRemoteReason::SessionClosed => "its session ended",
         }
     }
 }
@@ -787,6 +791,12 @@ impl Endpoint {
             for r in e.paths.iter().flatten() {
                 if self.routes.get(r) == Some(&sid) {
                     self.routes.remove(r);
+                    if r.kind == RemoteKind::Stream {
+                        // Its connection carries nothing more: closed, so
+                        // neither side holds it open for nothing.
+                        self.deframers.remove(r);
+                        self.events.push_back(EndpointEvent::CloseRemote(*r, CloseRemoteReason::SessionClosed));
+                    }
                 }
             }
             self.by_hello.remove(&e.hello_key);

@@ -92,3 +92,39 @@ fn a_stream_that_completes_its_handshake_is_not_reset() {
     assert_eq!(p.server.stats().streams_reset, 0);
     still_works(&mut p);
 }
+
+#[test]
+fn a_sessions_connection_is_closed_when_the_session_ends() {
+    // After its drain period nothing more goes on a session's stream: the
+    // endpoint asks for it to be closed, rather than hold it open.
+    use xtmp_core::endpoint::CloseRemoteReason;
+    use xtmp_core::session::CloseCode;
+    let mut p = established(PathKind::Stream);
+    p.client.close(p.now, CloseCode(0), "bye");
+    let start = p.now;
+    p.drive(1_000, |p| p.server.session_count() == 0);
+    let closed: Vec<_> = p.closed_remotes.iter().filter(|(r, _, _)| *r == p.remote).collect();
+    assert_eq!(closed.len(), 1, "{:?}", p.closed_remotes);
+    let (_, why, at) = closed[0];
+    assert_eq!(*why, CloseRemoteReason::SessionClosed);
+    let drain = xtmp_core::session::SessionConfig::default().drain_period;
+    assert!(*at <= start + drain, "closed within the drain period");
+}
+
+#[test]
+fn a_failed_handshakes_connection_is_closed_within_the_hello_timeout() {
+    // The client refuses the server (it pins another identity): the
+    // server's session fails too, and its connection is closed at once,
+    // not left open.
+    use xtmp_core::endpoint::CloseRemoteReason;
+    let mut s = Setup::new(PathKind::Stream);
+    s.client.verifier = std::sync::Arc::new(xtmp_core::handshake::Fingerprints(vec![common::identity(9).key_id()]));
+    let timeout = s.endpoint.hello_timeout;
+    let mut p = s.start();
+    let start = p.now;
+    p.drive(1_000, |p| p.client.is_closed() && p.server.session_count() == 0);
+    let closed: Vec<_> = p.closed_remotes.iter().filter(|(r, _, _)| *r == p.remote).collect();
+    assert_eq!(closed.len(), 1, "{:?}", p.closed_remotes);
+    assert_eq!(closed[0].1, CloseRemoteReason::SessionClosed);
+    assert!(closed[0].2 <= start + timeout, "closed {:?} after the start", closed[0].2 - start);
+}

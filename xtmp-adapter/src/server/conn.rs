@@ -20,8 +20,13 @@ use xtmp_core::shard::Shard;
 use super::driver::Input;
 use crate::runtime::{Deadline, Link, Timer};
 
-/// How long a connection's read buffer is.
+/// How long a busy connection's read buffer is.
 pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// How long a new connection's read buffer is: a read that fills it
+/// makes it four times longer, up to [`READ_BUF`]. A silent or slow
+/// connection (thousands of them, in a flood) costs this, not 64 KiB.
+const FIRST_READ_BUF: usize = 2 * 1024;
 
 /// A read this short is copied out, and the buffer kept; a longer one
 /// hands the buffer itself to the driver.
@@ -84,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) inputs: Vec<mpsc::Sender<Input>>,
     /// TCP and WebSocket connections open now.
     pub(crate) connections: AtomicUsize,
+    /// Of those, how many come from each address prefix.
+    pub(crate) by_prefix: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     pub(crate) connections_dropped: AtomicU64,
     /// Datagrams that arrived on another shard's socket and were handed over.
     pub(crate) datagrams_forwarded: AtomicU64,
@@ -99,12 +106,42 @@ impl Shared {
     }
 }
 
-/// One open connection counted in [`Shared::connections`] until dropped.
-struct Slot(Arc<Shared>);
+impl Shared {
+    /// Takes a connection slot for a peer in `prefix`, unless the server
+    /// holds `max` connections, or that prefix `per_prefix`.
+    pub(crate) fn admit(&self, prefix: std::net::IpAddr, max: usize, per_prefix: usize) -> bool {
+        let mut by = self.by_prefix.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by.entry(prefix).or_default();
+        if *n >= per_prefix || self.connections.load(Ordering::Relaxed) >= max {
+            if *n == 0 {
+                by.remove(&prefix);
+            }
+            return false;
+        }
+        *n += 1;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&self, prefix: std::net::IpAddr) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut by = self.by_prefix.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by.get_mut(&prefix) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&prefix);
+            }
+        }
+    }
+}
+
+/// One open connection counted in [`Shared::connections`] and
+/// [`Shared::by_prefix`] (taken by [`Shared::admit`]) until dropped.
+struct Slot(Arc<Shared>, std::net::IpAddr);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.release(self.1);
     }
 }
 
@@ -136,28 +173,28 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection counted in `shared.connections`; `timer` times the
-    /// wait for its first bytes when there are several shards.
+    /// A connection whose slot [`Shared::admit`] took for `prefix`;
+    /// `timer` times the wait for its first bytes when there are several
+    /// shards.
     pub(crate) fn new(
         link: Box<dyn Link>,
-        remote: Remote,
+        (remote, prefix): (Remote, std::net::IpAddr),
         shared: &Arc<Shared>,
         timer: Box<dyn Timer>,
         write_queue: usize,
     ) -> Conn {
-        shared.connections.fetch_add(1, Ordering::Relaxed);
         let several = shared.shards() > 1;
         let mut conn = Conn {
             link,
             remote,
-            slot: Slot(shared.clone()),
+            slot: Slot(shared.clone(), prefix),
             inputs: None,
             first: Vec::new(),
             hello: several.then(|| (Deadline::new(timer), Instant::now() + shared.hello_timeout)),
             opened: None,
             writes: None,
             write_queue,
-            buf: shared.pool.take(),
+            buf: vec![0; FIRST_READ_BUF],
             unsent: None,
             read_done: false,
             told: false,
@@ -195,6 +232,9 @@ impl Conn {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.first.extend_from_slice(&self.buf[..n]);
+                    if n == self.buf.len() {
+                        self.buf = grown(&self.buf, &self.slot.0.pool);
+                    }
                     if let Some(shard) = Shard::route(&self.first, self.slot.0.shards()) {
                         self.assign(shard);
                         return Poll::Pending;
@@ -279,8 +319,13 @@ impl Conn {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) if n > 0 => {
                     self.backlog.reads.fetch_add(1, Ordering::AcqRel);
-                    let bytes = if n < COPY_BELOW {
-                        self.buf[..n].to_vec()
+                    let bytes = if n < COPY_BELOW || self.buf.len() < READ_BUF {
+                        let bytes = self.buf[..n].to_vec();
+                        if n == self.buf.len() {
+                            // Full: the peer has more to say.
+                            self.buf = grown(&self.buf, &self.slot.0.pool);
+                        }
+                        bytes
                     } else {
                         let mut full = std::mem::replace(&mut self.buf, self.slot.0.pool.take());
                         full.truncate(n);
@@ -292,6 +337,12 @@ impl Conn {
             }
         }
     }
+}
+
+/// A read buffer four times as long as `buf` (the pool's, at full length).
+fn grown(buf: &[u8], pool: &BufPool) -> Vec<u8> {
+    let len = (buf.len() * 4).min(READ_BUF);
+    if len == READ_BUF { pool.take() } else { vec![0; len] }
 }
 
 /// `Ready` while fewer than [`CONN_BACKLOG`] reads wait for the driver.
@@ -402,6 +453,7 @@ mod tests {
         let shared = Arc::new(Shared {
             inputs: vec![tx],
             connections: Default::default(),
+            by_prefix: Default::default(),
             connections_dropped: Default::default(),
             datagrams_forwarded: Default::default(),
             hello_timeout: Duration::from_secs(1),
@@ -409,7 +461,9 @@ mod tests {
         });
         let reads = Arc::new(AtomicUsize::new(0));
         let remote = Remote { addr: "127.0.0.1:9".parse().unwrap(), kind: RemoteKind::Stream };
-        let mut conn = Conn::new(Box::new(Firehose(reads.clone())), remote, &shared, Box::new(NeverTimer), 8);
+        let prefix = remote.addr.ip();
+        assert!(shared.admit(prefix, 10, 10));
+        let mut conn = Conn::new(Box::new(Firehose(reads.clone())), (remote, prefix), &shared, Box::new(NeverTimer), 8);
         let flag = Arc::new(Flag::default());
         let waker = Waker::from(flag.clone());
         let cx = &mut Context::from_waker(&waker);
@@ -424,7 +478,10 @@ mod tests {
             Some(Input::Opened(_, _, _, backlog)) => backlog.clone(),
             _ => panic!("the connection's first input is not Opened"),
         };
-        let bytes = taken.iter().filter(|i| matches!(i, Input::Bytes(..))).count();
+        let sizes: Vec<usize> =
+            taken.iter().filter_map(|i| if let Input::Bytes(_, b) = i { Some(b.len()) } else { None }).collect();
+        assert_eq!(sizes, [2048, 8192, 32768, READ_BUF], "a new connection's buffer grows as reads fill it");
+        let bytes = sizes.len();
         assert_eq!(bytes, CONN_BACKLOG, "reads queued for the driver");
         assert_eq!(reads.load(Ordering::Relaxed), CONN_BACKLOG, "reads from the socket");
         assert!(!flag.0.load(Ordering::SeqCst));
@@ -437,5 +494,31 @@ mod tests {
         assert_eq!(more, 1);
         assert_eq!(reads.load(Ordering::Relaxed), CONN_BACKLOG + 1);
         drop(taken);
+        drop(conn);
+        assert_eq!(shared.connections.load(Ordering::Relaxed), 0, "the slot is given back");
+        assert!(shared.by_prefix.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn connection_slots_are_shared_out_by_prefix() {
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Shared {
+            inputs: vec![tx],
+            connections: Default::default(),
+            by_prefix: Default::default(),
+            connections_dropped: Default::default(),
+            datagrams_forwarded: Default::default(),
+            hello_timeout: Duration::from_secs(1),
+            pool: Default::default(),
+        };
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.0".parse().unwrap(), "10.0.1.0".parse().unwrap());
+        assert!((0..3).all(|_| shared.admit(a, 5, 3)));
+        assert!(!shared.admit(a, 5, 3), "the prefix's share is taken");
+        assert!(shared.admit(b, 5, 3), "another prefix still gets in");
+        assert!(shared.admit(b, 5, 3));
+        assert!(!shared.admit(b, 5, 3), "the server's limit");
+        shared.release(a);
+        assert!(shared.admit(a, 5, 3), "a slot given back is free again");
+        assert_eq!(shared.connections.load(Ordering::Relaxed), 5);
     }
 }

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use tracing::Instrument;
-use xtmp_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle};
+use xtmp_core::endpoint::{
+    CloseRemoteReason, Endpoint, EndpointConfig, EndpointEvent, Remote, RemoteKind, SessionHandle, prefix_of,
+};
 use xtmp_core::handshake::PublicIdentity;
 use xtmp_core::session::{
     CloseCode, ErrorCode, Event, Message, MessageId, MessageKind, SendError, SendOptions, SubscriptionId,
@@ -114,6 +116,9 @@ pub(crate) struct ServerDriver {
     accept_paused: Option<Instant>,
     /// Warnings about peers, at most a line a second per prefix.
     warnings: super::warnings::PeerWarnings,
+    /// The lengths of the IPv4 and IPv6 prefixes connection slots are
+    /// counted by (the endpoint's).
+    prefix_lens: (u8, u8),
 }
 
 /// What one shard driver is given.
@@ -134,6 +139,7 @@ impl ServerDriver {
     pub(crate) fn new(rt: Arc<dyn Runtime>, setup: ShardSetup) -> Result<ServerDriver, Error> {
         let clock = Clock::new();
         let mut rng = clock::rng()?;
+        let prefix_lens = (setup.endpoint.prefix_len_v4, setup.endpoint.prefix_len_v6);
         let endpoint =
             Endpoint::new(clock.now(), setup.endpoint, &mut rng).map_err(|e| Error::Config(e.to_string()))?;
         let inputs_tx = setup.shared.inputs[setup.shard.index() as usize].clone();
@@ -168,6 +174,7 @@ impl ServerDriver {
             requests_refused: 0,
             accept_paused: None,
             warnings: Default::default(),
+            prefix_lens,
         })
     }
 
@@ -242,13 +249,15 @@ impl ServerDriver {
                     self.accept_paused = Some(self.tick + ACCEPT_PAUSE);
                     break 'listeners;
                 };
-                if self.shared.connections.load(Ordering::Relaxed) >= self.limits.max_connections {
+                let prefix = prefix_of(addr.ip(), self.prefix_lens.0, self.prefix_lens.1);
+                let (max, per_prefix) = (self.limits.max_connections, self.limits.max_connections_per_prefix);
+                if !self.shared.admit(prefix, max, per_prefix) {
                     warn_peer(&mut self.warnings, self.tick, addr.ip(), "over the connection limit");
                     self.shared.connections_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let remote = Remote { addr, kind: RemoteKind::Stream };
-                let conn = Conn::new(link, remote, &self.shared, self.rt.timer(), self.limits.write_queue);
+                let conn = Conn::new(link, (remote, prefix), &self.shared, self.rt.timer(), self.limits.write_queue);
                 self.rt.spawn(Box::pin(conn));
             }
         }
@@ -478,7 +487,7 @@ impl ServerDriver {
                     telemetry::gauge("xtmp_server_sessions", self.sessions.len() as f64);
                 }
                 EndpointEvent::CloseRemote(remote, why) => {
-                    if remote.kind == RemoteKind::Stream {
+                    if remote.kind == RemoteKind::Stream && why != CloseRemoteReason::SessionClosed {
                         self.warn_peer(remote.addr.ip(), why.name());
                     }
                     self.writers.remove(&remote);

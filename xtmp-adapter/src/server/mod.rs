@@ -66,9 +66,17 @@ pub struct ServerLimits {
     /// Items a [`Publisher`] queues before `push` waits (or
     /// `push_best_effort` drops the oldest). Default 64.
     pub publisher_depth: usize,
-    /// TCP connections open at once; more are closed as they arrive.
-    /// Default 10,000.
+    /// TCP and WebSocket connections open at once; more are closed as
+    /// they arrive. Default 10,000.
     pub max_connections: usize,
+    /// Of those, how many may come from one address prefix (by the
+    /// endpoint's `prefix_len_v4` and `prefix_len_v6`, /24 and /64 by
+    /// default), so that a few peers holding connections open cannot take
+    /// every slot. Default 1,000 (a NAT of a few hundred nodes fits).
+    pub max_connections_per_prefix: usize,
+    /// WebSocket upgrades in progress from one address prefix (of at most
+    /// 256 in all); a connection beyond it is closed at once. Default 32.
+    pub max_upgrades_per_prefix: usize,
     /// Chunks queued for one TCP connection's writer: a peer that does not
     /// read loses that connection (its session keeps any other path and
     /// may reconnect) rather than make the server's memory grow.
@@ -96,6 +104,8 @@ impl Default for ServerLimits {
             max_in_flight: 256,
             publisher_depth: 64,
             max_connections: 10_000,
+            max_connections_per_prefix: 1_000,
+            max_upgrades_per_prefix: 32,
             write_queue: 256,
             shards: 0,
             kernel_routing: true,
@@ -257,7 +267,12 @@ impl Server {
                     let mut l = rt.listen(addr).await?;
                     local.push((transport, l.local_addr()?));
                     if transport == Transport::WebSocket {
-                        l = Box::new(crate::websocket::WsListener::new(rt.clone(), l));
+                        let prefixes = (
+                            setup.endpoint.prefix_len_v4,
+                            setup.endpoint.prefix_len_v6,
+                            setup.limits.max_upgrades_per_prefix,
+                        );
+                        l = Box::new(crate::websocket::WsListener::new(rt.clone(), l, prefixes));
                     }
                     tcp.push(l);
                 }
@@ -286,6 +301,7 @@ impl Server {
         let shared = Arc::new(Shared {
             inputs: senders,
             connections: Default::default(),
+            by_prefix: Default::default(),
             connections_dropped: Default::default(),
             datagrams_forwarded: Default::default(),
             hello_timeout: setup.endpoint.hello_timeout,

@@ -43,6 +43,8 @@ pub struct Pair {
     pub handle: Option<SessionHandle>,
     pub client_events: Vec<Event>,
     pub server_events: Vec<Event>,
+    /// Connections the endpoint asked to close, and why, with the time.
+    pub closed_remotes: Vec<(Remote, xtmp_core::endpoint::CloseRemoteReason, Instant)>,
     pub filter: Option<Filter>,
     /// One-way black holes: what goes this way on this remote's path is
     /// lost (meant for datagram paths; a stream would be cut mid-frame).
@@ -132,6 +134,7 @@ impl Setup {
             handle: None,
             client_events: Vec::new(),
             server_events: Vec::new(),
+            closed_remotes: Vec::new(),
             filter: None,
             black_holes: Vec::new(),
             to_server: VecDeque::new(),
@@ -243,7 +246,8 @@ impl Pair {
             match e {
                 EndpointEvent::NewSession(h, _) => self.handle = Some(h),
                 EndpointEvent::Session(_, e) => self.server_events.push(e),
-                EndpointEvent::CloseRemote(r, _) => {
+                EndpointEvent::CloseRemote(r, why) => {
+                    self.closed_remotes.push((r, why, self.now));
                     // The connection is reset: the client's path breaks.
                     if let Some(i) = self.client_paths.iter().position(|p| *p == r) {
                         self.client.path_closed(PathId(i as u32));
