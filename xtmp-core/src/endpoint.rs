@@ -517,6 +517,13 @@ impl Endpoint {
         Some(session)
     }
 
+    /// Half-open state: proven hellos in reassembly plus proven handshakes
+    /// running (bounded by [`EndpointConfig::max_half_open`]), and unproven
+    /// hellos in reassembly plus unproven handshakes running.
+    pub fn half_open_counts(&self) -> (usize, usize) {
+        (self.proven_half_open(), self.unproven.len() + self.handshaking_unproven)
+    }
+
     /// Bytes every session together holds for reassembly and reordering.
     pub fn reassembly_bytes(&self) -> usize {
         self.held

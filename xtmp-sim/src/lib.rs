@@ -65,7 +65,7 @@ use std::time::Duration;
 pub use check::{Totals, Violation};
 pub use choices::{Choices, Draw};
 pub use link::{Latency, LinkConfig, Loss};
-pub use scenario::{Action, Attacker, ClockFaults, Dir, Mark, Scenario, Transport, Who, Workload};
+pub use scenario::{Action, Attacker, ClockFaults, Dir, Flood, Mark, Scenario, Transport, Who, Workload};
 pub use shrink::{Edit, Shrunk, shrink};
 pub use sim::Counters;
 pub use trace::TraceMode;

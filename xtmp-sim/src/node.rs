@@ -113,12 +113,17 @@ pub(crate) struct ClientNode {
 }
 
 impl ClientNode {
-    pub(crate) fn new(index: usize, clock: NodeClock, up: LinkConfig, down: LinkConfig) -> ClientNode {
-        let ip = Ipv4Addr::new(10, 1, (index / 250) as u8, (index % 250 + 1) as u8);
+    /// Client `index`; behind a NAT (`nat`), every client has the same
+    /// address and its own range of ports.
+    pub(crate) fn new(index: usize, clock: NodeClock, up: LinkConfig, down: LinkConfig, nat: bool) -> ClientNode {
+        let ip = match nat {
+            true => Ipv4Addr::new(10, 1, 0, 1),
+            false => Ipv4Addr::new(10, 1, (index / 250) as u8, (index % 250 + 1) as u8),
+        };
         ClientNode {
             index,
             ip,
-            next_port: 40_000,
+            next_port: if nat { 2_000 + 100 * index as u16 } else { 40_000 },
             clock,
             session: None,
             attempt: Attempt::new(0),

@@ -189,6 +189,12 @@ pub enum Mark {
     /// A client's session ended on a genuine stateless Reset from a
     /// restarted server.
     StatelessReset,
+    /// The server answered a hello with Busy (a full half-open limit).
+    Busy,
+    /// The server forgot an unproven hello to make room for a newer one.
+    HelloEvicted,
+    /// The flood attacker injected a spoofed hello.
+    Flooded,
 }
 
 /// Clock faults.
@@ -206,6 +212,25 @@ pub struct ClockFaults {
 pub struct Attacker {
     /// Mean gap between injections.
     pub interval: Duration,
+}
+
+/// A flood of spoofed hellos (SPEC.md 3.2, "Admission"): copies of the
+/// clients' captured ClientHello datagrams sent from addresses the
+/// attacker does not own, spread over many /24 prefixes; each is either
+/// the hello's first datagram alone or the whole hello.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flood {
+    /// When it starts and stops (from the start of the run).
+    pub from: Duration,
+    /// When it stops.
+    pub until: Duration,
+    /// Mean gap between spoofed hellos.
+    pub interval: Duration,
+    /// How many /24 prefixes the spoofed addresses are spread over.
+    pub prefixes: u8,
+    /// The chance that a spoofed hello is sent whole (all its datagrams
+    /// from one address) rather than its first datagram alone.
+    pub whole: f64,
 }
 
 /// A simulation scenario. Build one with the named constructors in
@@ -243,6 +268,17 @@ pub struct Scenario {
     pub clocks: ClockFaults,
     /// An attacker, if any.
     pub attacker: Option<Attacker>,
+    /// A hello flood, if any.
+    pub flood: Option<Flood>,
+    /// Every client behind one IP address (a NAT), each on its own ports.
+    pub nat: bool,
+    /// The server's half-open share of one address prefix (`None`: the
+    /// endpoint's default).
+    pub half_open_per_prefix: Option<usize>,
+    /// A bound on every handshake of an honest client (a violation when
+    /// one takes longer, or ends without a session for any reason but
+    /// Busy). `None`: only the handshake timeout applies.
+    pub max_handshake: Option<Duration>,
     /// What is sent.
     pub workload: Workload,
     /// Actions at their times (from the start of the run).
@@ -299,6 +335,10 @@ impl Scenario {
             split_stream_writes: true,
             clocks: ClockFaults::default(),
             attacker: None,
+            flood: None,
+            nat: false,
+            half_open_per_prefix: None,
+            max_handshake: None,
             workload: Workload::default(),
             schedule: Vec::new(),
             swarm: false,
@@ -393,6 +433,10 @@ impl Scenario {
         );
         s += &format!("up = {:?}\ndown = {:?}\n", self.up, self.down);
         s += &format!("clocks = {:?}\nattacker = {:?}\nworkload = {:?}\n", self.clocks, self.attacker, self.workload);
+        s += &format!(
+            "flood = {:?}\nnat = {}\nhalf_open_per_prefix = {:?}\nmax_handshake = {:?}\n",
+            self.flood, self.nat, self.half_open_per_prefix, self.max_handshake
+        );
         for (t, a) in &self.schedule {
             s += &format!("at {:?}: {:?}\n", t, a);
         }

@@ -7,7 +7,7 @@ use xtmp_core::endpoint::RetryPolicy;
 use xtmp_core::reliability::MtuDiscoveryConfig;
 
 use crate::link::{Latency, LinkConfig, Loss};
-use crate::scenario::{Action, Attacker, ClockFaults, Dir, Mark, Scenario, Transport, Who, Workload};
+use crate::scenario::{Action, Attacker, ClockFaults, Dir, Flood, Mark, Scenario, Transport, Who, Workload};
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -41,6 +41,8 @@ pub const NAMES: &[&str] = &[
     "mtu_change",
     "path_mtu",
     "cookies",
+    "hello_flood",
+    "nat_burst",
     "slow_reader",
     "swarm",
     "swarm_events",
@@ -71,6 +73,8 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "mtu_change" => mtu_change(),
         "path_mtu" => path_mtu(),
         "cookies" => cookies(),
+        "hello_flood" => hello_flood(),
+        "nat_burst" => nat_burst(),
         "slow_reader" => slow_reader(),
         "swarm" => swarm(),
         "swarm_events" => swarm_events(),
@@ -414,6 +418,47 @@ pub fn cookies() -> Scenario {
     s.retry = RetryPolicy::Always;
     s.clients = 3;
     s.workload.messages = 50;
+    s
+}
+
+/// Spoofed ClientHellos flood the server from 16 prefixes (first
+/// datagrams alone, and some whole hellos) while the clients crash and
+/// connect again: every honest handshake completes within 3 s, the server
+/// answers the flood with stateless Retries and never sends a spoofed
+/// address more than three times what it got from it, and its half-open
+/// state stays within its limits (SPEC.md 3.2).
+pub fn hello_flood() -> Scenario {
+    let mut s = Scenario::new("hello_flood")
+        .links(LinkConfig { loss: Loss::Bernoulli(0.01), ..LinkConfig::default() })
+        .at(ms(1500), Action::CrashClient(Who::All))
+        .at(ms(1700), Action::RestartClient(Who::All))
+        .expect(&[Mark::Flooded, Mark::CookieIssued]);
+    s.clients = 4;
+    s.retry = RetryPolicy::UnderLoad(16);
+    s.flood = Some(Flood { from: ms(300), until: secs(4), interval: ms(4), prefixes: 16, whole: 0.1 });
+    s.max_handshake = Some(secs(3));
+    s.lossless = false;
+    s.workload.messages = 100;
+    s
+}
+
+/// Twenty clients behind one NAT connect at once, and again after they
+/// crash, over streams and datagrams, against a half-open share of 4 per
+/// prefix: those beyond it are told Busy and come back, and every
+/// handshake completes within 5 s (SPEC.md 3.2, "Busy").
+pub fn nat_burst() -> Scenario {
+    let mut s = Scenario::new("nat_burst")
+        .at(secs(1), Action::CrashClient(Who::All))
+        .at(ms(1100), Action::RestartClient(Who::All))
+        .expect(&[Mark::Busy]);
+    s.clients = 20;
+    s.nat = true;
+    s.transport = Transport::Hybrid;
+    s.half_open_per_prefix = Some(4);
+    s.retry = RetryPolicy::Always;
+    s.max_handshake = Some(secs(5));
+    s.lossless = false;
+    s.workload.messages = 20;
     s
 }
 

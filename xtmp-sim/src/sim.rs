@@ -7,6 +7,7 @@
 //! the next arrival, node deadline, application timer or scheduled action.
 
 mod clients;
+mod flood;
 mod server;
 mod transport;
 
@@ -134,6 +135,15 @@ pub(crate) struct World {
     phase_deadline: u64,
     next_sweep: u64,
     next_attack: Option<u64>,
+    /// The flood's next spoofed hello.
+    next_flood: Option<u64>,
+    /// Whole ClientHellos the clients sent, for the flood to copy, and
+    /// those being reassembled (by client id).
+    hellos: Vec<Vec<u8>>,
+    hello_parts: Vec<(u64, Vec<u8>)>,
+    /// Bytes from and to each spoofed address.
+    spoofed_in: BTreeMap<SocketAddr, u64>,
+    spoofed_out: BTreeMap<SocketAddr, u64>,
     captured: std::collections::VecDeque<(Dest, SocketAddr, Vec<u8>)>,
     /// Stream bytes waiting for a partition to heal, per connection.
     backlog: BTreeMap<(u64, bool), Vec<Vec<u8>>>,
@@ -177,6 +187,9 @@ impl World {
         if let Some(b) = scenario.endpoint_reassembly {
             endpoint.max_reassembly_bytes = b;
         }
+        if let Some(n) = scenario.half_open_per_prefix {
+            endpoint.max_half_open_per_prefix = n;
+        }
         let clocks = scenario.clocks;
         let clock = |c: &mut Choices| {
             let offset = c.below(nanos(clocks.max_offset) + 1) + SECOND;
@@ -186,9 +199,10 @@ impl World {
         };
         let server_clock = clock(&mut choices);
         let clients = (0..scenario.clients)
-            .map(|i| ClientNode::new(i, clock(&mut choices), scenario.up.clone(), scenario.down.clone()))
+            .map(|i| ClientNode::new(i, clock(&mut choices), scenario.up.clone(), scenario.down.clone(), scenario.nat))
             .collect();
         let next_attack = scenario.attacker.map(|_| SECOND);
+        let next_flood = scenario.flood.map(|f| nanos(f.from));
         World {
             max_drift: f64::from(clocks.max_drift_ppm) / 1e6,
             client_session: Arc::new(scenario.session.clone()),
@@ -225,6 +239,11 @@ impl World {
             phase_deadline: u64::MAX,
             next_sweep: 0,
             next_attack,
+            next_flood,
+            hellos: Vec::new(),
+            hello_parts: Vec::new(),
+            spoofed_in: BTreeMap::new(),
+            spoofed_out: BTreeMap::new(),
             captured: std::collections::VecDeque::new(),
             backlog: BTreeMap::new(),
         }
@@ -350,7 +369,7 @@ impl World {
         {
             t = t.min(self.server.clock.sim_time_of(d, now));
         }
-        for x in [self.server.next_push, self.next_attack].into_iter().flatten() {
+        for x in [self.server.next_push, self.next_attack, self.next_flood].into_iter().flatten() {
             t = t.min(x.max(now));
         }
         t = t.min(self.next_sweep.max(now));
@@ -407,6 +426,9 @@ impl World {
         }
         if self.next_attack.is_some_and(|t| t <= now) {
             self.attack();
+        }
+        if self.next_flood.is_some_and(|t| t <= now) {
+            self.flood();
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SECOND / 10;
@@ -653,6 +675,7 @@ impl World {
     /// Periodic checks of every session: memory within its bounds, and the
     /// previous receive key erased once its grace period is over.
     fn sweep(&mut self) {
+        self.check_half_open();
         let now = self.now;
         let bound = |cfg: &SessionConfig, max_message: usize| (cfg.max_reassembly_bytes + max_message) as u64;
         // Unread messages: a window and one message per priority class,
@@ -775,6 +798,8 @@ impl World {
             (Mark::Rejected, sum(&|s| s.decrypt_failures + s.frames_dropped)),
             (Mark::HandshakeRetransmit, sum(&|s| s.handshake_retransmits)),
             (Mark::CookieIssued, endpoints.iter().map(|e| e.retries_sent).sum()),
+            (Mark::Busy, endpoints.iter().map(|e| e.busy_sent).sum()),
+            (Mark::HelloEvicted, endpoints.iter().map(|e| e.hellos_evicted).sum()),
             (Mark::Migration, endpoints.iter().map(|e| e.migrations).sum()),
             (Mark::MtuRaised, sum(&|s| u64::from(s.max_datagram > base))),
             (Mark::BlackHole, sum(&|s| s.black_holes)),

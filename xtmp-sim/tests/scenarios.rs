@@ -28,6 +28,16 @@ fn sweep(name: &str, default: u64) {
 }
 
 #[test]
+fn hello_flood() {
+    sweep("hello_flood", 20);
+}
+
+#[test]
+fn nat_burst() {
+    sweep("nat_burst", 20);
+}
+
+#[test]
 fn clean() {
     sweep("clean", 6);
 }

@@ -64,8 +64,18 @@ impl Endpoint {
         let cid = h.session_id;
         if let Some(&sid) = self.by_hello.get(&cid) {
             // A retransmitted hello for a session we created: it has lost
-            // our flight (its route moved on, e.g. a new stream).
+            // our flight (its route moved on, e.g. a new stream). From the
+            // address the session was created from it extends that path's
+            // amplification budget; from any other it changes nothing
+            // (those bytes were not received on the path: a copy of an
+            // honest hello from a spoofed address must not let the server
+            // send more there).
             let now = self.now;
+            let origin = self.sessions.get(&sid).and_then(|e| e.paths.first().copied().flatten());
+            if origin != Some(remote) {
+                self.stats.dropped += 1;
+                return;
+            }
             if let Some(e) = self.entry_for_input(sid) {
                 let mut raw = frame.raw_header().to_vec();
                 raw.extend_from_slice(frame.payload());

@@ -330,13 +330,17 @@ impl World {
     pub(super) fn check_handshake_time(&mut self, i: usize, connected: bool) {
         let c = &self.clients[i];
         let took = self.now - c.attempt.started;
-        let limit = nanos(self.scenario.session.handshake_timeout) as f64 * (1.0 + self.max_drift) + 1e6;
+        let timeout = match self.scenario.max_handshake {
+            Some(bound) => bound.min(self.scenario.session.handshake_timeout),
+            None => self.scenario.session.handshake_timeout,
+        };
+        let limit = nanos(timeout) as f64 * (1.0 + self.max_drift) + 1e6;
         if took as f64 > limit {
             let what = if connected { "completed" } else { "failed" };
             self.violation(format!(
-                "client{i}: handshake {what} after {} (timeout {})",
+                "client{i}: handshake {what} after {} (bound {})",
                 fmt_dur(Duration::from_nanos(took)),
-                fmt_dur(self.scenario.session.handshake_timeout)
+                fmt_dur(timeout)
             ));
         }
     }
@@ -367,6 +371,11 @@ impl World {
                 | CloseReason::Peer { .. }
                 | CloseReason::PathsLost => {}
                 ref other => self.violation(format!("client{i}: handshake ended with an unexpected reason: {other}")),
+            }
+            if self.scenario.max_handshake.is_some() && !matches!(reason, CloseReason::Busy { .. }) && !closing {
+                // Under attack, an honest client still gets in: only a
+                // Busy (it comes back) may end its attempt.
+                self.violation(format!("client{i}: handshake failed under a bound on handshakes: {reason}"));
             }
             self.check_handshake_time(i, false);
         }

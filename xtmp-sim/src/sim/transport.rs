@@ -84,6 +84,7 @@ impl World {
             PathKind::Datagram => {
                 let dest = Dest::Server { src: p.addr, kind: RemoteKind::Datagram, conn: None };
                 self.capture(dest, p.addr, &bytes);
+                self.capture_hello(&bytes);
                 let c = &mut self.clients[i];
                 match c.up_dgram.datagram(now, &bytes, &mut self.choices) {
                     Ok(a) => self.schedule(a, dest, "up"),
@@ -105,6 +106,9 @@ impl World {
             RemoteKind::Datagram => {
                 let dest = Dest::Client { dst: remote.addr, conn: None };
                 self.capture(dest, SERVER, &bytes);
+                if flood::is_spoofed(remote.addr) {
+                    return self.sent_to_spoofed(remote.addr, bytes.len());
+                }
                 let Some(&i) = self.addr_owner.get(&remote.addr) else { return self.dropped_unknown(remote) };
                 let c = &mut self.clients[i];
                 match c.down_dgram.datagram(now, &bytes, &mut self.choices) {

@@ -1,0 +1,139 @@
+//! The hello flood (SPEC.md 3.2, "Admission"): copies of the clients'
+//! ClientHello datagrams sent from spoofed addresses over many prefixes,
+//! and the invariants it is held to: the server amplifies nothing toward
+//! a spoofed address, and its half-open state stays within its limits.
+
+use super::*;
+
+/// The /16 the flood's spoofed addresses come from.
+pub(super) fn is_spoofed(addr: SocketAddr) -> bool {
+    matches!(addr.ip(), std::net::IpAddr::V4(a) if a.octets()[..2] == [172, 16])
+}
+
+/// At most this many hellos are kept to copy.
+const KEPT_HELLOS: usize = 8;
+
+/// Data bytes per spoofed datagram (a 1,200-byte datagram with its frame
+/// and handshake headers).
+const CHUNK: usize = 1200 - xtmp_core::wire::HEADER_LEN - 10;
+
+impl World {
+    /// Reassembles the ClientHellos the clients send (stage `00` chunks,
+    /// by client id) and keeps a few whole ones for the flood to copy.
+    pub(super) fn capture_hello(&mut self, bytes: &[u8]) {
+        if self.scenario.flood.is_none() || self.hellos.len() >= KEPT_HELLOS {
+            return;
+        }
+        let Ok((frame, _)) = xtmp_core::wire::Frame::decode(bytes, 1 << 20) else { return };
+        let h = frame.header();
+        let p = frame.payload();
+        let stage00 = h.message_type == MessageType::HANDSHAKE
+            && !h.flags.contains(xtmp_core::wire::Flags::ENCRYPTED)
+            && p.first() == Some(&0)
+            && p.len() > 10 + usize::from(p[9]);
+        if !stage00 {
+            return;
+        }
+        let offset = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+        let data = &p[10 + usize::from(p[9])..];
+        let buf = match self.hello_parts.iter_mut().find(|(cid, _)| *cid == h.session_id) {
+            Some((_, b)) => b,
+            None => {
+                self.hello_parts.push((h.session_id, Vec::new()));
+                &mut self.hello_parts.last_mut().expect("just pushed").1
+            }
+        };
+        if buf.len() < offset + data.len() {
+            buf.resize(offset + data.len(), 0);
+        }
+        buf[offset..offset + data.len()].copy_from_slice(data);
+        let done = buf.len() >= 4 && buf.len() >= 4 + u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+        if done {
+            let hello = buf.clone();
+            self.hello_parts.retain(|(cid, _)| *cid != h.session_id);
+            self.hellos.push(hello);
+        }
+    }
+
+    /// One spoofed hello, from an address in one of the flood's prefixes:
+    /// a kept hello made new (a fresh client id and its mac1, as anyone
+    /// who knows the server's public key id can), its first datagram or
+    /// all of it.
+    pub(super) fn flood(&mut self) {
+        let Some(f) = self.scenario.flood else { return };
+        let gap = self.choices.exponential(nanos(f.interval) as f64) as u64 + 1;
+        let next = self.now + gap;
+        self.next_flood = (next < nanos(f.until)).then_some(next);
+        if self.hellos.is_empty() {
+            return;
+        }
+        let k = self.choices.below(self.hellos.len() as u64) as usize;
+        let cid = self.choices.between(1, u64::MAX - 1);
+        let Some(hello) = fresh_hello(&self.hellos[k], cid) else { return };
+        let prefix = self.choices.below(u64::from(f.prefixes.max(1))) as u8;
+        let host = self.choices.between(1, 254) as u8;
+        let port = self.choices.between(1024, 65_535) as u16;
+        let src = SocketAddr::from(([172, 16, prefix, host], port));
+        let whole = self.choices.chance(f.whole);
+        self.counters.injected += 1;
+        self.marks.insert(Mark::Flooded);
+        self.note(&[16, whole as u64], || "flood".into(), "inject", || format!("hello from {src}, whole {whole}"));
+        for (i, chunk) in hello.chunks(CHUNK).enumerate() {
+            if i > 0 && !whole {
+                break;
+            }
+            let mut payload = vec![0u8];
+            payload.extend_from_slice(&((i * CHUNK) as u32).to_be_bytes());
+            payload.extend_from_slice(&[0; 5]);
+            payload.extend_from_slice(chunk);
+            let header = xtmp_core::wire::Header::new(MessageType::HANDSHAKE, cid, i as u64);
+            let mut bytes = vec![0u8; xtmp_core::wire::HEADER_LEN + payload.len()];
+            if xtmp_core::wire::Frame::encode(&header, &payload, &mut bytes).is_err() {
+                return;
+            }
+            *self.spoofed_in.entry(src).or_default() += bytes.len() as u64;
+            let n = self.next_packet;
+            self.next_packet += 1;
+            let at = self.now + self.choices.below(SECOND / 1000);
+            let dest = Dest::Server { src, kind: RemoteKind::Datagram, conn: None };
+            self.inflight.insert((at, n), Packet { dest, bytes, fault: Fault::None, forged: true });
+        }
+    }
+
+    /// The server sent `len` bytes to a spoofed address: never more than
+    /// three times what it received from it (SPEC.md 3.2, "Amplification").
+    pub(super) fn sent_to_spoofed(&mut self, addr: SocketAddr, len: usize) {
+        let out = self.spoofed_out.entry(addr).or_default();
+        *out += len as u64;
+        let (out, inn) = (*out, self.spoofed_in.get(&addr).copied().unwrap_or(0));
+        if out > 3 * inn {
+            self.violation(format!("server sent {out} B to spoofed {addr}, which sent {inn} B: amplification"));
+        }
+    }
+
+    /// The endpoint's half-open state is within its limits.
+    pub(super) fn check_half_open(&mut self) {
+        let Some(e) = &self.server.endpoint else { return };
+        let (proven, unproven) = e.half_open_counts();
+        let c = &self.endpoint_config;
+        if proven > c.max_half_open || unproven > c.max_unproven_hellos + c.max_half_open {
+            self.violation(format!("server: {proven} proven and {unproven} unproven hellos half open"));
+        }
+    }
+}
+
+/// `hello` (a whole ClientHello message) with client id `cid` and mac1
+/// recomputed, keyed with the server's key id (SPEC.md 2.2).
+fn fresh_hello(hello: &[u8], cid: u64) -> Option<Vec<u8>> {
+    use xtmp_core::crypto::CryptoProvider;
+    let mut h = hello.to_vec();
+    let suites = usize::from(*h.get(5)?);
+    let ciphers = usize::from(*h.get(6 + 2 * suites)?);
+    let at = 7 + 2 * suites + ciphers + 32;
+    h.get_mut(at..at + 8)?.copy_from_slice(&cid.to_be_bytes());
+    let split = h.len().checked_sub(16)?;
+    let key_id = identity().key_id().0;
+    let mac = RustCrypto.hmac_sha384(&key_id, &[b"xtmp1 mac1", &h[..split]]);
+    h[split..].copy_from_slice(&mac.expose()[..16]);
+    Some(h)
+}
