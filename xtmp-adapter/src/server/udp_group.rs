@@ -14,11 +14,32 @@ use std::net::{SocketAddr, UdpSocket};
 /// no `SO_REUSEPORT`.
 pub(crate) fn bind(addr: SocketAddr, count: usize, steer: bool) -> io::Result<(Vec<UdpSocket>, bool)> {
     #[cfg(unix)]
-    if count > 1 {
-        return bind_reuseport(addr, count, steer);
+    let group = if count > 1 { bind_reuseport(addr, count, steer)? } else { (vec![UdpSocket::bind(addr)?], false) };
+    #[cfg(not(unix))]
+    let group = (vec![UdpSocket::bind(addr)?], false);
+    for s in &group.0 {
+        size_buffers(s);
     }
-    let _ = (count, steer);
-    Ok((vec![UdpSocket::bind(addr)?], false))
+    Ok(group)
+}
+
+/// The receive and send buffers a server asks for on each UDP socket. The
+/// kernel's default (about 208 KiB on Linux) holds under sixty
+/// 3,300-byte hellos: a burst of clients (a NAT's worth reconnecting
+/// after a restart) overflowed it and waited for their retransmissions.
+/// Linux grants at most `net.core.rmem_max` / `wmem_max` (often 4 MiB
+/// or less); what it grants is logged.
+pub(crate) const UDP_BUFFER: usize = 4 << 20;
+
+fn size_buffers(s: &UdpSocket) {
+    let sock = socket2::SockRef::from(s);
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    tracing::debug!(
+        recv = sock.recv_buffer_size().unwrap_or(0),
+        send = sock.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
 }
 
 #[cfg(unix)]
@@ -76,4 +97,21 @@ fn attach_routing(socket: &UdpSocket, count: usize) -> io::Result<()> {
 #[cfg(all(unix, not(target_os = "linux")))]
 fn attach_routing(_socket: &UdpSocket, _count: usize) -> io::Result<()> {
     Err(io::Error::other("routing datagrams by shard in the kernel needs Linux"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_socket_asks_for_larger_buffers_than_the_default() {
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let default = socket2::SockRef::from(&plain).recv_buffer_size().unwrap();
+        let (group, _) = super::bind("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
+        let got = socket2::SockRef::from(&group[0]).recv_buffer_size().unwrap();
+        // Where the system allows no more than its default, there is
+        // nothing to gain; elsewhere the server gets more.
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok().and_then(|s| s.trim().parse().ok());
+        if max.is_some_and(|m: usize| m > default) {
+            assert!(got > default, "{got} B, default {default} B");
+        }
+    }
 }
