@@ -9,8 +9,9 @@ use super::header::{HEADER_LEN, check_prefix};
 /// Reassembles frames from a byte stream fed in chunks split anywhere.
 ///
 /// Bounded: at most one frame (96 bytes plus the configured maximum payload)
-/// is ever buffered, and the payload space is reserved only after the
-/// header's magic, version and length have been checked. A whole frame that
+/// is ever buffered, only after the header's magic, version and length have
+/// been checked, and the buffer grows with the bytes that arrive (a
+/// stalled frame costs what was sent of it, not what its header announced). A whole frame that
 /// lies inside one input chunk is returned straight from that chunk, without
 /// a copy.
 ///
@@ -101,7 +102,9 @@ impl Deframer {
             };
             let prefix = check_prefix(raw, self.max_payload);
             let total = HEADER_LEN + self.guard(prefix)? as usize;
-            self.buf.reserve_exact(total - HEADER_LEN);
+            // Nothing is reserved for the announced length: the buffer
+            // grows as the bytes arrive, so a peer that announces a large
+            // frame and stalls holds what it sent, not what it announced.
             self.frame_len = Some(total);
         }
         let total = self.frame_len.unwrap_or(HEADER_LEN);
@@ -136,4 +139,30 @@ fn take(buf: &mut Vec<u8>, input: &mut &[u8], upto: usize) {
     let (head, rest) = input.split_at(want);
     buf.extend_from_slice(head);
     *input = rest;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Header, MessageType};
+
+    #[test]
+    fn a_stalled_large_frame_holds_what_arrived_not_what_it_announced() {
+        let payload = alloc::vec![7u8; 60_000];
+        let mut bytes = alloc::vec![0u8; HEADER_LEN + payload.len()];
+        Frame::encode(&Header::new(MessageType::HEARTBEAT, 1, 0), &payload, &mut bytes).unwrap();
+        let mut d = Deframer::new(1 << 16);
+        // The header and 200 bytes, in two chunks (the slow path), then
+        // nothing more: the peer stalls.
+        for chunk in [&bytes[..50], &bytes[50..HEADER_LEN + 200]] {
+            let mut input = chunk;
+            assert!(d.decode(&mut input).unwrap().is_none());
+        }
+        assert_eq!(d.buffered(), HEADER_LEN + 200);
+        assert!(d.buf.capacity() < 4 * 1024, "{} bytes reserved", d.buf.capacity());
+        // The rest arrives: the frame is whole.
+        let mut input = &bytes[HEADER_LEN + 200..];
+        let f = d.decode(&mut input).unwrap().expect("the frame");
+        assert_eq!(f.payload(), &payload[..]);
+    }
 }
