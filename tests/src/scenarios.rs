@@ -341,6 +341,42 @@ pub async fn subscriptions(pair: Pair) {
     }
 }
 
+/// The server's subscription budget (`ServerLimits::max_subscriptions`):
+/// one subscription past it is refused with a typed error naming the
+/// budget, and a subscription that ends gives its place back.
+pub async fn subscription_budget(pair: Pair) {
+    let (closed_tx, mut closed) = mpsc::unbounded();
+    let mut setup = ServerSetup::new(crate::harness::identity());
+    setup.limits.max_subscriptions = 2;
+    let server = pair.serve_with(setup, Transport::Tcp, publishing(closed_tx)).await;
+    let client = pair.connect(server.local_addr(), Transport::Tcp, pair.setup()).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut sub = client.subscribe(MessageType::EVENT_STREAM, Bytes::new()).await.expect("within the budget");
+        assert_eq!(&sub.next().await.expect("an item").body[..], b"first");
+        held.push(sub);
+    }
+    let over = client.subscribe(MessageType::EVENT_STREAM, Bytes::new()).await;
+    expect_remote(over, ErrorCode::REFUSED, Some("the server's subscription budget is spent"), Transport::Tcp);
+    drop(held.pop());
+    assert_eq!(closed.next().await, Some(PublisherClosed::Unsubscribed));
+    // The place comes back once the publisher's handler has returned.
+    let mut again = None;
+    for _ in 0..1000 {
+        match client.subscribe(MessageType::EVENT_STREAM, Bytes::new()).await {
+            Ok(sub) => {
+                again = Some(sub);
+                break;
+            }
+            // A round trip (answered UNKNOWN_TYPE) lets the handler finish.
+            Err(_) => drop(client.request(MessageType::WALLET_BALANCE, Bytes::new()).await),
+        }
+    }
+    let mut again = again.expect("the place given back");
+    assert_eq!(&again.next().await.expect("an item").body[..], b"first");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
 /// Asks until `done` holds, for at most 10 s: for what happens in the
 /// background, each request a round trip that lets it progress.
 async fn ask_until(client: &Client, what: &str, done: impl Fn(&Client) -> bool) {

@@ -63,6 +63,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn subscription_budget() {
+                run::<$server, $client, _>(scenarios::subscription_budget);
+            }
+
+            #[test]
             fn a_burst_from_one_address() {
                 run::<$server, $client, _>(scenarios::a_burst_from_one_address);
             }

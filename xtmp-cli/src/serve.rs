@@ -82,11 +82,18 @@ pub(crate) fn router(registry: Option<PathBuf>, rate: f64) -> Router {
                 .and_then(|f| f.strip_prefix("count="))
                 .and_then(|n| n.trim().parse::<u64>().ok());
             let mut tick = tokio::time::interval(period);
+            // After a wait for the subscriber, carry on at the rate: no burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             for n in 1.. {
                 if limit.is_some_and(|l| n > l) {
                     break;
                 }
                 tick.tick().await;
+                // Nothing is built while the last item waits for the
+                // subscriber's window: an unread subscription costs nothing.
+                if publisher.writable().await.is_err() {
+                    break;
+                }
                 let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
                 let item = Bytes::from(format!("{} #{n} {ms}", t.name().unwrap_or("stream")));
                 let pushed = if t == MessageType::LIVE_UPDATES {

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) inputs: Vec<mpsc::Sender<Input>>,
     /// TCP and WebSocket connections open now.
     pub(crate) connections: AtomicUsize,
+    /// Subscriptions live on every shard (their publishers).
+    pub(crate) subscriptions: Arc<AtomicUsize>,
     /// Of those, how many come from each address prefix.
     pub(crate) by_prefix: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     pub(crate) connections_dropped: AtomicU64,
@@ -453,6 +455,7 @@ mod tests {
         let shared = Arc::new(Shared {
             inputs: vec![tx],
             connections: Default::default(),
+            subscriptions: Default::default(),
             by_prefix: Default::default(),
             connections_dropped: Default::default(),
             datagrams_forwarded: Default::default(),
@@ -505,6 +508,7 @@ mod tests {
         let shared = Shared {
             inputs: vec![tx],
             connections: Default::default(),
+            subscriptions: Default::default(),
             by_prefix: Default::default(),
             connections_dropped: Default::default(),
             datagrams_forwarded: Default::default(),

@@ -25,7 +25,7 @@ use xtmp_core::session::{
 use xtmp_core::shard::Shard;
 
 use super::conn::{Backlog, Conn, READ_BUF, Shared};
-use super::publisher::{Out, PubShared, Publisher, PublisherClosed};
+use super::publisher::{Out, PubShared, Publisher, PublisherClosed, SubscriptionSlot};
 use super::router::{Peer, Rejection, Reply, Request, Router};
 use super::{Control, ServerLimits, ServerStats};
 use crate::Error;
@@ -611,8 +611,13 @@ impl ServerDriver {
                     telemetry::count("xtmp_server_requests_refused_total", &[("reason", "shutdown")], 1);
                     return self.refuse(h, m.id, ErrorCode::REFUSED, "server shutting down");
                 }
+                let Some(slot) = SubscriptionSlot::take(&self.shared.subscriptions, self.limits.max_subscriptions)
+                else {
+                    telemetry::count("xtmp_server_requests_refused_total", &[("reason", "subscriptions")], 1);
+                    return self.refuse(h, m.id, ErrorCode::REFUSED, "the server's subscription budget is spent");
+                };
                 let id = SubscriptionId(m.id.0);
-                let shared = PubShared::new(m.message_type, self.limits.publisher_depth);
+                let shared = PubShared::new(m.message_type, self.limits.publisher_depth, slot);
                 info.publishers.insert(id, shared.clone());
                 let publisher = Publisher { shared, notify: self.notify_tx.clone(), session: h, id };
                 let span = tracing::debug_span!(

@@ -66,6 +66,11 @@ pub struct ServerLimits {
     /// Items a [`Publisher`] queues before `push` waits (or
     /// `push_best_effort` drops the oldest). Default 64.
     pub publisher_depth: usize,
+    /// Subscriptions the whole server serves at once (each session may
+    /// also hold at most its `SessionConfig::max_subscriptions`, 256);
+    /// one more is refused with Error `REFUSED` ("the server's
+    /// subscription budget is spent"). Default 20,000.
+    pub max_subscriptions: usize,
     /// TCP and WebSocket connections open at once; more are closed as
     /// they arrive. Default 10,000.
     pub max_connections: usize,
@@ -103,6 +108,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_in_flight: 256,
             publisher_depth: 64,
+            max_subscriptions: 20_000,
             max_connections: 10_000,
             max_connections_per_prefix: 1_000,
             max_upgrades_per_prefix: 32,
@@ -301,6 +307,7 @@ impl Server {
         let shared = Arc::new(Shared {
             inputs: senders,
             connections: Default::default(),
+            subscriptions: Default::default(),
             by_prefix: Default::default(),
             connections_dropped: Default::default(),
             datagrams_forwarded: Default::default(),

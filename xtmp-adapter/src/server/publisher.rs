@@ -67,12 +67,41 @@ pub(crate) struct PubShared {
     state: Mutex<State>,
     room: Event,
     depth: usize,
+    /// The subscription's place in the server's budget, given back when
+    /// the last handle (the driver's, the handler's) is dropped.
+    _slot: SubscriptionSlot,
+}
+
+/// One subscription counted in the server's budget
+/// ([`crate::ServerLimits::max_subscriptions`]) while it lives.
+#[derive(Debug)]
+pub(crate) struct SubscriptionSlot(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
+
+impl SubscriptionSlot {
+    /// A slot, unless `max` subscriptions are live.
+    pub(crate) fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<SubscriptionSlot> {
+        use std::sync::atomic::Ordering;
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(SubscriptionSlot(count.clone()))
+    }
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl PubShared {
-    pub(crate) fn new(message_type: MessageType, depth: usize) -> Arc<PubShared> {
+    pub(crate) fn new(message_type: MessageType, depth: usize, slot: SubscriptionSlot) -> Arc<PubShared> {
         let state = State { queue: VecDeque::new(), closed: None, accepted: false, notified: false, dropped: 0 };
-        Arc::new(PubShared { message_type, state: Mutex::new(state), room: Event::new(), depth: depth.max(1) })
+        Arc::new(PubShared {
+            message_type,
+            state: Mutex::new(state),
+            room: Event::new(),
+            depth: depth.max(1),
+            _slot: slot,
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -208,6 +237,28 @@ impl Publisher {
         s.queue.push_back(Out::Item { body: body.into(), reliable: false });
         self.wake(&mut s);
         Ok(())
+    }
+
+    /// Waits until every item pushed so far has gone into the session (or
+    /// the subscription closed, which is the error). A reliable item
+    /// leaves only as the subscriber's window allows, so a handler that
+    /// produces live data (the latest state, a tick) calls this before
+    /// building each item: a subscription nobody reads then costs it
+    /// nothing, instead of a queue of stale items to build and drop.
+    pub async fn writable(&self) -> Result<(), PublisherClosed> {
+        loop {
+            let listener = self.shared.room.listen();
+            {
+                let s = self.shared.lock();
+                if let Some(c) = &s.closed {
+                    return Err(c.clone());
+                }
+                if !s.queue.iter().any(|o| matches!(o, Out::Item { .. })) {
+                    return Ok(());
+                }
+            }
+            listener.await;
+        }
     }
 
     /// Best-effort items dropped so far because the queue was full.
