@@ -6,12 +6,14 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use xtmp_adapter::{Client, ClientSetup, Endpoint, Runtime, Subscription, SubscriptionEnd};
+use xtmp_adapter::{Client, ClientSetup, Endpoint, Error, Runtime, Subscription, SubscriptionEnd};
 use xtmp_core::crypto::{CryptoProvider, RustCrypto};
 use xtmp_core::handshake::{IdentityKeypair, PublicIdentity};
+use xtmp_core::session::SendOptions;
 use xtmp_core::wire::MessageType;
 
 use crate::error::BpciError;
@@ -163,6 +165,9 @@ pub struct BpciClient {
     client: Client,
     server: PublicIdentity,
     provider: Arc<dyn CryptoProvider>,
+    /// How long each call waits for its answer (`None`: the setup's
+    /// request timeout).
+    timeout: Option<Duration>,
 }
 
 impl BpciClient {
@@ -203,7 +208,45 @@ impl BpciClient {
     /// A BPCI client over an XTMP client already connected to the server
     /// whose identity is `server`.
     pub fn new(client: Client, server: PublicIdentity) -> BpciClient {
-        BpciClient { client, server, provider: Arc::new(RustCrypto) }
+        BpciClient { client, server, provider: Arc::new(RustCrypto), timeout: None }
+    }
+
+    /// This client (the same session) with every call waiting at most
+    /// `timeout` for its answer, then failing with
+    /// [`ClientError::Transport`]`(`[`Error::Timeout`]`)`:
+    /// `bpci.with_timeout(Duration::from_secs(2)).status(id)`.
+    pub fn with_timeout(&self, timeout: Duration) -> BpciClient {
+        BpciClient { timeout: Some(timeout), ..self.clone() }
+    }
+
+    /// Connects to the first of `endpoints` that answers (in order: the
+    /// next after a socket error, a handshake timeout or a Busy server),
+    /// as [`BpciClient::connect_with`].
+    pub async fn connect_any(
+        rt: Arc<dyn Runtime>,
+        endpoints: &[Endpoint],
+        setup: ClientSetup,
+        server: PublicIdentity,
+    ) -> Result<BpciClient, ClientError> {
+        let mut last = ClientError::NotConnected;
+        for endpoint in endpoints {
+            match BpciClient::connect_with(rt.clone(), endpoint, setup.clone(), server.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to the endpoint `BPCI_XTMP_ENDPOINT` names (default
+    /// `xtmp://localhost:7778`), as [`BpciClient::connect`].
+    pub async fn from_env(
+        rt: Arc<dyn Runtime>,
+        node: Arc<IdentityKeypair>,
+        server: PublicIdentity,
+    ) -> Result<BpciClient, ClientError> {
+        let endpoint = Endpoint::from_env().map_err(|e| ClientError::Transport(Error::Config(e.to_string())))?;
+        BpciClient::connect(rt, &endpoint, node, server).await
     }
 
     /// The XTMP client underneath.
@@ -223,7 +266,10 @@ impl BpciClient {
         what: &'static str,
         body: Vec<u8>,
     ) -> Result<T, ClientError> {
-        let m = self.client.request(t, Bytes::from(body)).await?;
+        let m = match self.timeout {
+            Some(d) => self.client.request_within(t, Bytes::from(body), SendOptions::default(), d).await?,
+            None => self.client.request(t, Bytes::from(body)).await?,
+        };
         schema::from_cbor(what, &m.body).map_err(ClientError::Malformed)
     }
 

@@ -9,13 +9,17 @@
 //! sequence number that streams resume from. SPEC.md section 5 is the
 //! byte-exact contract.
 //!
-//! - [`schema`]: the CBOR bodies, hashes, Merkle trees and signed statements.
+//! - [`schema`]: the CBOR bodies, hashes, Merkle trees and signed
+//!   statements, and [`Bundle::builder`] for a node's bundles.
 //! - [`service`]: the rules, plain code over a store transaction with the
 //!   time passed in, and the [`Engine`] that runs them with group commit.
 //! - [`store`]: the [`Store`] trait, [`RedbStore`] (the default, one file)
 //!   and [`MemoryStore`] (tests, the simulator).
 //! - [`server`]: the handlers on an XTMP router, on any runtime.
-//! - [`client`]: [`BpciClient`], typed methods for a BPI node.
+//! - [`client`]: [`BpciClient`], typed methods for a BPI node, with
+//!   per-call timeouts ([`BpciClient::with_timeout`]), a list of endpoints
+//!   ([`BpciClient::connect_any`]) or `BPCI_XTMP_ENDPOINT`
+//!   ([`BpciClient::from_env`]).
 //! - [`resolver`]: [`RegistryResolver`], names resolved through the
 //!   registry with the record's signature checked.
 //! - [`outbox`]: [`Outbox`], the node's durable queue of bundles and
@@ -39,6 +43,12 @@
 
 pub mod client;
 pub mod error;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod outbox;
 pub mod resolver;
 pub mod schema;

@@ -396,6 +396,23 @@ async fn until_confirmed_or_resync(w: &mut xtmp_bpci::Watch) {
     }
 }
 
+async fn calls_take_a_per_call_timeout_and_a_list_of_endpoints(rt: Arc<dyn Runtime>) {
+    let s = Setup::start(rt.clone(), Admission::Open).await;
+    // A list: the first endpoint has no server (refused), the second has.
+    let dead = Endpoint::from_addr(Transport::Tcp, "127.0.0.1:9".parse().unwrap());
+    let setup = BpciClient::setup(keys(10), s.identity.public().clone());
+    let c = BpciClient::connect_any(rt, &[dead, s.endpoint.clone()], setup, s.identity.public().clone()).await.unwrap();
+    let wallet = Wallet::from_keys(keys(30));
+    c.register_wallet(&wallet).await.unwrap();
+    // With the server gone, a call with a short timeout fails with the
+    // transport's Timeout at that time, not the setup's 30 s.
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let r = c.with_timeout(std::time::Duration::from_millis(300)).status(schema::Hash::of(b"none")).await;
+    assert!(matches!(r, Err(ClientError::Transport(xtmp_adapter::Error::Timeout))), "{r:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
 fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(Arc<dyn Runtime>) -> F) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = rt.enter();
@@ -426,4 +443,5 @@ on_both_runtimes!(
     an_expired_cursor_resyncs_and_says_so,
     metrics_stream_reports_the_engine,
     the_outbox_is_bounded_and_reports_its_depth,
+    calls_take_a_per_call_timeout_and_a_list_of_endpoints,
 );

@@ -366,6 +366,19 @@ impl Client {
         body: Bytes,
         options: SendOptions,
     ) -> Result<Message, Error> {
+        self.request_within(message_type, body, options, self.request_timeout).await
+    }
+
+    /// [`Client::request_with`] waiting at most `timeout` for the answer
+    /// (instead of the setup's request timeout), counting any wait for a
+    /// reconnection; then it fails with [`Error::Timeout`].
+    pub async fn request_within(
+        &self,
+        message_type: MessageType,
+        body: Bytes,
+        options: SendOptions,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
         let span = tracing::debug_span!(
             "xtmp_request",
             message_type = %message_type,
@@ -378,7 +391,7 @@ impl Client {
         let started = Instant::now();
         // The driver fails the request with `Error::Timeout` at its
         // deadline (one timer for every request, not one each).
-        let deadline = Some(started + self.request_timeout);
+        let deadline = Some(started + timeout);
         let reply = Reply::Response(tx);
         self.command(Command::Send { message_type, body, options, reply, deadline, span: span.clone() })?;
         let result = rx.await.unwrap_or_else(|_| Err(self.gone()));

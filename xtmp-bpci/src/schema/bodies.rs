@@ -425,7 +425,7 @@ impl BlockHeader {
 
 /// BundleConfirm (`0x22`) response: a confirmed bundle's receipt, which
 /// verifies offline against the server's identity
-/// ([`Receipt::verify`](crate::Receipt::verify)).
+/// ([`verify_receipt`](crate::service::verify_receipt)).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct Receipt {

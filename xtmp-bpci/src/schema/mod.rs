@@ -9,6 +9,7 @@
 //! [`to_canonical`], which is that encoding for every value of them.
 
 mod bodies;
+mod builder;
 pub mod merkle;
 pub mod statement;
 
@@ -22,6 +23,7 @@ use xtmp_core::crypto::{ED25519_SIG_LEN, MLDSA_SIG_LEN};
 use xtmp_core::handshake::{IdentityKeypair, PublicIdentity};
 
 pub use bodies::*;
+pub use builder::{BuildError, BundleBuilder};
 
 /// A SHA-256 value: bundle ids, transaction ids, Merkle roots, block
 /// hashes. CBOR: a byte string of exactly 32 bytes.

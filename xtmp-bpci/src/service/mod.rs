@@ -723,7 +723,9 @@ pub fn record_hash(r: &Record) -> Hash {
     Hash::of(&schema::to_canonical(r))
 }
 
-/// Builds a canonical bundle from transaction ids.
+/// Builds a canonical bundle from transaction ids and their total (for
+/// tests and benches; a node uses [`Bundle::builder`], which adds each
+/// transaction's value and checks the deadline).
 pub fn bundle_of(transactions: Vec<Hash>, total_value: u64, created_at: Millis, valid_until: Millis) -> Bundle {
     Bundle {
         merkle_root: merkle::root(&transactions),
