@@ -195,6 +195,9 @@ pub enum Mark {
     HelloEvicted,
     /// The flood attacker injected a spoofed hello.
     Flooded,
+    /// A session ignored a forged frame from an address not validated as
+    /// its peer's.
+    ForgeryIgnored,
 }
 
 /// Clock faults.
@@ -231,6 +234,10 @@ pub struct Flood {
     /// The chance that a spoofed hello is sent whole (all its datagrams
     /// from one address) rather than its first datagram alone.
     pub whole: f64,
+    /// The chance that an injection is instead a forgery of a captured
+    /// sealed frame of a live session (another sequence number, a fresh
+    /// CRC), from a spoofed address: off the path, it must change nothing.
+    pub forgeries: f64,
 }
 
 /// A simulation scenario. Build one with the named constructors in

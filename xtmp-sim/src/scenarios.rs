@@ -43,6 +43,7 @@ pub const NAMES: &[&str] = &[
     "cookies",
     "hello_flood",
     "nat_burst",
+    "off_path_forgeries",
     "slow_reader",
     "swarm",
     "swarm_events",
@@ -75,6 +76,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "cookies" => cookies(),
         "hello_flood" => hello_flood(),
         "nat_burst" => nat_burst(),
+        "off_path_forgeries" => off_path_forgeries(),
         "slow_reader" => slow_reader(),
         "swarm" => swarm(),
         "swarm_events" => swarm_events(),
@@ -435,10 +437,23 @@ pub fn hello_flood() -> Scenario {
         .expect(&[Mark::Flooded, Mark::CookieIssued]);
     s.clients = 4;
     s.retry = RetryPolicy::UnderLoad(16);
-    s.flood = Some(Flood { from: ms(300), until: secs(4), interval: ms(4), prefixes: 16, whole: 0.1 });
+    s.flood = Some(Flood { from: ms(300), until: secs(4), interval: ms(4), prefixes: 16, whole: 0.1, forgeries: 0.0 });
     s.max_handshake = Some(secs(3));
     s.lossless = false;
     s.workload.messages = 100;
+    s
+}
+
+/// Forgeries of captured sealed frames of live sessions arrive from
+/// spoofed addresses, hundreds a second, against sessions that close at 8
+/// failed decryptions: off the path they count toward nothing, so no
+/// session is lost and every message arrives (SPEC.md 3.6).
+pub fn off_path_forgeries() -> Scenario {
+    let mut s = Scenario::new("off_path_forgeries").expect(&[Mark::ForgeryIgnored]);
+    s.clients = 2;
+    s.session.max_decrypt_failures = 8;
+    s.flood = Some(Flood { from: ms(200), until: secs(3), interval: ms(3), prefixes: 16, whole: 0.0, forgeries: 1.0 });
+    s.workload.messages = 300;
     s
 }
 

@@ -800,6 +800,7 @@ impl World {
             (Mark::CookieIssued, endpoints.iter().map(|e| e.retries_sent).sum()),
             (Mark::Busy, endpoints.iter().map(|e| e.busy_sent).sum()),
             (Mark::HelloEvicted, endpoints.iter().map(|e| e.hellos_evicted).sum()),
+            (Mark::ForgeryIgnored, sum(&|s| s.forgeries_ignored)),
             (Mark::Migration, endpoints.iter().map(|e| e.migrations).sum()),
             (Mark::MtuRaised, sum(&|s| u64::from(s.max_datagram > base))),
             (Mark::BlackHole, sum(&|s| s.black_holes)),
@@ -819,7 +820,7 @@ impl World {
     // ------------------------------------------------------------ attacker
 
     fn capture(&mut self, dest: Dest, src: SocketAddr, bytes: &[u8]) {
-        if self.scenario.attacker.is_none() {
+        if self.scenario.attacker.is_none() && self.scenario.flood.is_none_or(|f| f.forgeries == 0.0) {
             return;
         }
         if self.captured.len() == 256 {

@@ -33,6 +33,11 @@ fn hello_flood() {
 }
 
 #[test]
+fn off_path_forgeries() {
+    sweep("off_path_forgeries", 20);
+}
+
+#[test]
 fn nat_burst() {
     sweep("nat_burst", 20);
 }

@@ -64,6 +64,9 @@ impl World {
         let gap = self.choices.exponential(nanos(f.interval) as f64) as u64 + 1;
         let next = self.now + gap;
         self.next_flood = (next < nanos(f.until)).then_some(next);
+        if f.forgeries > 0.0 && self.choices.chance(f.forgeries) {
+            return self.forge_off_path();
+        }
         if self.hellos.is_empty() {
             return;
         }
@@ -98,6 +101,32 @@ impl World {
             let dest = Dest::Server { src, kind: RemoteKind::Datagram, conn: None };
             self.inflight.insert((at, n), Packet { dest, bytes, fault: Fault::None, forged: true });
         }
+    }
+
+    /// A captured sealed frame of a client, forged (another sequence
+    /// number, a fresh CRC) and sent to the server from a spoofed address.
+    fn forge_off_path(&mut self) {
+        let sealed: Vec<usize> = (0..self.captured.len())
+            .filter(|&i| {
+                let (dest, _, bytes) = &self.captured[i];
+                matches!(dest, Dest::Server { kind: RemoteKind::Datagram, .. })
+                    && xtmp_core::wire::Frame::decode(bytes, 1 << 20)
+                        .is_ok_and(|(f, _)| f.header().flags.contains(xtmp_core::wire::Flags::ENCRYPTED))
+            })
+            .collect();
+        // The latest of them, one ciphertext bit flipped, racing the
+        // genuine frame (which is still on its way): its sequence number is
+        // unseen, so only the AEAD refuses it.
+        let Some(&k) = sealed.last() else { return };
+        let Some(bytes) = flip(&self.captured[k].2, self.choices.draw()) else { return };
+        let prefix = self.choices.below(16) as u8;
+        let src = SocketAddr::from(([172, 16, prefix, self.choices.between(1, 254) as u8], 7000));
+        *self.spoofed_in.entry(src).or_default() += bytes.len() as u64;
+        self.counters.injected += 1;
+        let n = self.next_packet;
+        self.next_packet += 1;
+        let dest = Dest::Server { src, kind: RemoteKind::Datagram, conn: None };
+        self.inflight.insert((self.now, n), Packet { dest, bytes, fault: Fault::None, forged: true });
     }
 
     /// The server sent `len` bytes to a spoofed address: never more than
@@ -136,4 +165,18 @@ fn fresh_hello(hello: &[u8], cid: u64) -> Option<Vec<u8>> {
     let mac = RustCrypto.hmac_sha384(&key_id, &[b"xtmp1 mac1", &h[..split]]);
     h[split..].copy_from_slice(&mac.expose()[..16]);
     Some(h)
+}
+
+/// `bytes`' first frame with one bit of its ciphertext flipped and its CRC
+/// recomputed: only the AEAD can refuse it.
+fn flip(bytes: &[u8], salt: u32) -> Option<Vec<u8>> {
+    use xtmp_core::wire::{Frame, HEADER_LEN};
+    let (frame, _) = Frame::decode(bytes, 1 << 20).ok()?;
+    let mut payload = frame.payload().to_vec();
+    let i = salt as usize % payload.len().max(1);
+    *payload.get_mut(i)? ^= 1 << (salt % 8);
+    let mut out = vec![0u8; HEADER_LEN + payload.len()];
+    let n = Frame::encode(frame.header(), &payload, &mut out).ok()?;
+    out.truncate(n);
+    Some(out)
 }
