@@ -238,6 +238,23 @@ impl BpciClient {
         Err(last)
     }
 
+    /// Connects to the server the registry names `name` (`bpci://NAME`):
+    /// its record is asked of `registry`'s server and its signature
+    /// checked against that server's identity; the client then pins the
+    /// identity the record gives and tries the record's endpoints in order
+    /// (as [`BpciClient::connect_any`]), authenticating as `node`.
+    pub async fn connect_named(
+        rt: Arc<dyn Runtime>,
+        registry: &BpciClient,
+        name: &str,
+        node: Arc<IdentityKeypair>,
+    ) -> Result<BpciClient, ClientError> {
+        let resolver = crate::resolver::RegistryResolver::new(registry.clone(), rt.resolver());
+        let record = resolver.server(name.strip_prefix("bpci://").unwrap_or(name)).await?;
+        let setup = BpciClient::setup(node, record.identity.clone());
+        BpciClient::connect_any(rt, &record.endpoints, setup, record.identity).await
+    }
+
     /// Connects to the endpoint `BPCI_XTMP_ENDPOINT` names (default
     /// `xtmp://localhost:7778`), as [`BpciClient::connect`].
     pub async fn from_env(

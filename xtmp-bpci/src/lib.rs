@@ -18,8 +18,9 @@
 //! - [`server`]: the handlers on an XTMP router, on any runtime.
 //! - [`client`]: [`BpciClient`], typed methods for a BPI node, with
 //!   per-call timeouts ([`BpciClient::with_timeout`]), a list of endpoints
-//!   ([`BpciClient::connect_any`]) or `BPCI_XTMP_ENDPOINT`
-//!   ([`BpciClient::from_env`]).
+//!   ([`BpciClient::connect_any`]), `BPCI_XTMP_ENDPOINT`
+//!   ([`BpciClient::from_env`]) or a registry name, `bpci://NAME`
+//!   ([`BpciClient::connect_named`]).
 //! - [`resolver`]: [`RegistryResolver`], names resolved through the
 //!   registry with the record's signature checked.
 //! - [`outbox`]: [`Outbox`], the node's durable queue of bundles and

@@ -230,8 +230,13 @@ async fn names_resolve_through_the_signed_registry(rt: Arc<dyn Runtime>) {
     let mut setup = BpciClient::setup(keys(13), found.identity.clone());
     setup.resolver = Some(Arc::new(resolver));
     let endpoint: Endpoint = "xtmp://bpci-main:7778".parse().unwrap();
-    let by_name = BpciClient::connect_with(rt, &endpoint, setup, found.identity).await.unwrap();
+    let by_name = BpciClient::connect_with(rt.clone(), &endpoint, setup, found.identity).await.unwrap();
     assert_eq!(by_name.registry_query("bpci-main").await.unwrap().record.version, 1);
+    // Or in one call: the record's endpoints and identity, from bpci://NAME.
+    let named = BpciClient::connect_named(rt.clone(), &c, "bpci://bpci-main", keys(14)).await.unwrap();
+    assert_eq!(named.server(), s.identity.public());
+    assert_eq!(named.registry_query("bpci-main").await.unwrap().record.version, 1);
+    assert!(BpciClient::connect_named(rt, &c, "bpci://notary-1", keys(14)).await.is_err(), "not a server");
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
