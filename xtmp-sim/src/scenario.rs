@@ -235,9 +235,14 @@ pub struct Flood {
     /// from one address) rather than its first datagram alone.
     pub whole: f64,
     /// The chance that an injection is instead a forgery of a captured
-    /// sealed frame of a live session (another sequence number, a fresh
-    /// CRC), from a spoofed address: off the path, it must change nothing.
+    /// sealed frame of a live session (one ciphertext bit flipped, racing
+    /// the genuine one), from a spoofed address: off the path, it must
+    /// change nothing.
     pub forgeries: f64,
+    /// The chance that an injection is instead a whole hello over a new
+    /// TCP connection from one of 32 addresses (one /24), never finished:
+    /// the server spends a handshake on it and holds it half open.
+    pub tcp_hellos: f64,
 }
 
 /// A simulation scenario. Build one with the named constructors in

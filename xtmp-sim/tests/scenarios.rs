@@ -38,6 +38,11 @@ fn off_path_forgeries() {
 }
 
 #[test]
+fn tcp_hello_flood() {
+    sweep("tcp_hello_flood", 20);
+}
+
+#[test]
 fn nat_burst() {
     sweep("nat_burst", 20);
 }

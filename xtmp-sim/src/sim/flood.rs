@@ -20,11 +20,19 @@ const CHUNK: usize = 1200 - xtmp_core::wire::HEADER_LEN - 10;
 impl World {
     /// Reassembles the ClientHellos the clients send (stage `00` chunks,
     /// by client id) and keeps a few whole ones for the flood to copy.
-    pub(super) fn capture_hello(&mut self, bytes: &[u8]) {
-        if self.scenario.flood.is_none() || self.hellos.len() >= KEPT_HELLOS {
+    pub(super) fn capture_hello(&mut self, mut bytes: &[u8]) {
+        if self.scenario.flood.is_none() {
             return;
         }
-        let Ok((frame, _)) = xtmp_core::wire::Frame::decode(bytes, 1 << 20) else { return };
+        // A datagram, or a stream write: one frame or several.
+        while self.hellos.len() < KEPT_HELLOS {
+            let Ok((frame, n)) = xtmp_core::wire::Frame::decode(bytes, 1 << 20) else { return };
+            self.capture_hello_frame(&frame);
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn capture_hello_frame(&mut self, frame: &xtmp_core::wire::Frame<'_>) {
         let h = frame.header();
         let p = frame.payload();
         let stage00 = h.message_type == MessageType::HANDSHAKE
@@ -70,6 +78,9 @@ impl World {
         if self.hellos.is_empty() {
             return;
         }
+        if f.tcp_hellos > 0.0 && self.choices.chance(f.tcp_hellos) {
+            return self.tcp_hello();
+        }
         let k = self.choices.below(self.hellos.len() as u64) as usize;
         let cid = self.choices.between(1, u64::MAX - 1);
         let Some(hello) = fresh_hello(&self.hellos[k], cid) else { return };
@@ -101,6 +112,41 @@ impl World {
             let dest = Dest::Server { src, kind: RemoteKind::Datagram, conn: None };
             self.inflight.insert((at, n), Packet { dest, bytes, fault: Fault::None, forged: true });
         }
+    }
+
+    /// A fresh hello, whole, over a new TCP connection from one of 32
+    /// addresses, never finished (the attacker reads nothing).
+    fn tcp_hello(&mut self) {
+        let k = self.choices.below(self.hellos.len() as u64) as usize;
+        let cid = self.choices.between(1, u64::MAX - 1);
+        let Some(hello) = fresh_hello(&self.hellos[k], cid) else { return };
+        // A stream's handshake frames carry at most 1,024 payload bytes.
+        const STREAM_CHUNK: usize = 1024 - 10;
+        let mut bytes = Vec::new();
+        for (i, chunk) in hello.chunks(STREAM_CHUNK).enumerate() {
+            let mut payload = vec![0u8];
+            payload.extend_from_slice(&((i * STREAM_CHUNK) as u32).to_be_bytes());
+            payload.extend_from_slice(&[0; 5]);
+            payload.extend_from_slice(chunk);
+            let header = xtmp_core::wire::Header::new(MessageType::HANDSHAKE, cid, i as u64);
+            let mut frame = vec![0u8; xtmp_core::wire::HEADER_LEN + payload.len()];
+            if xtmp_core::wire::Frame::encode(&header, &payload, &mut frame).is_err() {
+                return;
+            }
+            bytes.extend_from_slice(&frame);
+        }
+        let host = 1 + self.choices.below(32) as u8;
+        let src = SocketAddr::from(([172, 16, 200, host], self.choices.between(1024, 65_535) as u16));
+        self.counters.injected += 1;
+        self.marks.insert(Mark::Flooded);
+        if let Some(e) = &mut self.server.endpoint {
+            e.stream_opened(self.server.clock.local(self.now), Remote { addr: src, kind: RemoteKind::Stream });
+        }
+        let n = self.next_packet;
+        self.next_packet += 1;
+        let at = self.now + self.choices.below(SECOND / 1000);
+        let dest = Dest::Server { src, kind: RemoteKind::Stream, conn: None };
+        self.inflight.insert((at, n), Packet { dest, bytes, fault: Fault::None, forged: true });
     }
 
     /// A captured sealed frame of a client, forged (another sequence

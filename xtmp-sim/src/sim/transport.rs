@@ -92,6 +92,7 @@ impl World {
                 }
             }
             PathKind::Stream => {
+                self.capture_hello(&bytes);
                 let conn = p.conn;
                 let dest = Dest::Server { src: p.addr, kind: RemoteKind::Stream, conn };
                 self.stream_send(i, conn.unwrap_or(0), true, dest, bytes);
@@ -117,6 +118,10 @@ impl World {
                 }
             }
             RemoteKind::Stream => {
+                if flood::is_spoofed(remote.addr) {
+                    // The flood's own connections: it reads nothing.
+                    return;
+                }
                 let Some(&id) = self.conn_by_addr.get(&remote.addr) else { return self.dropped_unknown(remote) };
                 let Some(conn) = self.conns.get(&id).copied() else { return };
                 if !conn.alive {
