@@ -449,10 +449,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_connection_stops_reading_while_its_backlog_waits_for_the_driver() {
-        let (tx, mut rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared {
+    /// One shard's input queue `tx`, nothing else.
+    fn shared_with(tx: mpsc::Sender<Input>) -> Shared {
+        Shared {
             inputs: vec![tx],
             connections: Default::default(),
             subscriptions: Default::default(),
@@ -461,7 +460,13 @@ mod tests {
             datagrams_forwarded: Default::default(),
             hello_timeout: Duration::from_secs(1),
             pool: Default::default(),
-        });
+        }
+    }
+
+    #[test]
+    fn a_connection_stops_reading_while_its_backlog_waits_for_the_driver() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let shared = Arc::new(shared_with(tx));
         let reads = Arc::new(AtomicUsize::new(0));
         let remote = Remote { addr: "127.0.0.1:9".parse().unwrap(), kind: RemoteKind::Stream };
         let prefix = remote.addr.ip();
@@ -505,16 +510,7 @@ mod tests {
     #[test]
     fn connection_slots_are_shared_out_by_prefix() {
         let (tx, _rx) = mpsc::channel(1);
-        let shared = Shared {
-            inputs: vec![tx],
-            connections: Default::default(),
-            subscriptions: Default::default(),
-            by_prefix: Default::default(),
-            connections_dropped: Default::default(),
-            datagrams_forwarded: Default::default(),
-            hello_timeout: Duration::from_secs(1),
-            pool: Default::default(),
-        };
+        let shared = shared_with(tx);
         let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.0".parse().unwrap(), "10.0.1.0".parse().unwrap());
         assert!((0..3).all(|_| shared.admit(a, 5, 3)));
         assert!(!shared.admit(a, 5, 3), "the prefix's share is taken");

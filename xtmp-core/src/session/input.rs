@@ -270,11 +270,7 @@ impl Session {
         if self.retried || self.hs_recv.contiguous() > 0 {
             return self.drop_frame();
         }
-        let token = messages::split_message(data)
-            .ok()
-            .flatten()
-            .filter(|&(ty, _, n)| ty == messages::RETRY && n == data.len())
-            .and_then(|(_, body, _)| messages::parse_retry(body).ok());
+        let token = whole_message(data, messages::RETRY).and_then(|body| messages::parse_retry(body).ok());
         let Some(token) = token else {
             return self.fail_handshake(HandshakeError::Malformed { message: "Retry", field: "token" });
         };
@@ -292,11 +288,7 @@ impl Session {
         if !matches!(self.state, State::ClientHello(_)) || self.hs_recv.contiguous() > 0 {
             return self.drop_frame();
         }
-        let ms = messages::split_message(data)
-            .ok()
-            .flatten()
-            .filter(|&(ty, _, n)| ty == messages::BUSY && n == data.len())
-            .and_then(|(_, body, _)| messages::parse_busy(body).ok());
+        let ms = whole_message(data, messages::BUSY).and_then(|body| messages::parse_busy(body).ok());
         let Some(ms) = ms else { return self.drop_frame() };
         let retry_after = core::time::Duration::from_millis(u64::from(ms));
         self.hs_send = None;
@@ -663,4 +655,9 @@ impl Session {
         let reason = self.close_reason.take().unwrap_or(reason);
         self.push_event(Event::Closed(reason));
     }
+}
+
+/// The body of `data` if it is exactly one handshake message of type `ty`.
+fn whole_message(data: &[u8], ty: u8) -> Option<&[u8]> {
+    messages::split_message(data).ok().flatten().filter(|&(t, _, n)| t == ty && n == data.len()).map(|(_, b, _)| b)
 }

@@ -92,19 +92,9 @@ impl World {
         self.counters.injected += 1;
         self.marks.insert(Mark::Flooded);
         self.note(&[16, whole as u64], || "flood".into(), "inject", || format!("hello from {src}, whole {whole}"));
-        for (i, chunk) in hello.chunks(CHUNK).enumerate() {
-            if i > 0 && !whole {
-                break;
-            }
-            let mut payload = vec![0u8];
-            payload.extend_from_slice(&((i * CHUNK) as u32).to_be_bytes());
-            payload.extend_from_slice(&[0; 5]);
-            payload.extend_from_slice(chunk);
-            let header = xtmp_core::wire::Header::new(MessageType::HANDSHAKE, cid, i as u64);
-            let mut bytes = vec![0u8; xtmp_core::wire::HEADER_LEN + payload.len()];
-            if xtmp_core::wire::Frame::encode(&header, &payload, &mut bytes).is_err() {
-                return;
-            }
+        let frames = hello_frames(&hello, cid, CHUNK);
+        let count = if whole { frames.len() } else { 1 };
+        for bytes in frames.into_iter().take(count) {
             *self.spoofed_in.entry(src).or_default() += bytes.len() as u64;
             let n = self.next_packet;
             self.next_packet += 1;
@@ -121,20 +111,7 @@ impl World {
         let cid = self.choices.between(1, u64::MAX - 1);
         let Some(hello) = fresh_hello(&self.hellos[k], cid) else { return };
         // A stream's handshake frames carry at most 1,024 payload bytes.
-        const STREAM_CHUNK: usize = 1024 - 10;
-        let mut bytes = Vec::new();
-        for (i, chunk) in hello.chunks(STREAM_CHUNK).enumerate() {
-            let mut payload = vec![0u8];
-            payload.extend_from_slice(&((i * STREAM_CHUNK) as u32).to_be_bytes());
-            payload.extend_from_slice(&[0; 5]);
-            payload.extend_from_slice(chunk);
-            let header = xtmp_core::wire::Header::new(MessageType::HANDSHAKE, cid, i as u64);
-            let mut frame = vec![0u8; xtmp_core::wire::HEADER_LEN + payload.len()];
-            if xtmp_core::wire::Frame::encode(&header, &payload, &mut frame).is_err() {
-                return;
-            }
-            bytes.extend_from_slice(&frame);
-        }
+        let bytes = hello_frames(&hello, cid, 1024 - 10).concat();
         let host = 1 + self.choices.below(32) as u8;
         let src = SocketAddr::from(([172, 16, 200, host], self.choices.between(1024, 65_535) as u16));
         self.counters.injected += 1;
@@ -225,4 +202,23 @@ fn flip(bytes: &[u8], salt: u32) -> Option<Vec<u8>> {
     let n = Frame::encode(frame.header(), &payload, &mut out).ok()?;
     out.truncate(n);
     Some(out)
+}
+
+/// `hello` cut into stage-`00` frames (no token) of `chunk` data bytes
+/// each, naming client id `cid`.
+fn hello_frames(hello: &[u8], cid: u64, chunk: usize) -> Vec<Vec<u8>> {
+    use xtmp_core::wire::{Frame, HEADER_LEN, Header};
+    hello
+        .chunks(chunk)
+        .enumerate()
+        .filter_map(|(i, data)| {
+            let mut payload = vec![0u8];
+            payload.extend_from_slice(&((i * chunk) as u32).to_be_bytes());
+            payload.extend_from_slice(&[0; 5]);
+            payload.extend_from_slice(data);
+            let mut frame = vec![0u8; HEADER_LEN + payload.len()];
+            Frame::encode(&Header::new(MessageType::HANDSHAKE, cid, i as u64), &payload, &mut frame).ok()?;
+            Some(frame)
+        })
+        .collect()
 }
