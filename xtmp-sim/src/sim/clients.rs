@@ -401,7 +401,15 @@ impl World {
             for m in pending.into_iter().rev() {
                 c.pending.push_front(m);
             }
-            let wait = backoff(c.backoff) + self.choices.below(SECOND / 10);
+            let wait = match reason {
+                // As the adapter does (SPEC.md 3.2, "Busy"): the server's
+                // delay, doubled for each Busy in a row, with jitter.
+                CloseReason::Busy { retry_after } => {
+                    let d = nanos(retry_after).max(1_000_000) << c.backoff.min(4);
+                    d + self.choices.below(d)
+                }
+                _ => backoff(c.backoff) + self.choices.below(SECOND / 10),
+            };
             let c = &mut self.clients[i];
             c.backoff += 1;
             c.reconnect_at = Some(now + wait);
