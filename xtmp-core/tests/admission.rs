@@ -263,3 +263,22 @@ fn prefixes_are_the_configured_leading_bits() {
     // An IPv4-mapped address counts as its IPv4 address.
     assert_eq!(prefix_of(ip("::ffff:192.0.2.77"), 24, 64), ip("192.0.2.0"));
 }
+
+#[test]
+fn a_malformed_retry_or_busy_is_dropped_and_the_handshake_goes_on() {
+    // Junk in the shape of a Retry or a Busy, naming the client's id, ends
+    // nothing: the genuine server still answers.
+    let mut p = Setup::new(PathKind::Datagram).start();
+    let cid = p.client.local_session_id();
+    for stage in [3u8, 4] {
+        let mut payload = vec![stage];
+        payload.extend_from_slice(&[0; 8]);
+        payload.extend_from_slice(&[0xff, 0xff, 0x01]);
+        let mut frame = vec![0u8; xtmp_core::wire::HEADER_LEN + payload.len()];
+        Frame::encode(&Header::new(MessageType::HANDSHAKE_ACK, cid, 0), &payload, &mut frame).unwrap();
+        p.client.handle_input(p.now, PathId(0), &frame);
+    }
+    assert!(!p.client.is_closed());
+    p.connect();
+    assert!(p.client.is_established());
+}

@@ -264,16 +264,17 @@ impl Session {
 
     /// A Retry: the same ClientHello again from its first byte, with the
     /// server's token in every stage-`00` frame (SPEC.md 3.2). Accepted
-    /// once, and only before any byte of the server's flight.
+    /// once, and only before any byte of the server's flight; a malformed
+    /// one is dropped.
     pub(super) fn on_retry(&mut self, data: &[u8]) {
         let State::ClientHello(expect) = &self.state else { return self.drop_frame() };
         if self.retried || self.hs_recv.contiguous() > 0 {
             return self.drop_frame();
         }
         let token = whole_message(data, messages::RETRY).and_then(|body| messages::parse_retry(body).ok());
-        let Some(token) = token else {
-            return self.fail_handshake(HandshakeError::Malformed { message: "Retry", field: "token" });
-        };
+        // A malformed Retry is dropped, as any malformed frame: it must
+        // not end a handshake the genuine server may still answer.
+        let Some(token) = token else { return self.drop_frame() };
         let hello = expect.hello_message().to_vec();
         self.retried = true;
         self.retry_token = token;
