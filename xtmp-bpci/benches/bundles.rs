@@ -10,7 +10,9 @@
 //! (the answer comes once the bundle is durably Received), and the delay
 //! from a commit to the watcher's item (p50/p99): the time from the
 //! engine's head passing an event to a LiveUpdates subscriber on another
-//! session receiving it. `XTMP_BENCH_BUNDLES` sets the bundles per run
+//! session receiving it. Under each run it prints the CPU each bundle cost
+//! by thread role (approval checks, writer, async runtime) and the bound
+//! that CPU alone puts on the rate. `XTMP_BENCH_BUNDLES` sets the bundles per run
 //! (default 2,000; the single submitter sends a quarter of them).
 
 use std::collections::HashMap;
@@ -72,7 +74,58 @@ fn check_time(p: &dyn CryptoProvider, notary: &Notary, req: &SubmitRequest, n: u
     t.elapsed() / n as u32
 }
 
+/// On-CPU time of this process's threads by role (from
+/// `/proc/self/task/*/schedstat`, Linux), to show where a bundle's CPU
+/// goes: the approval checks, the writer, and the async runtime (both
+/// ends of every session: clients, server, watcher).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    verify: Duration,
+    writer: Duration,
+    runtime: Duration,
+    other: Duration,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let mut cpu = Cpu::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return cpu };
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let ns: u64 = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+                .unwrap_or(0);
+            let t = Duration::from_nanos(ns);
+            match comm.trim() {
+                c if c.starts_with("bpci-verify") => cpu.verify += t,
+                "bpci-writer" => cpu.writer += t,
+                c if c.starts_with("tokio-runtime") || c.starts_with("tokio-rt") => cpu.runtime += t,
+                _ => cpu.other += t,
+            }
+        }
+        cpu
+    }
+
+    /// CPU per bundle since `before`, for `n` bundles (threads that ended
+    /// meanwhile are not counted).
+    fn per_bundle(self, before: Cpu, n: usize) -> Cpu {
+        let d = |a: Duration, b: Duration| a.saturating_sub(b) / n.max(1) as u32;
+        Cpu {
+            verify: d(self.verify, before.verify),
+            writer: d(self.writer, before.writer),
+            runtime: d(self.runtime, before.runtime),
+            other: d(self.other, before.other),
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.verify + self.writer + self.runtime + self.other
+    }
+}
+
 struct Run {
+    cpu: Cpu,
     per_second: f64,
     submit: (Duration, Duration),
     watch: (Duration, Duration),
@@ -155,6 +208,7 @@ async fn run(submitters: usize, reqs: Vec<SubmitRequest>, notary: &Notary) -> Ru
     let queue = Arc::new(Mutex::new(reqs));
     let start = Instant::now();
     let before = engine.stats();
+    let cpu_before = Cpu::now();
     let mut tasks = Vec::new();
     for s in 0..submitters {
         let (c, queue) = (clients[s % sessions].clone(), queue.clone());
@@ -175,12 +229,14 @@ async fn run(submitters: usize, reqs: Vec<SubmitRequest>, notary: &Notary) -> Ru
     let (arrivals, done) = watched.await.unwrap();
     let elapsed = done - start;
     let after = engine.stats();
+    let cpu = Cpu::now().per_bundle(cpu_before, total);
     let mut watch: Vec<Duration> = {
         let committed = committed.lock().unwrap();
         arrivals.iter().filter_map(|(seq, at)| committed.get(seq).map(|c| at.saturating_duration_since(*c))).collect()
     };
     srv.shutdown(Duration::from_secs(1)).await;
     Run {
+        cpu,
         per_second: total as f64 / elapsed.as_secs_f64(),
         submit: (percentile(&mut submit, 0.5), percentile(&mut submit, 0.99)),
         watch: (percentile(&mut watch, 0.5), percentile(&mut watch, 0.99)),
@@ -224,6 +280,18 @@ fn main() {
             r.write / r.commits.max(1) as u32,
             100.0 * r.write.as_secs_f64() * r.per_second / n_of(submitters, n) as f64,
             r.blocks,
+        );
+        let c = r.cpu;
+        println!(
+            "   CPU per bundle {:.0?}: approval checks {:.0?}, writer {:.0?}, async runtime (clients, server, watcher) \
+             {:.0?}, other {:.0?}; {cores} cores bound it to {:.0} bundles/s ({:.2} of the floor)",
+            c.total(),
+            c.verify,
+            c.writer,
+            c.runtime,
+            c.other,
+            cores as f64 / c.total().as_secs_f64(),
+            cores as f64 / c.total().as_secs_f64() / floor,
         );
     }
 }

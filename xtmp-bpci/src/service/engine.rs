@@ -8,7 +8,9 @@
 //! (durably) and only then answers each. Verdicts of the approval checks
 //! come back through the same queue and Validated bundles are put into a
 //! block in the same transaction, so a commit (one fsync) covers as many
-//! submissions, transitions and blocks as arrived meanwhile.
+//! submissions, transitions and blocks as arrived meanwhile. The approval
+//! checkers run at the lowest thread priority the system grants, so that
+//! under load they do not delay the threads that answer and push.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -403,6 +405,11 @@ fn verifier(
     store: Arc<dyn Store>,
     rules: Rules,
 ) {
+    // Approval checks are the bulk of the CPU and nobody waits on one in
+    // particular: below the threads that answer requests and push items.
+    if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+        tracing::debug!(error = ?e, "could not lower the approval checkers' priority");
+    }
     loop {
         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((id, req)) = next else { return };
