@@ -162,6 +162,7 @@ on_both_stores!(
     bundles_go_received_validated_confirmed_with_a_verifiable_receipt,
     malformed_bundles_are_refused_naming_the_field_and_change_nothing,
     bad_approvals_reject_and_late_bundles_expire,
+    a_resubmission_after_the_deadline_gets_the_original_answer,
     sync_pages_filters_and_expired_cursors,
     registry_updates_compare_and_set_and_stamps_verify,
 );
@@ -441,6 +442,26 @@ fn bad_approvals_reject_and_late_bundles_expire(w: World) {
     let s = w.read(|r, tx| r.status(tx, &lost.bundle.id())).unwrap();
     assert_eq!((s.state, s.reason.as_deref()), (BundleState::Expired, Some("deadline passed")));
     assert_eq!(w.write(|r, tx| r.expire(tx, T0 + 5000, 100)).unwrap(), 0, "final states stay");
+}
+
+fn a_resubmission_after_the_deadline_gets_the_original_answer(w: World) {
+    // The answer to the first submission was lost; the node sends the
+    // bundle again after its deadline passed: the original answer, not
+    // INVALID, and nothing changes.
+    let req = w.bundle(4, 1000);
+    let first = w.submit(&req);
+    let late = T0 + 5000;
+    assert_eq!(w.read(|r, tx| r.check_bundle(tx, late, &req)), Ok(req.bundle.id()));
+    let before = w.snapshot();
+    let again = w.write(|r, tx| r.submit(tx, late, &NODE, &req)).unwrap();
+    assert_eq!(again, (first, false));
+    assert_eq!(before, w.snapshot());
+    // A new bundle with a passed deadline is refused.
+    let new = w.bundle(5, 1000);
+    assert!(matches!(
+        w.read(|r, tx| r.check_bundle(tx, late, &new)),
+        Err(BpciError::Invalid { ref field, .. }) if field == "bundle.valid_until"
+    ));
 }
 
 fn sync_pages_filters_and_expired_cursors(w: World) {

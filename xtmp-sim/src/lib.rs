@@ -22,6 +22,10 @@
 //! - Per-node clocks with offset and drift ([`ClockFaults`]), and an
 //!   [`Attacker`] that replays, reflects, forges and sprays frames.
 //!
+//! - An [`Application`] above the sessions ([`Scenario::app`]): the
+//!   server's services and the clients' requests, told of crashes on
+//!   either side, with invariants of their own (see [`app`]).
+//!
 //! ## Checks
 //! The [`check::Checker`] holds every promise of SPEC.md section 4 on
 //! every run (exactly once, unmodified, in order per priority class for
@@ -47,6 +51,7 @@
 //! assert!(run.marks.contains(&xtmp_sim::Mark::Migration));
 //! ```
 
+pub mod app;
 pub mod check;
 pub mod choices;
 pub mod clock;
@@ -62,6 +67,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+pub use app::{AppError, AppRequest, AppSpec, Application};
 pub use check::{Totals, Violation};
 pub use choices::{Choices, Draw};
 pub use link::{Latency, LinkConfig, Loss};
@@ -96,6 +102,8 @@ pub struct Run {
     pub trace: Vec<String>,
     /// Simulated time the run took.
     pub elapsed: Duration,
+    /// The hosted application's summary ([`Application::summary`]).
+    pub app: Option<String>,
     /// The decision log (every draw, in order).
     pub log: Vec<Draw>,
     /// The draws this run was replayed from, if it was a replay.
@@ -194,6 +202,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &Options) -> Run {
         totals: world.checker.totals,
         counters: world.counters,
         marks: world.marks.clone(),
+        app: world.app.as_ref().map(|a| a.summary()),
         trace_hash: world.trace.hash(),
         events: world.trace.events(),
         trace: world.trace.lines().to_vec(),

@@ -25,6 +25,8 @@ pub(crate) struct AppMsg {
     pub(crate) class: u8,
     pub(crate) reliable: bool,
     pub(crate) request: bool,
+    /// The hosted application's tag for its request.
+    pub(crate) tag: Option<u64>,
 }
 
 /// One of a client's paths, as the network sees it.
@@ -102,6 +104,9 @@ pub(crate) struct ClientNode {
     pub(crate) down_stream: Link,
     /// Messages of the current session, to re-queue them if it dies.
     pub(crate) in_flight: BTreeMap<u64, AppMsg>,
+    /// The hosted application's requests of the current session awaiting
+    /// their answers: message id -> the application's tag.
+    pub(crate) app_tags: BTreeMap<u64, u64>,
     /// Counters of sessions that ended, summed.
     pub(crate) past_stats: Vec<Stats>,
     pub(crate) partitioned: [bool; 2],
@@ -141,6 +146,7 @@ impl ClientNode {
             up_stream: Link::new(up),
             down_stream: Link::new(down),
             in_flight: BTreeMap::new(),
+            app_tags: BTreeMap::new(),
             past_stats: Vec::new(),
             partitioned: [false; 2],
             datagrams_blocked: false,

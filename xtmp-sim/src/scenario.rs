@@ -324,6 +324,10 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// How long the liveness phase (faults calmed) may take to settle.
     pub settle_limit: Duration,
+    /// An application to host instead of the synthetic workload's
+    /// requests and answers (see [`crate::app`]); the workload's other
+    /// parts (messages, subscriptions, pushes) still apply.
+    pub app: Option<crate::app::AppSpec>,
 }
 
 impl Scenario {
@@ -362,6 +366,7 @@ impl Scenario {
             hold_faults: false,
             time_limit: Duration::from_secs(600),
             settle_limit: Duration::from_secs(120),
+            app: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! applications and the checker, then jump virtual time to the earliest of
 //! the next arrival, node deadline, application timer or scheduled action.
 
+mod app;
 mod clients;
 mod flood;
 mod server;
@@ -27,6 +28,7 @@ use xtmp_core::session::{
 };
 use xtmp_core::wire::MessageType;
 
+use crate::app::Application;
 use crate::check::{Checker, SentKind, Side, class_of};
 use crate::choices::{Choices, protocol_seed};
 use crate::clock::NodeClock;
@@ -148,6 +150,9 @@ pub(crate) struct World {
     /// Stream bytes waiting for a partition to heal, per connection.
     backlog: BTreeMap<(u64, bool), Vec<Vec<u8>>>,
     max_drift: f64,
+    /// The hosted application, if any, and its next tick.
+    pub(crate) app: Option<Box<dyn Application>>,
+    next_app_tick: Option<u64>,
 }
 
 const SECOND: u64 = 1_000_000_000;
@@ -202,6 +207,7 @@ impl World {
             .map(|i| ClientNode::new(i, clock(&mut choices), scenario.up.clone(), scenario.down.clone(), scenario.nat))
             .collect();
         let next_attack = scenario.attacker.map(|_| SECOND);
+        let app = scenario.app.as_ref().map(|a| a.make(seed, scenario.clients));
         let next_flood = scenario.flood.map(|f| nanos(f.from));
         World {
             max_drift: f64::from(clocks.max_drift_ppm) / 1e6,
@@ -246,6 +252,8 @@ impl World {
             spoofed_out: BTreeMap::new(),
             captured: std::collections::VecDeque::new(),
             backlog: BTreeMap::new(),
+            next_app_tick: app.as_ref().map(|_| 0),
+            app,
         }
     }
 
@@ -303,6 +311,11 @@ impl World {
         if self.checker.violations.is_empty() {
             let now = self.now;
             self.checker.finish(now, self.scenario.lossless);
+        }
+        if self.checker.violations.is_empty()
+            && let Some(Err(e)) = self.app.as_ref().map(|a| a.check(true))
+        {
+            self.violation(format!("application: {e}"));
         }
     }
 
@@ -369,7 +382,7 @@ impl World {
         {
             t = t.min(self.server.clock.sim_time_of(d, now));
         }
-        for x in [self.server.next_push, self.next_attack, self.next_flood].into_iter().flatten() {
+        for x in [self.server.next_push, self.next_attack, self.next_flood, self.next_app_tick].into_iter().flatten() {
             t = t.min(x.max(now));
         }
         t = t.min(self.next_sweep.max(now));
@@ -429,6 +442,9 @@ impl World {
         }
         if self.next_flood.is_some_and(|t| t <= now) {
             self.flood();
+        }
+        if self.next_app_tick.is_some_and(|t| t <= now) {
+            self.app_tick();
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SECOND / 10;
@@ -533,7 +549,8 @@ impl World {
                     .is_some_and(|s| s.is_established() && s.stats().unacked_messages == 0 && c.attempt.connected)
         });
         let server = self.server.endpoint.is_some();
-        clients && server && self.server.sessions.values().all(|s| s.last_stats.unacked_messages == 0)
+        let app = self.app.as_ref().is_none_or(|a| (0..self.clients.len()).all(|i| a.done(i)));
+        clients && server && app && self.server.sessions.values().all(|s| s.last_stats.unacked_messages == 0)
     }
 
     // ------------------------------------------------------------ actions
@@ -741,6 +758,9 @@ impl World {
         }
         if blocked {
             self.marks.insert(Mark::FlowBlocked);
+        }
+        if let Some(Err(e)) = self.app.as_ref().map(|a| a.check(false)) {
+            problems.push(format!("application: {e}"));
         }
         for p in problems {
             self.violation(p);

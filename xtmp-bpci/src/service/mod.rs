@@ -287,9 +287,15 @@ impl Rules {
 
     /// Checks a bundle's form before anything is stored: counts, the
     /// Merkle root, the deadline, sizes, and that its approvals name
-    /// enough distinct registered notaries. Returns the bundle id.
+    /// enough distinct registered notaries. Returns the bundle id. A
+    /// bundle already known passes unchecked: its resubmission gets the
+    /// original answer even after its deadline (SPEC.md 5).
     pub fn check_bundle(&self, tx: &dyn ReadTxn, now: Millis, req: &SubmitRequest) -> Result<Hash, BpciError> {
         let b = &req.bundle;
+        let id = b.id();
+        if ledger::bundle(tx, &id).map_err(store_err)?.is_some() {
+            return Ok(id);
+        }
         let c = &self.config;
         if b.transactions.is_empty() {
             return Err(BpciError::invalid("bundle.transactions", "at least one transaction"));
@@ -358,7 +364,7 @@ impl Rules {
                 format!("{} notaries approve, at least {} must", notaries.len(), c.notary_threshold),
             ));
         }
-        Ok(b.id())
+        Ok(id)
     }
 
     /// Stores a checked bundle as Received (its event numbered in this

@@ -58,8 +58,13 @@ impl World {
         if let Some(s) = c.session.take() {
             c.past_stats.push(s.stats());
         }
-        c.in_flight.clear();
         c.attempt.subs.clear();
+        self.app_session_lost(i);
+        if let Some(app) = self.app.as_mut() {
+            app.client_crashed(i);
+        }
+        let c = &mut self.clients[i];
+        c.in_flight.clear();
         c.next_send = None;
         c.reconnect_at = None;
         c.redial_at = None;
@@ -165,7 +170,7 @@ impl World {
         let message_type = CLIENT_TYPES[ch.below(CLIENT_TYPES.len() as u64) as usize];
         c.generated += 1;
         let b = body(i as u32, c.sessions_started, c.generated, len as usize);
-        c.pending.push_back(AppMsg { message_type, body: b, class, reliable, request });
+        c.pending.push_back(AppMsg { message_type, body: b, class, reliable, request, tag: None });
         let gap = if w.interval.is_zero() { 0 } else { ch.exponential(nanos(w.interval) as f64) as u64 };
         c.next_send = Some(self.now + gap);
         if large {
@@ -196,6 +201,9 @@ impl World {
                     self.checker.sent(Side::Client, sid, id.0, &m.body, m.class, m.reliable, kind);
                     self.checker.totals.first_sent_at.get_or_insert(self.now);
                     if let Some(m) = c.pending.pop_front() {
+                        if let Some(tag) = m.tag {
+                            c.app_tags.insert(id.0, tag);
+                        }
                         c.in_flight.insert(id.0, m);
                     }
                 }
@@ -239,10 +247,12 @@ impl World {
                         self.add_datagram_path(i);
                     }
                     self.open_subscriptions(i);
+                    self.app_requests(i);
                 }
                 Event::Message(m) => {
                     self.checker.delivered(now, Side::Client, sid, &m);
                     self.subscription_message(i, &m);
+                    self.app_response(i, &m);
                 }
                 Event::Acked(id) => {
                     self.checker.acked(now, Side::Client, sid, id.0);
@@ -252,8 +262,14 @@ impl World {
                     self.checker.failed(now, Side::Client, sid, id.0, why == FailReason::Unsubscribed);
                     self.marks.insert(Mark::MessageFailed);
                     let c = &mut self.clients[i];
+                    if let Some(tag) = c.app_tags.remove(&id.0)
+                        && let Some(app) = self.app.as_mut()
+                    {
+                        app.unanswered(i, tag);
+                    }
                     if let Some(m) = c.in_flight.remove(&id.0)
                         && why == FailReason::Closed
+                        && m.tag.is_none()
                     {
                         // The application tries again on its next session.
                         c.pending.push_back(m);
@@ -360,6 +376,8 @@ impl World {
         if c.attempt.sid.is_some() {
             self.checker.closed(now, Side::Client, sid);
         }
+        // The application's requests of this session get no answer.
+        self.app_session_lost(i);
         for id in conns {
             self.sever_conn(id, true);
         }
@@ -370,6 +388,10 @@ impl World {
                 | CloseReason::Busy { .. }
                 | CloseReason::Peer { .. }
                 | CloseReason::PathsLost => {}
+                // The server crashed after its ServerHello and restarted:
+                // the client's next handshake frame meets a server that
+                // does not know the session.
+                CloseReason::StatelessReset if self.server.incarnation >= 2 => {}
                 ref other => self.violation(format!("client{i}: handshake ended with an unexpected reason: {other}")),
             }
             if self.scenario.max_handshake.is_some() && !matches!(reason, CloseReason::Busy { .. }) && !closing {

@@ -31,6 +31,9 @@ impl World {
         self.server.sessions.clear();
         self.server.next_push = None;
         self.checker.server_lost();
+        if let Some(app) = self.app.as_mut() {
+            app.server_crashed();
+        }
         // The server's connections are reset.
         let conns: Vec<u64> = self.conns.iter().filter(|(_, c)| c.alive).map(|(k, _)| *k).collect();
         for id in conns {
@@ -72,6 +75,7 @@ impl World {
             Event::Message(m) => {
                 self.checker.delivered(now, Side::Server, sid, &m);
                 match m.kind {
+                    MessageKind::Request if self.app.is_some() => self.app_serve(sid, &m),
                     MessageKind::Request => self.answer(sid, &m),
                     MessageKind::Subscribe => self.accept_subscription(sid, &m),
                     MessageKind::Unsubscribe(sub) => {
