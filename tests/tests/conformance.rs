@@ -68,6 +68,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn item_budget() {
+                run::<$server, $client, _>(scenarios::item_budget);
+            }
+
+            #[test]
             fn a_burst_from_one_address() {
                 run::<$server, $client, _>(scenarios::a_burst_from_one_address);
             }

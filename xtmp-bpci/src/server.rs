@@ -52,6 +52,11 @@ pub fn setup(identity: Arc<IdentityKeypair>, provider: Arc<dyn CryptoProvider>, 
     server.client_auth = Some(verifier);
     endpoint.server = Arc::new(server);
     setup.endpoint = Arc::new(endpoint);
+    // A watcher of every bundle follows the whole ledger: three items a
+    // bundle at the engine's full rate. LiveUpdates and EventStream items
+    // are reliable, held to the subscriber's window, so a watcher that
+    // does not read costs nothing; the server-wide budget stays.
+    setup.limits.max_session_items_per_second = 100_000;
     setup
 }
 

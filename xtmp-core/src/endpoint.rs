@@ -341,6 +341,14 @@ impl Endpoint {
         self.held
     }
 
+    /// Stream connections not (yet) in a session: how many, the bytes
+    /// their deframers hold, and when the oldest was first seen (each is
+    /// reset [`EndpointConfig::hello_timeout`] after that).
+    pub fn unrouted_streams(&self) -> (usize, usize, Option<Instant>) {
+        let bytes = self.deframers.values().map(Deframer::buffered).sum();
+        (self.unrouted_streams.len(), bytes, self.unrouted_streams.earliest())
+    }
+
     /// Session `sid`, about to take input: it may hold what it holds plus
     /// what the endpoint's budget has left.
     fn entry_for_input(&mut self, sid: u64) -> Option<&mut Entry> {

@@ -243,6 +243,10 @@ pub struct Flood {
     /// TCP connection from one of 32 addresses (one /24), never finished:
     /// the server spends a handshake on it and holds it half open.
     pub tcp_hellos: f64,
+    /// The chance that an injection is instead a TCP connection from one
+    /// of 250 addresses (one /24) that stays silent or announces a frame
+    /// of 60,000 bytes, sends 1,000 of them and stalls.
+    pub stalled_streams: f64,
 }
 
 /// A simulation scenario. Build one with the named constructors in

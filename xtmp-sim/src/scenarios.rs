@@ -45,6 +45,7 @@ pub const NAMES: &[&str] = &[
     "nat_burst",
     "off_path_forgeries",
     "tcp_hello_flood",
+    "stalled_streams",
     "slow_reader",
     "swarm",
     "swarm_events",
@@ -79,6 +80,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "nat_burst" => nat_burst(),
         "off_path_forgeries" => off_path_forgeries(),
         "tcp_hello_flood" => tcp_hello_flood(),
+        "stalled_streams" => stalled_streams(),
         "slow_reader" => slow_reader(),
         "swarm" => swarm(),
         "swarm_events" => swarm_events(),
@@ -447,6 +449,7 @@ pub fn hello_flood() -> Scenario {
         whole: 0.1,
         forgeries: 0.0,
         tcp_hellos: 0.0,
+        stalled_streams: 0.0,
     });
     s.max_handshake = Some(secs(3));
     s.lossless = false;
@@ -470,6 +473,7 @@ pub fn off_path_forgeries() -> Scenario {
         whole: 0.0,
         forgeries: 1.0,
         tcp_hellos: 0.0,
+        stalled_streams: 0.0,
     });
     s.workload.messages = 300;
     s
@@ -496,6 +500,36 @@ pub fn tcp_hello_flood() -> Scenario {
         whole: 1.0,
         forgeries: 0.0,
         tcp_hellos: 1.0,
+        stalled_streams: 0.0,
+    });
+    s.max_handshake = Some(secs(3));
+    s.lossless = false;
+    s.workload.messages = 100;
+    s
+}
+
+/// Thousands of TCP connections from one /24 that stay silent, or
+/// announce a 60,000-byte frame, send 1,000 bytes of it and stall, while
+/// honest clients connect over TCP (and crash and connect again): each
+/// such connection is reset within the hello timeout, the bytes held for
+/// them stay within a frame each, and every honest handshake completes
+/// within 3 s.
+pub fn stalled_streams() -> Scenario {
+    let mut s = Scenario::new("stalled_streams")
+        .at(ms(1500), Action::CrashClient(Who::All))
+        .at(ms(1700), Action::RestartClient(Who::All))
+        .expect(&[Mark::Flooded]);
+    s.clients = 4;
+    s.transport = Transport::Stream;
+    s.flood = Some(Flood {
+        from: ms(200),
+        until: secs(4),
+        interval: ms(2),
+        prefixes: 1,
+        whole: 1.0,
+        forgeries: 0.0,
+        tcp_hellos: 0.0,
+        stalled_streams: 1.0,
     });
     s.max_handshake = Some(secs(3));
     s.lossless = false;

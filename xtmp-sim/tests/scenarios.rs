@@ -43,6 +43,11 @@ fn tcp_hello_flood() {
 }
 
 #[test]
+fn stalled_streams() {
+    sweep("stalled_streams", 20);
+}
+
+#[test]
 fn nat_burst() {
     sweep("nat_burst", 20);
 }

@@ -2,7 +2,7 @@
 //! endpoints (the server's only one, or one shard of several), its UDP
 //! socket, and (shard 0) the listeners, and hands requests to handler tasks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,6 +24,7 @@ use xtmp_core::session::{
 };
 use xtmp_core::shard::Shard;
 
+use super::budget::TokenBucket;
 use super::conn::{Backlog, Conn, READ_BUF, Shared};
 use super::publisher::{Out, PubShared, Publisher, PublisherClosed, SubscriptionSlot};
 use super::router::{Peer, Rejection, Reply, Request, Router};
@@ -69,6 +70,8 @@ struct SessionInfo {
     answers: VecDeque<(MessageId, Result<Reply, Rejection>)>,
     /// `xtmp_session`: the parent of its requests' spans.
     span: tracing::Span,
+    /// Its publishers' items per second.
+    items: TokenBucket,
 }
 
 /// Where a graceful shutdown stands.
@@ -112,6 +115,7 @@ pub(crate) struct ServerDriver {
     dgram: Vec<u8>,
     shutdown: Option<Shutdown>,
     requests_refused: u64,
+    items_throttled: u64,
     /// Accepting resumes at this time (after a listener failed).
     accept_paused: Option<Instant>,
     /// Warnings about peers, at most a line a second per prefix.
@@ -119,6 +123,12 @@ pub(crate) struct ServerDriver {
     /// The lengths of the IPv4 and IPv6 prefixes connection slots are
     /// counted by (the endpoint's).
     prefix_lens: (u8, u8),
+    /// This shard's share of the server's items per second.
+    items: TokenBucket,
+    /// Publishers holding items back for the items-per-second budgets,
+    /// drained again at `throttled_until`.
+    throttled: HashSet<(SessionHandle, SubscriptionId)>,
+    throttled_until: Option<Instant>,
 }
 
 /// What one shard driver is given.
@@ -146,6 +156,7 @@ impl ServerDriver {
         let (notify_tx, notify) = mpsc::unbounded();
         let timer = Deadline::new(rt.timer());
         let out = vec![0; endpoint.max_transmit_len()];
+        let shard_items = setup.limits.max_items_per_second.div_ceil(setup.shard.count().max(1));
         Ok(ServerDriver {
             rt,
             clock,
@@ -172,9 +183,13 @@ impl ServerDriver {
             dgram: vec![0; BUF_LEN],
             shutdown: None,
             requests_refused: 0,
+            items_throttled: 0,
             accept_paused: None,
             warnings: Default::default(),
             prefix_lens,
+            items: TokenBucket::new(shard_items, Instant::now()),
+            throttled: HashSet::new(),
+            throttled_until: None,
         })
     }
 
@@ -231,6 +246,7 @@ impl ServerDriver {
             endpoint: self.endpoint.stats(),
             sessions: self.endpoint.session_count(),
             requests_refused: self.requests_refused,
+            items_throttled: self.items_throttled,
             ..ServerStats::default()
         }
     }
@@ -367,17 +383,33 @@ impl ServerDriver {
 
     /// Moves a publisher's queue into its session while the session takes it.
     fn drain_publisher(&mut self, h: SessionHandle, id: SubscriptionId) {
-        let Some(p) = self.sessions.get(&h).and_then(|i| i.publishers.get(&id)).cloned() else { return };
+        let Some(info) = self.sessions.get_mut(&h) else { return };
+        let Some(p) = info.publishers.get(&id).cloned() else { return };
         let Some(session) = self.endpoint.session_mut(h) else { return };
         let mut s = p.lock();
         let mut took = false;
         let mut gone = false;
+        let now = self.tick;
         while let Some(out) = s.queue.front() {
             let r = match out {
                 Out::Accept => session.respond(MessageId(id.0), p.message_type, Bytes::new(), SendOptions::default()),
                 Out::Item { body, reliable } => {
+                    // The session's and the shard's items per second.
+                    if !(info.items.ready(now) && self.items.ready(now)) {
+                        let at = info.items.next_at(now).max(self.items.next_at(now));
+                        self.throttled.insert((h, id));
+                        self.items_throttled += 1;
+                        telemetry::count("xtmp_server_items_throttled_total", &[], 1);
+                        self.throttled_until = Some(self.throttled_until.map_or(at, |t| t.min(at)));
+                        break;
+                    }
                     let options = SendOptions { reliable: *reliable, stream_data: true, ..SendOptions::default() };
-                    session.push(id, body.clone(), options)
+                    let r = session.push(id, body.clone(), options);
+                    if r.is_ok() {
+                        info.items.take();
+                        self.items.take();
+                    }
+                    r
                 }
                 Out::Refuse(code, reason) => {
                     gone = true;
@@ -482,6 +514,7 @@ impl ServerDriver {
                         publishers: HashMap::new(),
                         answers: VecDeque::new(),
                         span,
+                        items: TokenBucket::new(self.limits.max_session_items_per_second, self.tick),
                     };
                     self.sessions.insert(h, info);
                     telemetry::gauge("xtmp_server_sessions", self.sessions.len() as f64);
@@ -652,11 +685,19 @@ impl ServerDriver {
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
         let core = self.endpoint.poll_timeout().map(|t| self.clock.deadline(t));
-        let deadline =
-            [core, self.shutdown.as_ref().map(|s| s.deadline), self.accept_paused].into_iter().flatten().min();
+        let deadline = [core, self.shutdown.as_ref().map(|s| s.deadline), self.accept_paused, self.throttled_until]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(deadline) = deadline else { return false };
         if self.timer.poll(cx, deadline, self.tick).is_pending() {
             return false;
+        }
+        if self.throttled_until.is_some_and(|t| t <= self.tick) {
+            self.throttled_until = None;
+            for (h, id) in std::mem::take(&mut self.throttled) {
+                self.drain_publisher(h, id);
+            }
         }
         self.endpoint.handle_timeout(self.now());
         for line in self.warnings.flush(self.tick) {

@@ -10,6 +10,7 @@
 //! Linux the kernel hands each datagram to the right one; elsewhere the
 //! shard that got it hands it over).
 
+mod budget;
 mod conn;
 mod driver;
 mod publisher;
@@ -71,6 +72,16 @@ pub struct ServerLimits {
     /// one more is refused with Error `REFUSED` ("the server's
     /// subscription budget is spent"). Default 20,000.
     pub max_subscriptions: usize,
+    /// Subscription items one session's publishers may send a second, all
+    /// together (0: no limit). An item beyond it waits in its publisher's
+    /// queue: a reliable [`Publisher::push`] waits, a best-effort one
+    /// drops the oldest queued, and [`Publisher::writable`] waits, so a
+    /// handler that builds items only when writable builds no more than
+    /// the budget. Default 10,000.
+    pub max_session_items_per_second: u32,
+    /// Subscription items the whole server may send a second (0: no
+    /// limit), shared out evenly between the shards. Default 100,000.
+    pub max_items_per_second: u32,
     /// TCP and WebSocket connections open at once; more are closed as
     /// they arrive. Default 10,000.
     pub max_connections: usize,
@@ -109,6 +120,8 @@ impl Default for ServerLimits {
             max_in_flight: 256,
             publisher_depth: 64,
             max_subscriptions: 20_000,
+            max_session_items_per_second: 10_000,
+            max_items_per_second: 100_000,
             max_connections: 10_000,
             max_connections_per_prefix: 1_000,
             max_upgrades_per_prefix: 32,
@@ -177,6 +190,10 @@ pub struct ServerStats {
     pub sessions: usize,
     /// Requests refused because their session had too many in flight.
     pub requests_refused: u64,
+    /// Times a publisher's items were held back for the items-per-second
+    /// budgets ([`ServerLimits::max_session_items_per_second`],
+    /// [`ServerLimits::max_items_per_second`]).
+    pub items_throttled: u64,
     /// TCP connections dropped: over the connection limit, not reading,
     /// or silent (not even a frame header within the hello timeout).
     pub connections_dropped: u64,
@@ -195,6 +212,7 @@ impl ServerStats {
         self.sessions += shard.sessions;
         self.shard_sessions.push(shard.sessions);
         self.requests_refused += shard.requests_refused;
+        self.items_throttled += shard.items_throttled;
     }
 }
 

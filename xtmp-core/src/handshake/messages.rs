@@ -144,7 +144,10 @@ pub struct SessionParams {
     /// Parameter 5: the flow-control window of each subscription this side
     /// holds (SPEC.md 4.9): bytes of a subscription's reliable items the
     /// publisher may send beyond what this side's application has read.
-    /// 0: none (the class windows alone apply).
+    /// 0: none (the class windows alone apply). Default 64 KiB: enough for
+    /// a live stream's rate over a round trip, small enough that a
+    /// subscription nobody reads stops its publisher soon and many of
+    /// them pin little memory.
     pub subscription_window: u32,
     /// Parameter 6, a server's only: the session's stateless reset token
     /// (SPEC.md 3.7.1), 16 bytes. A client that holds it ends the session
@@ -159,7 +162,7 @@ impl Default for SessionParams {
             max_frame_payload: crate::wire::DEFAULT_MAX_PAYLOAD,
             max_message_len: 16 * 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
-            subscription_window: 1024 * 1024,
+            subscription_window: 64 * 1024,
             reset_token: None,
         }
     }

@@ -112,12 +112,13 @@ fn a_publisher_that_ignores_the_subscription_window_holds_back_only_itself() {
     client.local_max_message = 64 * 1024;
     server.peer_max_message = 64 * 1024;
     let mut now = Instant::from_nanos(1_000_000);
+    // The client keeps a 1 MiB subscription window; the server pushes as
+    // if there were none.
+    client.subs.set_local_window(1 << 20);
     let sub = client.subscribe(MessageType::LIVE_UPDATES, Bytes::new(), SendOptions::default()).unwrap();
     run(&mut client, &mut server, &mut now, Instant::from_nanos(100_000_000));
     let subscribe = messages(&mut server);
     assert_eq!(subscribe.len(), 1);
-    // The client announced (by default) a 1 MiB subscription window; the
-    // server pushes as if there were none.
     server.subs.ignore_peer_window(sub.0);
     let item = Bytes::from(vec![1u8; 64 * 1024]);
     for _ in 0..40 {

@@ -99,6 +99,13 @@ impl Subscriptions {
         self.credit_queued.remove(&id);
     }
 
+    /// This side's subscription window for the subscriptions it opens
+    /// from now on, for tests.
+    #[cfg(test)]
+    pub(super) fn set_local_window(&mut self, window: u32) {
+        self.local_window = window;
+    }
+
     /// Makes this side publish subscription `id` as if the subscriber had
     /// announced no window: a misbehaving publisher, for tests.
     #[cfg(test)]

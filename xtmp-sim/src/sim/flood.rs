@@ -81,6 +81,9 @@ impl World {
         if f.tcp_hellos > 0.0 && self.choices.chance(f.tcp_hellos) {
             return self.tcp_hello();
         }
+        if f.stalled_streams > 0.0 && self.choices.chance(f.stalled_streams) {
+            return self.stalled_stream();
+        }
         let k = self.choices.below(self.hellos.len() as u64) as usize;
         let cid = self.choices.between(1, u64::MAX - 1);
         let Some(hello) = fresh_hello(&self.hellos[k], cid) else { return };
@@ -126,6 +129,32 @@ impl World {
         self.inflight.insert((at, n), Packet { dest, bytes, fault: Fault::None, forged: true });
     }
 
+    /// A TCP connection from one of 250 addresses that stays silent, or
+    /// announces a 60,000-byte frame, sends 1,000 bytes of it and stalls.
+    fn stalled_stream(&mut self) {
+        use xtmp_core::wire::{Frame, HEADER_LEN, Header};
+        let host = 1 + self.choices.below(250) as u8;
+        let src = SocketAddr::from(([172, 16, 201, host], self.choices.between(1024, 65_535) as u16));
+        let remote = Remote { addr: src, kind: RemoteKind::Stream };
+        self.counters.injected += 1;
+        self.marks.insert(Mark::Flooded);
+        if let Some(e) = &mut self.server.endpoint {
+            e.stream_opened(self.server.clock.local(self.now), remote);
+        }
+        if self.choices.chance(0.5) {
+            return; // silent
+        }
+        let mut frame = vec![0u8; HEADER_LEN + 60_000];
+        let header = Header::new(MessageType::HANDSHAKE, self.choices.between(1, u64::MAX - 1), 0);
+        let Ok(n) = Frame::encode(&header, &vec![7u8; 60_000], &mut frame) else { return };
+        frame.truncate(n.min(HEADER_LEN + 1000));
+        let k = self.next_packet;
+        self.next_packet += 1;
+        let at = self.now + self.choices.below(SECOND / 1000);
+        let dest = Dest::Server { src, kind: RemoteKind::Stream, conn: None };
+        self.inflight.insert((at, k), Packet { dest, bytes: frame, fault: Fault::None, forged: true });
+    }
+
     /// A captured sealed frame of a client, forged (another sequence
     /// number, a fresh CRC) and sent to the server from a spoofed address.
     fn forge_off_path(&mut self) {
@@ -163,13 +192,31 @@ impl World {
         }
     }
 
-    /// The endpoint's half-open state is within its limits.
+    /// The endpoint's half-open state is within its limits, and so are
+    /// the stream connections not in a session: each is reset within the
+    /// hello timeout (of the server's clock, checked every 100 ms) and
+    /// holds at most one frame.
     pub(super) fn check_half_open(&mut self) {
         let Some(e) = &self.server.endpoint else { return };
         let (proven, unproven) = e.half_open_counts();
-        let c = &self.endpoint_config;
+        let (streams, bytes, oldest) = e.unrouted_streams();
+        let c = self.endpoint_config.clone();
+        let mut problems = Vec::new();
         if proven > c.max_half_open || unproven > c.max_unproven_hellos + c.max_half_open {
-            self.violation(format!("server: {proven} proven and {unproven} unproven hellos half open"));
+            problems.push(format!("server: {proven} proven and {unproven} unproven hellos half open"));
+        }
+        let frame = xtmp_core::wire::HEADER_LEN + c.server.params.max_frame_payload as usize;
+        if bytes > streams * frame {
+            problems.push(format!("server: {bytes} bytes held for {streams} streams not in a session"));
+        }
+        let local = self.server.clock.local(self.now);
+        if let Some(t) = oldest
+            && local.saturating_duration_since(t) > c.hello_timeout + Duration::from_millis(200)
+        {
+            problems.push(format!("server: a stream not in a session outlived the hello timeout ({streams} held)"));
+        }
+        for p in problems {
+            self.violation(p);
         }
     }
 }
