@@ -282,3 +282,16 @@ fn a_malformed_retry_or_busy_is_dropped_and_the_handshake_goes_on() {
     p.connect();
     assert!(p.client.is_established());
 }
+
+#[test]
+fn an_admitted_hello_has_its_mac1_computed_once() {
+    // The endpoint checks a hello's mac1 before it spends a handshake on
+    // it, and the handshake reuses that check (security review P0c).
+    for kind in [PathKind::Datagram, PathKind::Stream] {
+        let counting = std::sync::Arc::new(CountingVerifies::default());
+        let mut p = Setup::with_providers(kind, provider(), counting.clone()).start();
+        p.connect();
+        assert!(p.client.is_established(), "{kind:?}");
+        assert_eq!(counting.mac1s.load(std::sync::atomic::Ordering::Relaxed), 1, "{kind:?}: one mac1 per hello");
+    }
+}

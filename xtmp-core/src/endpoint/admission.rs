@@ -254,24 +254,27 @@ impl Endpoint {
     }
 
     pub(super) fn admit(&mut self, remote: Remote, client_sid: u64, hello: &[u8], received: usize, proven: bool) {
-        match ServerHandshake::check_hello(&self.config.server, hello) {
-            Ok(s) if s.client_session_id == client_sid => {}
+        // The hello's mac1 is computed here once; the handshake reuses what
+        // this parsed.
+        let checked = match ServerHandshake::check(&self.config.server, hello) {
+            Ok(c) if c.summary().client_session_id == client_sid => c,
             _ => {
                 self.stats.hellos_refused += 1;
                 return;
             }
-        }
+        };
         if !proven && (self.wants_retry() || self.handshaking_unproven >= self.config.max_half_open) {
             // It began before the load did: it proves its address now, and
             // unproven handshakes stay a bounded few.
             return self.send_retry(remote, client_sid, received);
         }
-        let session = Session::accept(
+        let session = Session::accept_checked(
             self.now,
             self.config.session.clone(),
             self.config.server.clone(),
             remote.path_kind(),
             hello,
+            checked,
             received,
             &mut self.rng,
         );

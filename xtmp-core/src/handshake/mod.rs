@@ -39,7 +39,7 @@ mod client;
 mod error;
 mod identity;
 pub mod messages;
-mod server;
+pub(crate) mod server;
 mod trust;
 
 pub use client::{ClientConfig, ClientHandshake, ExpectServerFlight, ExpectServerHello};

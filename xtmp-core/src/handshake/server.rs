@@ -84,9 +84,18 @@ pub struct HelloSummary {
 #[derive(Debug)]
 pub struct ServerHandshake;
 
-struct Checked {
+/// A ClientHello that passed the cheap checks (length, version, mac1):
+/// the endpoint checks a hello once, before deciding to spend a handshake
+/// on it, and hands the result on.
+pub(crate) struct Checked {
     hello: ClientHello,
     pinned: bool,
+}
+
+impl Checked {
+    pub(crate) fn summary(&self) -> HelloSummary {
+        HelloSummary { client_session_id: self.hello.session_id, client_random: self.hello.random, pinned: self.pinned }
+    }
 }
 
 fn cheap_checks(config: &ServerConfig, message: &[u8]) -> Result<Checked, HandshakeError> {
@@ -121,8 +130,13 @@ impl ServerHandshake {
     /// signature work. An endpoint calls this first to decide whether to
     /// spend CPU on the hello, for example to demand a cookie under load.
     pub fn check_hello(config: &ServerConfig, message: &[u8]) -> Result<HelloSummary, HandshakeError> {
-        let c = cheap_checks(config, message)?;
-        Ok(HelloSummary { client_session_id: c.hello.session_id, client_random: c.hello.random, pinned: c.pinned })
+        Ok(cheap_checks(config, message)?.summary())
+    }
+
+    /// [`ServerHandshake::check_hello`], keeping what it parsed for
+    /// [`ServerHandshake::accept_checked`].
+    pub(crate) fn check(config: &ServerConfig, message: &[u8]) -> Result<Checked, HandshakeError> {
+        cheap_checks(config, message)
     }
 
     /// Runs the server's side up to its flight: checks the ClientHello,
@@ -133,7 +147,20 @@ impl ServerHandshake {
         message: &[u8],
         rng: Rng<'_>,
     ) -> Result<(Vec<u8>, ExpectClientFlight), HandshakeError> {
-        let Checked { hello, pinned } = cheap_checks(&config, message)?;
+        let checked = cheap_checks(&config, message)?;
+        Self::accept_checked(config, checked, message, rng)
+    }
+
+    /// [`ServerHandshake::accept`] for a hello already checked: `checked`
+    /// must come from [`ServerHandshake::check`] of this same `message`
+    /// (its mac1 is not computed again).
+    pub(crate) fn accept_checked(
+        config: Arc<ServerConfig>,
+        checked: Checked,
+        message: &[u8],
+        rng: Rng<'_>,
+    ) -> Result<(Vec<u8>, ExpectClientFlight), HandshakeError> {
+        let Checked { hello, pinned } = checked;
         let p = &*config.provider;
         if !hello.suites.contains(&Suite::V1) {
             return Err(HandshakeError::NoCommonSuite);

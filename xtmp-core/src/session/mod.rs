@@ -593,10 +593,26 @@ impl Session {
         received: usize,
         rng: &mut dyn rand_core::CryptoRng,
     ) -> Result<Session, ConnectError> {
+        let checked = ServerHandshake::check(&server, hello)?;
+        Session::accept_checked(now, config, server, path, hello, checked, received, rng)
+    }
+
+    /// [`Session::accept`] for a hello the endpoint already checked.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn accept_checked(
+        now: Instant,
+        config: Arc<SessionConfig>,
+        server: Arc<ServerConfig>,
+        path: PathKind,
+        hello: &[u8],
+        checked: crate::handshake::server::Checked,
+        received: usize,
+        rng: &mut dyn rand_core::CryptoRng,
+    ) -> Result<Session, ConnectError> {
         config.validate()?;
         let provider = server.provider.clone();
         let params = server.params;
-        let (flight, expect) = ServerHandshake::accept(server, hello, rng)?;
+        let (flight, expect) = ServerHandshake::accept_checked(server, checked, hello, rng)?;
         let sid = expect.server_session_id();
         let peer = expect.client_session_id();
         let start =

@@ -366,3 +366,87 @@ impl Pair {
         self.server_events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect()
     }
 }
+
+/// RustCrypto, counting the signatures it verifies and the mac1s it
+/// computes (SPEC.md 2.2).
+#[derive(Debug, Default)]
+pub struct CountingVerifies {
+    pub verifies: std::sync::atomic::AtomicUsize,
+    pub mac1s: std::sync::atomic::AtomicUsize,
+}
+
+impl CryptoProvider for CountingVerifies {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn mlkem_generate(
+        &self,
+        rng: xtmp_core::crypto::Rng<'_>,
+    ) -> Result<xtmp_core::crypto::KemKeyPair, xtmp_core::crypto::CryptoError> {
+        RustCrypto.mlkem_generate(rng)
+    }
+    fn mlkem_encapsulate(
+        &self,
+        ek: &[u8; xtmp_core::crypto::MLKEM_EK_LEN],
+        rng: xtmp_core::crypto::Rng<'_>,
+    ) -> Result<
+        (Box<[u8; xtmp_core::crypto::MLKEM_CT_LEN]>, xtmp_core::crypto::Secret<32>),
+        xtmp_core::crypto::CryptoError,
+    > {
+        RustCrypto.mlkem_encapsulate(ek, rng)
+    }
+    fn x25519_generate(
+        &self,
+        rng: xtmp_core::crypto::Rng<'_>,
+    ) -> Result<(Box<dyn xtmp_core::crypto::DhPrivateKey>, [u8; 32]), xtmp_core::crypto::CryptoError> {
+        RustCrypto.x25519_generate(rng)
+    }
+    fn signer(
+        &self,
+        mldsa_seed: &xtmp_core::crypto::Secret<32>,
+        ed25519_seed: &xtmp_core::crypto::Secret<32>,
+    ) -> Result<Box<dyn xtmp_core::crypto::HybridSigner>, xtmp_core::crypto::CryptoError> {
+        RustCrypto.signer(mldsa_seed, ed25519_seed)
+    }
+    fn mldsa_verify(
+        &self,
+        vk: &[u8; xtmp_core::crypto::MLDSA_VK_LEN],
+        msg: &[u8],
+        context: &[u8],
+        sig: &[u8; xtmp_core::crypto::MLDSA_SIG_LEN],
+    ) -> Result<(), xtmp_core::crypto::CryptoError> {
+        self.verifies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RustCrypto.mldsa_verify(vk, msg, context, sig)
+    }
+    fn ed25519_verify(&self, pk: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> Result<(), xtmp_core::crypto::CryptoError> {
+        self.verifies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RustCrypto.ed25519_verify(pk, msg, sig)
+    }
+    fn sha384(&self) -> Box<dyn xtmp_core::crypto::Hash> {
+        RustCrypto.sha384()
+    }
+    fn hmac_sha384(&self, key: &[u8], parts: &[&[u8]]) -> xtmp_core::crypto::Secret<48> {
+        if parts.first() == Some(&&b"xtmp1 mac1"[..]) {
+            self.mac1s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        RustCrypto.hmac_sha384(key, parts)
+    }
+    fn hkdf_extract(&self, salt: &[u8], ikm: &[u8]) -> xtmp_core::crypto::Secret<48> {
+        RustCrypto.hkdf_extract(salt, ikm)
+    }
+    fn hkdf_expand(
+        &self,
+        prk: &xtmp_core::crypto::Secret<48>,
+        info: &[&[u8]],
+        out: &mut [u8],
+    ) -> Result<(), xtmp_core::crypto::CryptoError> {
+        RustCrypto.hkdf_expand(prk, info, out)
+    }
+    fn aead(
+        &self,
+        alg: xtmp_core::crypto::AeadAlgorithm,
+        key: &xtmp_core::crypto::Secret<32>,
+    ) -> Result<Box<dyn xtmp_core::crypto::AeadKey>, xtmp_core::crypto::CryptoError> {
+        RustCrypto.aead(alg, key)
+    }
+}
