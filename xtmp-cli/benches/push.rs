@@ -13,8 +13,10 @@
 //!   unread bytes (bounded by configuration) and the items it dropped.
 //!
 //! `cargo bench -p xtmp-cli --bench push` (Linux). `XTMP_PUSH_SECONDS`
-//! sets each phase's length (default 4). It prints figures and verdicts;
-//! it fails only if the server dies.
+//! sets each phase's length (default 4), `XTMP_PUSH_WINDOW` the
+//! subscription window the subscriber announces (default: the core's,
+//! 64 KiB), and `XTMP_PUSH_DEBUG` prints when each session has subscribed.
+//! It prints figures and verdicts; it fails only if the server dies.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
