@@ -16,9 +16,10 @@
 //! `/proc/PID/status` and binds sources across 127.0.0.0/8). It prints
 //! figures and verdicts; it fails only if the server dies.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -32,59 +33,7 @@ use xtmp_core::session::{PathKind, Session, SessionConfig};
 use xtmp_core::time::Instant as CoreInstant;
 use xtmp_tokio::{Client, ClientSetup, Endpoint};
 
-/// A server process, killed when dropped.
-struct Serve {
-    child: Child,
-    port: u16,
-    key: String,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtmp"))
-            .args(["serve", "--ephemeral", "--shards", "1", "--listen", "xtmp+hybrid://127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("xtmp serve starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next().expect("an endpoint line").expect("text");
-        // xtmp+hybrid://127.0.0.1:PORT?key=FINGERPRINT
-        let rest = line.split("://").nth(1).expect("an endpoint");
-        let (addr, key) = rest.split_once("?key=").expect("a key");
-        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
-        Serve { child, port, key: key.to_string() }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn endpoint(&self, scheme: &str) -> Endpoint {
-        format!("{scheme}://127.0.0.1:{}?key={}", self.port, self.key).parse().expect("an endpoint")
-    }
-
-    /// Resident memory in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Serve, rss_kib_of};
 
 /// An attacker's source address: host `i` of the attackers' prefixes
 /// (127.0.1.0/24 upward, 250 hosts each).
@@ -127,12 +76,7 @@ fn sample_peak(server_pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64
     thread::spawn(move || {
         let mut peak = 0;
         while !stop.load(Ordering::Relaxed) {
-            let status = std::fs::read_to_string(format!("/proc/{server_pid}/status")).unwrap_or_default();
-            let rss = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0);
+            let rss = rss_kib_of(&server_pid.to_string());
             peak = peak.max(rss);
             thread::sleep(Duration::from_millis(20));
         }
@@ -210,13 +154,13 @@ fn measure(
     secs: u64,
     attack: impl FnOnce(SocketAddr, Arc<AtomicBool>) -> String + Send + 'static,
 ) -> Report {
-    let mut server = Serve::start();
+    let mut server = Serve::start(&["--shards", "1", "--listen", "xtmp+hybrid://127.0.0.1:0"]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let endpoint = server.endpoint(scheme);
     let before = probe(&rt, &endpoint, Duration::from_secs(1));
     let idle_kib = server.rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_peak(server.child.id(), stop.clone());
+    let sampler = sample_peak(server.pid(), stop.clone());
     let attack_stop = Arc::new(AtomicBool::new(false));
     let addr = server.addr();
     let a = attack_stop.clone();
@@ -299,7 +243,7 @@ fn tcp_silent(addr: SocketAddr, stop: Arc<AtomicBool>) -> String {
 /// 1,000 honest clients connect at once from one address over `scheme`:
 /// how many succeed, and how long the last took.
 fn burst(scheme: &str) {
-    let server = Serve::start();
+    let server = Serve::start(&["--shards", "1", "--listen", "xtmp+hybrid://127.0.0.1:0"]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let endpoint = server.endpoint(scheme);
     let started = Instant::now();

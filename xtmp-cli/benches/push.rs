@@ -18,75 +18,21 @@
 //! 64 KiB), and `XTMP_PUSH_DEBUG` prints when each session has subscribed.
 //! It prints figures and verdicts; it fails only if the server dies.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use xtmp_tokio::xtmp_core::wire::MessageType;
 use xtmp_tokio::{Client, ClientSetup, Endpoint};
 
+use common::{Serve, percentile, rss_kib_of};
+
 const SESSIONS: usize = 20;
 const SUBSCRIPTIONS: usize = 64;
 const RATE: &str = "1000";
 /// `xtmp serve`'s echo type.
 const ECHO: MessageType = MessageType(0x50);
-
-struct Serve {
-    child: Child,
-    endpoint: Endpoint,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtmp"))
-            .args(["serve", "--ephemeral", "--shards", "1", "--rate", RATE, "--listen", "xtmp://127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("xtmp serve starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next().expect("an endpoint line").expect("text");
-        let endpoint = line.trim().parse().expect("an endpoint");
-        Serve { child, endpoint }
-    }
-
-    /// CPU time used so far (user + system).
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses).
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
-        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-        Duration::from_millis(ticks * 10)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v.get(((v.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or_default()
-}
 
 async fn connect(endpoint: &Endpoint) -> Client {
     let mut setup = ClientSetup::registry(None, false);
@@ -116,15 +62,16 @@ async fn measure(serve: &Serve, honest: &Client, window: Duration) -> (Duration,
 }
 
 async fn run(kind: MessageType, label: &str, window: Duration) {
-    let mut serve = Serve::start();
-    let honest = connect(&serve.endpoint).await;
+    let mut serve = Serve::start(&["--shards", "1", "--rate", RATE, "--listen", "xtmp://127.0.0.1:0"]);
+    let endpoint = serve.endpoint("xtmp");
+    let honest = connect(&endpoint).await;
     let (p50, p99, idle_cpu) = measure(&serve, &honest, window).await;
-    let rss_before = rss_kib();
+    let rss_before = rss_kib_of("self");
     let mut sessions = Vec::new();
     let mut held = Vec::new();
     let t0 = Instant::now();
     for i in 0..SESSIONS {
-        let c = connect(&serve.endpoint).await;
+        let c = connect(&endpoint).await;
         for k in 0..SUBSCRIPTIONS {
             match c.subscribe(kind, Bytes::new()).await {
                 Ok(s) => held.push(s),
@@ -152,7 +99,7 @@ async fn run(kind: MessageType, label: &str, window: Duration) {
         last = now;
     }
     let (l50, l99, cpu) = measure(&serve, &honest, window).await;
-    let grown = rss_kib().saturating_sub(rss_before);
+    let grown = rss_kib_of("self").saturating_sub(rss_before);
     let dropped: u64 = sessions.iter().map(|c| c.stats().items_dropped).sum();
     let unread = unread(&sessions);
     let ratio = l99.as_secs_f64() / p99.as_secs_f64();
