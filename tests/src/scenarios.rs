@@ -760,6 +760,58 @@ pub async fn slow_subscriber(pair: Pair) {
     assert_eq!((st.items_unread, st.item_bytes_unread), (0, 0), "{st:?}");
 }
 
+/// A subscriber that stops reading a best-effort subscription stops its
+/// publisher too (SPEC.md 4.9: best-effort items take the subscription's
+/// credit when the subscriber announced a window): a handler that waits
+/// for `writable()` builds nothing more, the client drops nothing, and
+/// reading resumes the flow, newest items in push order.
+pub async fn slow_best_effort_subscriber(pair: Pair) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for t in [Transport::Tcp, Transport::Udp] {
+        let pushed = Arc::new(AtomicUsize::new(0));
+        let p2 = pushed.clone();
+        let router = echo().subscription(MessageType::METRICS_STREAM, move |_, publisher| {
+            let pushed = p2.clone();
+            async move {
+                for i in 0..100_000u32 {
+                    publisher.writable().await.map_err(|e| Rejection::refused(e.to_string()))?;
+                    publisher
+                        .push_best_effort(Bytes::from([&i.to_be_bytes()[..], &[0u8; 996]].concat()))
+                        .map_err(|e| Rejection::refused(e.to_string()))?;
+                    pushed.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        });
+        let server = pair.serve(t, router).await;
+        let client = pair.connect(server.local_addr(), t, pair.setup()).await;
+        let mut sub = client.subscribe(MessageType::METRICS_STREAM, Bytes::new()).await.unwrap();
+        for i in 0..50u32 {
+            ask(&client, &i.to_be_bytes()).await;
+        }
+        let stalled = pushed.load(Ordering::SeqCst);
+        // The window (64 KiB by default: 63 items of 1,000 bytes and 32 of
+        // overhead) plus the publisher's queue bound what was built.
+        assert!(stalled <= 200, "{t:?}: {stalled} best-effort items built for a subscriber that read none");
+        for i in 0..50u32 {
+            ask(&client, &i.to_be_bytes()).await;
+        }
+        assert_eq!(pushed.load(Ordering::SeqCst), stalled, "{t:?}: the publisher waits while nobody reads");
+        let st = client.stats();
+        assert_eq!(st.items_dropped, 0, "{t:?}: {st:?}");
+        assert!(st.item_bytes_unread <= (64 << 10) + 1000, "{t:?}: {st:?}");
+        let mut last = None;
+        for _ in 0..2_000 {
+            let item = sub.next().await.expect("the stream goes on");
+            let n = u32::from_be_bytes(item.body[..4].try_into().unwrap());
+            assert!(last.is_none_or(|l| n > l), "{t:?}: {n} after {last:?}");
+            last = Some(n);
+        }
+        assert!(pushed.load(Ordering::SeqCst) >= 2_000, "{t:?}");
+        assert_eq!(client.stats().items_dropped, 0, "{t:?}");
+    }
+}
+
 /// Requests beyond the server's in-flight limit for a session are refused
 /// at once; the others are answered, and a freed slot is used again.
 pub async fn in_flight_limit(pair: Pair) {

@@ -48,6 +48,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn slow_best_effort_subscriber() {
+                run::<$server, $client, _>(scenarios::slow_best_effort_subscriber);
+            }
+
+            #[test]
             fn in_flight_limit() {
                 run::<$server, $client, _>(scenarios::in_flight_limit);
             }

@@ -15,7 +15,8 @@
 //! `cargo bench -p xtmp-cli --bench push` (Linux). `XTMP_PUSH_SECONDS`
 //! sets each phase's length (default 4), `XTMP_PUSH_WINDOW` the
 //! subscription window the subscriber announces (default: the core's,
-//! 64 KiB), and `XTMP_PUSH_DEBUG` prints when each session has subscribed.
+//! 64 KiB), and `XTMP_PUSH_DEBUG` prints when each session has subscribed
+//! and one subscribing session's counters a second apart while held.
 //! It prints figures and verdicts; it fails only if the server dies.
 
 mod common;
@@ -97,6 +98,11 @@ async fn run(kind: MessageType, label: &str, window: Duration) {
             break;
         }
         last = now;
+    }
+    if std::env::var("XTMP_PUSH_DEBUG").is_ok() {
+        eprintln!("before: {:?}", sessions[0].stats().session);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!("after 1 s: {:?}", sessions[0].stats().session);
     }
     let (l50, l99, cpu) = measure(&serve, &honest, window).await;
     let grown = rss_kib_of("self").saturating_sub(rss_before);

@@ -347,3 +347,82 @@ fn a_stalled_subscription_refuses_pushes_of_its_own_not_the_sessions_sends() {
         p.server_session().push(slow, item(slow, pushed), SendOptions::default()).unwrap();
     }
 }
+
+/// Best-effort pushes to `sub` until one is refused: how many went.
+fn push_best_effort_until_full(p: &mut Pair, sub: SubscriptionId, from: usize) -> usize {
+    let mut pushed = 0;
+    loop {
+        match p.server_session().push(sub, item(sub, from + pushed), SendOptions::unreliable()) {
+            Ok(_) => pushed += 1,
+            Err(e) => {
+                assert_eq!(e, SendError::SubscriptionFull(sub));
+                return pushed;
+            }
+        }
+        assert!(pushed < 1_000, "best-effort pushes never refused: {:?}", p.server_session().stats());
+    }
+}
+
+fn writable_events(p: &Pair) -> usize {
+    p.server_events.iter().filter(|e| matches!(e, Event::SubscriptionWritable(_))).count()
+}
+
+#[test]
+fn an_unread_best_effort_subscription_stops_its_publisher() {
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let mut p = windowed(kind);
+        let sub = accepted(&mut p, b"metrics");
+        // 1,056 bytes of credit each: 8 start below the 8 KiB window, and
+        // a best-effort item never waits for credit: the ninth is refused.
+        assert_eq!(push_best_effort_until_full(&mut p, sub, 0), 8, "{kind:?}");
+        // Ten seconds with nobody reading: nothing more goes out.
+        let until = p.now + std::time::Duration::from_secs(10);
+        while p.now < until && p.step() {}
+        let frames = p.server_session().stats().frames_sent;
+        assert_eq!(items(&p, sub), (0..8).map(|i| item(sub, i)).collect::<Vec<_>>(), "{kind:?}: none dropped");
+        assert_eq!(push_best_effort_until_full(&mut p, sub, 8), 0, "{kind:?}: still no credit");
+        assert_eq!(writable_events(&p), 0, "{kind:?}");
+        let until = p.now + std::time::Duration::from_secs(10);
+        while p.now < until && p.step() {}
+        assert!(
+            p.server_session().stats().frames_sent <= frames + 2,
+            "{kind:?}: an idle publisher, at most a keepalive"
+        );
+        // The consumer reads: credit comes back, and pushes go on.
+        for _ in 0..10_000 {
+            while p.client.release_item(sub) {}
+            if writable_events(&p) > 0 || !p.step() {
+                break;
+            }
+        }
+        assert_eq!(writable_events(&p), 1, "{kind:?}");
+        assert!(push_best_effort_until_full(&mut p, sub, 8) >= 4, "{kind:?}: half a window at least");
+        assert_eq!(p.client.stats().messages_dropped, 0, "{kind:?}");
+    }
+}
+
+#[test]
+fn lost_best_effort_items_give_their_credit_back() {
+    let mut p = windowed(PathKind::Datagram);
+    let sub = accepted(&mut p, b"metrics");
+    // Every item of a window is lost on the way.
+    let path = p.client_paths[0];
+    p.black_holes.push((Dir::ToClient, path));
+    assert_eq!(push_best_effort_until_full(&mut p, sub, 0), 8);
+    let until = p.now + std::time::Duration::from_millis(300);
+    while p.now < until && p.step() {}
+    assert!(items(&p, sub).is_empty());
+    p.black_holes.clear();
+    // Nobody reads, yet the publisher may send again: the subscriber never
+    // had those items, and the publisher learns that they were lost.
+    for _ in 0..10_000 {
+        if writable_events(&p) > 0 || !p.step() {
+            break;
+        }
+    }
+    assert_eq!(writable_events(&p), 1, "{:?}", p.server_session().stats());
+    assert!(p.server_session().stats().lost >= 8);
+    assert_eq!(push_best_effort_until_full(&mut p, sub, 8), 8, "the whole window again");
+    p.settle();
+    assert_eq!(items(&p, sub), (8..16).map(|i| item(sub, i)).collect::<Vec<_>>());
+}

@@ -88,10 +88,12 @@ struct Sub {
     opening: Option<(oneshot::Sender<Result<Subscription, Error>>, Subscription)>,
     /// Its id in the current session (`None` between sessions).
     current: Option<SubscriptionId>,
-    /// Items handed over and not yet read, by kind; reliable ones of an
-    /// earlier session (which the current one must not release).
-    reliable_unread: usize,
-    stale_reliable: usize,
+    /// Items handed over and not yet read: those that count against the
+    /// subscription's window (reliable ones, and best-effort ones under a
+    /// window), those of an earlier session (which the current one must
+    /// not release), and uncounted best-effort ones.
+    credited_unread: usize,
+    stale_credited: usize,
     best_effort_unread: usize,
     /// Body bytes of the items handed over and not yet read.
     bytes_unread: usize,
@@ -340,8 +342,8 @@ impl Driver {
                     sink,
                     opening: Some((reply, subscription)),
                     current: None,
-                    reliable_unread: 0,
-                    stale_reliable: 0,
+                    credited_unread: 0,
+                    stale_credited: 0,
                     best_effort_unread: 0,
                     bytes_unread: 0,
                 };
@@ -351,7 +353,7 @@ impl Driver {
             Command::Unsubscribe(key) => {
                 if let Some(sub) = self.subs.remove(&key) {
                     // Its unread items go with it.
-                    let items = (sub.reliable_unread + sub.stale_reliable + sub.best_effort_unread) as u64;
+                    let items = (sub.credited_unread + sub.stale_credited + sub.best_effort_unread) as u64;
                     self.shared.update_stats(|s| {
                         s.items_unread = s.items_unread.saturating_sub(items);
                         s.item_bytes_unread = s.item_bytes_unread.saturating_sub(sub.bytes_unread as u64);
@@ -362,19 +364,19 @@ impl Driver {
                     }
                 }
             }
-            Command::ItemRead { key, reliable, len } => {
+            Command::ItemRead { key, credited, len } => {
                 let Some(sub) = self.subs.get_mut(&key) else { return };
                 sub.bytes_unread = sub.bytes_unread.saturating_sub(len);
                 self.shared.update_stats(|s| {
                     s.items_unread = s.items_unread.saturating_sub(1);
                     s.item_bytes_unread = s.item_bytes_unread.saturating_sub(len as u64);
                 });
-                if !reliable {
+                if !credited {
                     sub.best_effort_unread = sub.best_effort_unread.saturating_sub(1);
-                } else if sub.stale_reliable > 0 {
-                    sub.stale_reliable -= 1;
+                } else if sub.stale_credited > 0 {
+                    sub.stale_credited -= 1;
                 } else {
-                    sub.reliable_unread = sub.reliable_unread.saturating_sub(1);
+                    sub.credited_unread = sub.credited_unread.saturating_sub(1);
                     if let Some(id) = sub.current {
                         self.session.release_item(id);
                     }
@@ -803,8 +805,8 @@ impl Driver {
         self.by_id.clear();
         for sub in self.subs.values_mut() {
             sub.current = None;
-            sub.stale_reliable += sub.reliable_unread;
-            sub.reliable_unread = 0;
+            sub.stale_credited += sub.credited_unread;
+            sub.credited_unread = 0;
         }
         self.shared.set_state(ConnectionState::Reconnecting { attempt: self.attempt });
         match busy {

@@ -133,7 +133,9 @@ pub(crate) enum Command {
     Unsubscribe(u64),
     ItemRead {
         key: u64,
-        reliable: bool,
+        /// It counts against the subscription's window: reading it
+        /// releases its credit.
+        credited: bool,
         /// The item's body length.
         len: usize,
     },

@@ -12,7 +12,10 @@ use super::Command;
 /// What the driver hands a subscription.
 #[derive(Debug)]
 pub(crate) enum SubEvent {
-    Item(Message),
+    /// An item, and whether it counts against the subscription's window
+    /// (reliable items, and best-effort ones under a window): reading it
+    /// gives the publisher credit.
+    Item(Message, bool),
     End(SubscriptionEnd),
 }
 
@@ -62,8 +65,12 @@ impl std::fmt::Display for SubscriptionEnd {
 /// Reliable items arrive exactly once and in order, and are counted as
 /// read when the stream yields them: a subscriber that stops reading holds
 /// back only this subscription, by the window the server may send ahead
-/// (SPEC.md 4.9), never the rest of the session. Best-effort items beyond
-/// the session's `subscription_queue` unread ones are dropped (counted in
+/// (SPEC.md 4.9), never the rest of the session. So are best-effort items
+/// when the session announces a subscription window (the default, 64
+/// KiB): the server then publishes no further ahead of what this stream
+/// has yielded, and an unread subscription costs it nothing. With no
+/// window (`subscription_window` 0), best-effort items beyond the
+/// session's `subscription_queue` unread ones are dropped (counted in
 /// [`crate::ClientStats::items_dropped`]). After a reconnection that
 /// needed a new session the subscription is renewed with the same filter;
 /// items the server published meanwhile are not replayed.
@@ -115,8 +122,8 @@ impl Stream for Subscription {
             return Poll::Ready(None);
         }
         match Pin::new(&mut self.items).poll_next(cx) {
-            Poll::Ready(Some(SubEvent::Item(m))) => {
-                let read = Command::ItemRead { key: self.key, reliable: m.reliable, len: m.body.len() };
+            Poll::Ready(Some(SubEvent::Item(m, credited))) => {
+                let read = Command::ItemRead { key: self.key, credited, len: m.body.len() };
                 let _ = self.commands.unbounded_send(read);
                 Poll::Ready(Some(m))
             }

@@ -217,7 +217,8 @@ impl Publisher {
 
     /// Pushes a best-effort item (sent once, may be lost): never waits;
     /// with the queue full, the oldest best-effort item queued is dropped
-    /// (or this one, if none is).
+    /// (or this one, if none is). The queue drains as the subscriber's
+    /// window allows, so the items that go are the newest.
     pub fn push_best_effort(&self, body: impl Into<Bytes>) -> Result<(), PublisherClosed> {
         let mut s = self.shared.lock();
         if let Some(c) = &s.closed {
@@ -240,8 +241,10 @@ impl Publisher {
     }
 
     /// Waits until every item pushed so far has gone into the session (or
-    /// the subscription closed, which is the error). A reliable item
-    /// leaves only as the subscriber's window allows, so a handler that
+    /// the subscription closed, which is the error). An item leaves only
+    /// as the subscriber's window allows (a reliable one always, a
+    /// best-effort one when the subscriber announced a window, as XTMP
+    /// clients do by default), so a handler that
     /// produces live data (the latest state, a tick) calls this before
     /// building each item: a subscription nobody reads then costs it
     /// nothing, instead of a queue of stale items to build and drop.

@@ -137,17 +137,24 @@ impl ItemSendCredit {
         ItemSendCredit { limit, used: 0 }
     }
 
-    /// Whether another reliable item may start.
+    /// Whether another item may start.
     pub(crate) fn allows(&self) -> bool {
         self.used < self.limit
     }
 
-    /// A reliable item of `credit` started.
+    /// Whether the subscriber announced a window: best-effort items then
+    /// take credit too.
+    pub(crate) fn windowed(&self) -> bool {
+        self.limit != u64::MAX
+    }
+
+    /// An item of `credit` started.
     pub(crate) fn on_started(&mut self, credit: u64) {
         self.used = self.used.saturating_add(credit);
     }
 
-    /// A reliable item of `credit` that started was given up on.
+    /// An item of `credit` that started was given up on (a reliable one),
+    /// or lost or superseded (a best-effort one).
     pub(crate) fn on_abandoned(&mut self, credit: u64) {
         self.used = self.used.saturating_sub(credit);
     }
@@ -176,16 +183,24 @@ impl ItemRecvCredit {
         ItemRecvCredit { window: w, delivered: 0, read: 0, advertised: w }
     }
 
-    /// Whether a frame of a reliable item may be taken (and acknowledged):
+    /// Whether a frame of an item may be taken:
     /// no more than a window and one largest message (`max_message` body
     /// bytes) of this subscription's items wait unread. Frames beyond are
-    /// dropped unacknowledged, so a publisher that overruns the limit
-    /// holds back only itself.
+    /// dropped (a reliable item's unacknowledged, so the publisher repeats
+    /// it; a best-effort item's acknowledged and not counted, so the
+    /// publisher's credit shrinks by it), so a publisher that overruns the
+    /// limit holds back only itself.
     pub(crate) fn admits(&self, max_message: u32) -> bool {
         self.window == 0 || self.unread() <= self.window + credit_size(max_message as usize)
     }
 
-    /// A reliable item of `credit` was delivered.
+    /// Whether this side announced a window: best-effort items then count
+    /// against it too.
+    pub(crate) fn windowed(&self) -> bool {
+        self.window != 0
+    }
+
+    /// An item of `credit` was delivered.
     pub(crate) fn on_delivered(&mut self, credit: u64) {
         self.delivered = self.delivered.saturating_add(credit);
     }

@@ -59,6 +59,9 @@ pub(crate) enum Content {
     MaxData(u8),
     /// A SubscriptionCredit for a subscription.
     SubCredit(u64),
+    /// `len` bytes of best-effort subscription item `id`, which holds
+    /// subscription credit until it is acknowledged or lost (SPEC.md 4.9).
+    Item { id: u64, len: u64 },
     /// A path MTU probe of this many bytes.
     MtuProbe(u32),
 }

@@ -395,6 +395,9 @@ pub struct Session {
     recv_credit: RecvCredit,
     /// Bytes of unreliable messages in `events`.
     unread_unreliable: usize,
+    /// Credit of best-effort items counted against their subscription's
+    /// window, in the event queue.
+    unread_best_effort: u64,
     /// `send` returned `WouldBlock`: report `Writable` once there is room.
     send_blocked: bool,
     /// Paths failed since the endpoint last looked (it drops their routes).
@@ -528,6 +531,7 @@ impl Session {
             send_credit: SendCredit::new(params.receive_window),
             recv_credit: RecvCredit::new(params.receive_window),
             unread_unreliable: 0,
+            unread_best_effort: 0,
             send_blocked: false,
             failed_paths: Vec::new(),
             requests_in: BTreeSet::new(),
@@ -767,7 +771,7 @@ impl Session {
         s.recv_generation = self.recv_keys.as_ref().map_or(0, |k| k.current.number);
         s.previous_recv_key = self.recv_keys.as_ref().is_some_and(|k| k.previous.is_some());
         let reliable: u64 = (0..3).map(|c| self.recv_credit.unread(c)).sum();
-        s.unread_bytes = reliable + self.unread_unreliable as u64;
+        s.unread_bytes = reliable + self.unread_unreliable as u64 + self.unread_best_effort;
         s.items_waiting = self.subs.waiting_count() as u64;
         s.flow_blocked = s.items_waiting > 0
             || (Q_EMERGENCY..self.queues.len()).any(|q| !self.queues[q].is_empty() && !self.queue_ready(q));

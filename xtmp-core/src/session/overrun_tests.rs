@@ -161,3 +161,37 @@ fn a_publisher_that_ignores_the_subscription_window_holds_back_only_itself() {
     sorted.dedup();
     assert_eq!(ids, sorted, "once each, in push order");
 }
+
+#[test]
+fn a_publisher_that_ignores_the_window_with_best_effort_items_only_spends_its_own_credit() {
+    for kind in [PathKind::Stream, PathKind::Datagram] {
+        let config = SessionConfig { explicit_item_release: true, ..SessionConfig::default() };
+        let (mut client, mut server) = pair(config, kind);
+        let mut now = Instant::from_nanos(1_000_000);
+        client.subs.set_local_window(8 * 1024);
+        // 4 KiB messages at most, so the bound is reached quickly.
+        client.local_max_message = 4096;
+        server.peer_max_message = 4096;
+        let max = 4096;
+        let sub = client.subscribe(MessageType::EVENT_STREAM, Bytes::new(), SendOptions::default()).unwrap();
+        run(&mut client, &mut server, &mut now, Instant::from_nanos(100_000_000));
+        assert_eq!(messages(&mut server).len(), 1);
+        server.subs.ignore_peer_window(sub.0);
+        let item = Bytes::from(vec![7u8; 1024]);
+        for _ in 0..100 {
+            server.push(sub, item.clone(), SendOptions::unreliable()).unwrap();
+            let until = now + Duration::from_millis(1);
+            run(&mut client, &mut server, &mut now, until);
+        }
+        let until = now + Duration::from_secs(2);
+        run(&mut client, &mut server, &mut now, until);
+        // Taken while at most a window and one largest message wait
+        // unread; the rest dropped, acknowledged and never counted.
+        let held: u64 = messages(&mut client).iter().map(|m| m.body.len() as u64 + 32).sum();
+        assert!(held >= 8 * 1024, "{kind:?}: {held} bytes held");
+        assert!(held <= 8 * 1024 + max + 32 + 1056, "{kind:?}: {held} bytes held");
+        assert!(client.stats().frames_dropped >= 80, "{kind:?}: {:?}", client.stats());
+        assert_eq!(server.stats().lost, 0, "{kind:?}: dropped frames are acknowledged");
+        assert!(client.is_established() && server.is_established(), "{kind:?}");
+    }
+}

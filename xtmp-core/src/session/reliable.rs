@@ -60,6 +60,14 @@ pub(super) enum Credit {
     },
     /// An unreliable message of this many bytes.
     Unreliable(usize),
+    /// A best-effort item that counts against its subscription's window
+    /// (`release`: taking the event counts it as read, unless the
+    /// application releases items itself).
+    Item {
+        subscription: u64,
+        credit: u64,
+        release: bool,
+    },
 }
 
 impl WithBody for Incoming {
@@ -190,6 +198,9 @@ impl Session {
             Head::Forward(class) => Content::Forward(class),
             Head::MaxData(class) => Content::MaxData(class),
             Head::SubCredit(id) => Content::SubCredit(id),
+            Head::Data(d) if d.kind == codec::KIND_ITEM && self.subs.item_in_flight(d.id) => {
+                Content::Item { id: d.id, len: data_len as u64 }
+            }
             Head::Padding(_) => Content::MtuProbe(size as u32),
             _ => Content::Nothing,
         };
@@ -230,11 +241,13 @@ impl Session {
                 self.congestion.on_ack(now, f.time, u64::from(f.size), &self.rtt);
             }
             self.on_mtu_acked(&f);
-            if let Content::Data { id, start, end } = f.content
-                && self.outbound.on_acked(id, start..end).is_some()
-            {
-                self.stats.messages_acked += 1;
-                self.push_event(Event::Acked(MessageId(id)));
+            match f.content {
+                Content::Data { id, start, end } if self.outbound.on_acked(id, start..end).is_some() => {
+                    self.stats.messages_acked += 1;
+                    self.push_event(Event::Acked(MessageId(id)));
+                }
+                Content::Item { id, len } => self.item_frame_acked(id, len),
+                _ => {}
             }
         }
         let mut acked = core::mem::take(&mut self.acked_ranges);
@@ -272,6 +285,7 @@ impl Session {
             // Sent again with the limit as it is then.
             Content::MaxData(class) => self.queue_max_data(class as usize),
             Content::SubCredit(id) => self.queue_sub_credit(id),
+            Content::Item { id, .. } => self.item_frame_lost(id),
             Content::MtuProbe(size) => {
                 if let Some(p) = self.paths.get_mut(f.path as usize) {
                     p.mtu.on_probe_lost(size as usize, self.now);
@@ -372,6 +386,12 @@ impl Session {
         match credit {
             Credit::None => {}
             Credit::Unreliable(n) => self.unread_unreliable -= n,
+            Credit::Item { subscription, credit, release } => {
+                self.unread_best_effort -= credit;
+                if release {
+                    self.item_read(subscription, credit);
+                }
+            }
             Credit::Reliable { class, end, item } => {
                 if self.recv_credit.on_read(class, end) && matches!(self.state, State::Established) {
                     self.queue_max_data(class);
@@ -415,14 +435,15 @@ impl Session {
             }
             at += len;
         }
-        if head.kind == codec::KIND_ITEM
-            && head.order != 0
-            && !self.subs.admits(head.correlation, self.local_max_message)
-        {
-            // Beyond the subscription's window: taken once the application
-            // reads (SPEC.md 4.9); the publisher repeats it meanwhile.
+        if head.kind == codec::KIND_ITEM && !self.subs.admits(head.correlation, self.local_max_message) {
+            // Beyond the subscription's window (SPEC.md 4.9). A reliable
+            // item's frame is taken once the application reads: the
+            // publisher repeats it meanwhile. A best-effort one is never
+            // repeated: acknowledged and not counted, it stays spent in the
+            // publisher's credit, which brings an overrunning publisher
+            // back within the window.
             self.stats.frames_dropped += 1;
-            return false;
+            return head.order == 0;
         }
         self.rx_ack_now = head.ack_now;
         let kind = match head.kind {
@@ -578,9 +599,22 @@ impl Session {
             *item = self.item_delivered(sub.0, credit_size(sent_len));
         }
         if !reliable {
-            let size = credit_size(m.body.len()) as usize;
-            credit = Credit::Unreliable(size);
-            self.make_room_unreliable(size);
+            match m.kind {
+                // Counted against its subscription's window, like a
+                // reliable item, and never dropped unread: the publisher
+                // sends no more than the window ahead of the reads.
+                MessageKind::Item(sub) if self.subs.counts_best_effort(sub.0) => {
+                    let size = credit_size(sent_len);
+                    let release = self.item_delivered(sub.0, size).is_some();
+                    self.unread_best_effort += size;
+                    credit = Credit::Item { subscription: sub.0, credit: size, release };
+                }
+                _ => {
+                    let size = credit_size(m.body.len()) as usize;
+                    credit = Credit::Unreliable(size);
+                    self.make_room_unreliable(size);
+                }
+            }
         }
         self.events.push_back((Some(Event::Message(m)), credit));
     }

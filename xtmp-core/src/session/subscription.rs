@@ -14,14 +14,16 @@ pub(super) struct Publishing {
     message_type: MessageType,
     /// Best-effort items queued and not yet sent.
     queued: usize,
-    /// The subscriber's limit on reliable items (SPEC.md 4.9).
+    /// The subscriber's limit on its items (SPEC.md 4.9): reliable ones,
+    /// and best-effort ones too when it announced a window.
     credit: ItemSendCredit,
     /// Reliable items (and the end) waiting for credit, in push order.
     /// They are not in the session's send queue (a stalled subscriber
     /// must not hold back the rest of the session): at most
     /// [`SessionConfig::subscription_queue`] of them wait.
     waiting: VecDeque<Staged>,
-    /// A push was refused as [`SendError::SubscriptionFull`]: report
+    /// A push was refused as [`SendError::SubscriptionFull`] (a reliable
+    /// one with too many waiting, a best-effort one without credit): report
     /// [`Event::SubscriptionWritable`] once there is room.
     blocked: bool,
     /// The end was sent or waits: nothing more can be pushed.
@@ -38,6 +40,18 @@ struct Subscribed {
     unreleased: VecDeque<u64>,
 }
 
+/// A best-effort item sent under its subscription's credit: it holds
+/// that credit until every byte is acknowledged (the subscriber then
+/// counts it as it reads it), and gives it back if any frame is lost
+/// (the subscriber never sees it whole). SPEC.md 4.9.
+#[derive(Debug)]
+struct ItemFlight {
+    subscription: u64,
+    credit: u64,
+    /// Body bytes (as sent) not acknowledged yet.
+    unacked: u64,
+}
+
 /// Both directions' open subscriptions.
 #[derive(Debug, Default)]
 pub(super) struct Subscriptions {
@@ -52,6 +66,8 @@ pub(super) struct Subscriptions {
     peer_window: u32,
     /// Subscriptions with a SubscriptionCredit queued.
     credit_queued: BTreeSet<u64>,
+    /// Best-effort items holding credit, by message id.
+    items_in_flight: BTreeMap<u64, ItemFlight>,
 }
 
 impl Subscriptions {
@@ -81,11 +97,24 @@ impl Subscriptions {
         }
     }
 
-    /// Whether a frame of a reliable item of this side's subscription `id`
-    /// may be taken: frames beyond the subscription's window and one
-    /// message are dropped unacknowledged (SPEC.md 4.9).
+    /// Whether a frame of an item of this side's subscription `id` may be
+    /// taken: frames beyond the subscription's window and one message are
+    /// dropped (SPEC.md 4.9).
     pub(super) fn admits(&self, id: u64, max_message: u32) -> bool {
         self.subscribed.get(&id).is_none_or(|s| s.credit.admits(max_message))
+    }
+
+    /// Whether best-effort items of this side's subscription `id` count
+    /// against its window (it announced one).
+    pub(super) fn counts_best_effort(&self, id: u64) -> bool {
+        self.subscribed.get(&id).is_some_and(|s| s.credit.windowed())
+    }
+
+    /// Whether message `id` is a best-effort item holding its
+    /// subscription's credit: its frames are then acknowledged on every
+    /// path, so that its loss gives the credit back.
+    pub(super) fn item_in_flight(&self, id: u64) -> bool {
+        self.items_in_flight.contains_key(&id)
     }
 
     /// The limit to write in a SubscriptionCredit for `id` now (0, which
@@ -174,7 +203,12 @@ impl Session {
     /// the subscriber's window for this subscription is full, it waits
     /// (and those pushed after it with it) and takes its place in its
     /// class when credit comes (SPEC.md 4.9). A best-effort one
-    /// (`options.reliable == false`) may be lost; when
+    /// (`options.reliable == false`) may be lost. It takes the
+    /// subscription's credit too when the subscriber announced a window,
+    /// and never waits for it: without credit (or behind reliable items
+    /// waiting for it) it is refused as [`SendError::SubscriptionFull`],
+    /// and [`Event::SubscriptionWritable`] follows when credit comes, so a
+    /// subscription nobody reads costs its publisher nothing. When
     /// [`SessionConfig::subscription_queue`] best-effort items of this
     /// subscription already wait to be sent (the path is congested), the
     /// oldest of them is dropped so the newest go out.
@@ -182,16 +216,30 @@ impl Session {
         let Some(p) = self.subs.publishing.get(&id.0).filter(|p| !p.ended) else {
             return Err(SendError::NoSuchSubscription(id));
         };
-        let (message_type, queued) = (p.message_type, p.queued);
+        let (message_type, queued, windowed) = (p.message_type, p.queued, p.credit.windowed());
         let options = SendOptions { stream_data: true, request: false, ..options };
         self.check_send(body.len())?;
         if !options.reliable {
+            if windowed
+                && let Some(p) = self.subs.publishing.get_mut(&id.0)
+                && (!p.waiting.is_empty() || !p.credit.allows())
+            {
+                p.blocked = true;
+                return Err(SendError::SubscriptionFull(id));
+            }
             if queued >= self.config.subscription_queue {
                 self.drop_oldest_item(id.0);
             }
-            let m = self.enqueue_data(message_type, body, options, codec::KIND_ITEM, id.0);
+            let staged = self.stage_data(message_type, body, options, codec::KIND_ITEM, id.0);
+            let len = staged.body.len() as u64;
+            let m = self.commit_data(staged);
             if let Some(p) = self.subs.publishing.get_mut(&id.0) {
                 p.queued += 1;
+                if windowed {
+                    let credit = credit_size(len as usize);
+                    p.credit.on_started(credit);
+                    self.subs.items_in_flight.insert(m.0, ItemFlight { subscription: id.0, credit, unacked: len });
+                }
             }
             return Ok(m);
         }
@@ -230,6 +278,10 @@ impl Session {
             let Some(front) = p.waiting.front() else {
                 if p.ended {
                     self.subs.publishing.remove(&id);
+                } else if p.blocked && p.credit.allows() {
+                    // A best-effort push was refused for want of credit.
+                    p.blocked = false;
+                    self.push_event(Event::SubscriptionWritable(SubscriptionId(id)));
                 }
                 return;
             };
@@ -316,10 +368,21 @@ impl Session {
         Ok(m)
     }
 
+    /// Whether this side's subscription `id` is under a subscription
+    /// window (this side announced one, as it does by default): its
+    /// best-effort items then count against the window as its reliable
+    /// ones do, and with [`SessionConfig::explicit_item_release`] each
+    /// must be released with [`Session::release_item`] like them.
+    pub fn subscription_windowed(&self, id: SubscriptionId) -> bool {
+        self.subs.counts_best_effort(id.0)
+    }
+
     /// Counts items of this side's subscriptions as read by the
     /// application, one at a time, when
-    /// [`SessionConfig::explicit_item_release`] is set: the reliable items
-    /// of subscription `id` delivered and not yet released, oldest first.
+    /// [`SessionConfig::explicit_item_release`] is set: the items of
+    /// subscription `id` that count against its window (reliable ones,
+    /// and best-effort ones when it has a window) delivered and not yet
+    /// released, oldest first.
     /// Their bytes then leave the subscription's flow-control window, so
     /// the publisher may send more (SPEC.md 4.9). Returns whether there
     /// was such an item. (Without that option, taking an item from
@@ -375,8 +438,32 @@ impl Session {
         }
     }
 
-    /// A reliable item of this side's subscription `id` worth `credit`
-    /// was delivered. Returns the credit that taking the event releases
+    /// Frames of best-effort item `id` carrying `len` of its bytes were
+    /// acknowledged: once all are, its credit stays spent (the subscriber
+    /// counts it when its application reads it).
+    pub(super) fn item_frame_acked(&mut self, id: u64, len: u64) {
+        if let Some(f) = self.subs.items_in_flight.get_mut(&id) {
+            f.unacked = f.unacked.saturating_sub(len);
+            if f.unacked == 0 {
+                self.subs.items_in_flight.remove(&id);
+            }
+        }
+    }
+
+    /// A frame of best-effort item `id` was lost (or its queued frames
+    /// dropped before they went): the subscriber will not have it whole,
+    /// so its credit comes back, once.
+    pub(super) fn item_frame_lost(&mut self, id: u64) {
+        let Some(f) = self.subs.items_in_flight.remove(&id) else { return };
+        if let Some(p) = self.subs.publishing.get_mut(&f.subscription) {
+            p.credit.on_abandoned(f.credit);
+            self.release_waiting(f.subscription);
+        }
+    }
+
+    /// An item of this side's subscription `id` worth `credit` was
+    /// delivered (a reliable one, or a best-effort one that counts against
+    /// the window). Returns the credit that taking the event releases
     /// (none when the application releases items itself).
     pub(super) fn item_delivered(&mut self, id: u64, credit: u64) -> Option<(u64, u64)> {
         let explicit = self.config.explicit_item_release;
@@ -401,6 +488,9 @@ impl Session {
                 self.queued_items -= 1;
                 self.stats.items_superseded += 1;
                 self.item_sent(id);
+                if let Head::Data(d) = item.head {
+                    self.item_frame_lost(d.id);
+                }
                 return;
             }
         }

@@ -50,27 +50,29 @@ impl Driver {
     }
 
     pub(super) fn on_item(&mut self, id: SubscriptionId, m: Message) {
+        // Whether it counts against the subscription's window: the session
+        // then holds its credit until it is released.
+        let credited = m.reliable || self.session.subscription_windowed(id);
         let Some(sub) = self.by_id.get(&id).and_then(|k| self.subs.get_mut(k)) else {
             // Left already: release what it holds.
-            if m.reliable {
+            if credited {
                 self.session.release_item(id);
             }
             return;
         };
-        if !m.reliable && sub.best_effort_unread >= self.config.subscription_queue {
+        if !credited && sub.best_effort_unread >= self.config.subscription_queue {
             self.shared.update_stats(|s| s.items_dropped += 1);
             return;
         }
-        let reliable = m.reliable;
         let len = m.body.len();
-        if sub.sink.unbounded_send(SubEvent::Item(m)).is_err() {
-            if reliable {
+        if sub.sink.unbounded_send(SubEvent::Item(m, credited)).is_err() {
+            if credited {
                 self.session.release_item(id);
             }
             return;
         }
-        if reliable {
-            sub.reliable_unread += 1;
+        if credited {
+            sub.credited_unread += 1;
         } else {
             sub.best_effort_unread += 1;
         }
