@@ -421,7 +421,15 @@ impl Endpoint {
                 let mut d = self.deframers.remove(&remote).unwrap_or_else(|| Deframer::new(max));
                 let mut input = data;
                 loop {
-                    let raw = match d.decode(&mut input) {
+                    let mut forgotten = None;
+                    let sessions = &self.sessions;
+                    let decoded = d.decode_with(&mut input, |raw| unrouted_admission(sessions, raw, &mut forgotten));
+                    if let Some(sid) = forgotten {
+                        // Skipped unread: a session this server does not hold.
+                        self.stats.dropped += 1;
+                        self.reset(remote, sid, 0);
+                    }
+                    let raw = match decoded {
                         Ok(Some(frame)) => {
                             let mut raw = frame.raw_header().to_vec();
                             raw.extend_from_slice(frame.payload());
@@ -429,7 +437,9 @@ impl Endpoint {
                         }
                         Ok(None) => break,
                         Err(_) => {
-                            // SPEC.md 1.7: the next frame boundary is lost.
+                            // SPEC.md 1.7: the next frame boundary is lost
+                            // (or a frame is longer than a connection
+                            // outside a session may send, SPEC.md 3.2).
                             self.stats.dropped += 1;
                             return self.reset_stream(remote, CloseRemoteReason::Malformed);
                         }
@@ -812,4 +822,32 @@ impl Endpoint {
         }
         self.settle();
     }
+}
+
+/// What a stream connection that has not joined a session may send
+/// (SPEC.md 3.2), decided from each frame's header before any of its
+/// payload is kept: handshake frames of at most [`crate::wire::MIN_MAX_PAYLOAD`] bytes
+/// (what any client sends before it knows the server's limit), and sealed
+/// frames of a session this endpoint holds (a reconnection) at full size.
+/// A sealed frame of a session it does not hold (one a restarted server
+/// forgot) is skipped unread and answered with a stateless reset
+/// (`forgotten`): it costs the server its header, not its length.
+fn unrouted_admission(
+    sessions: &BTreeMap<u64, Entry>,
+    raw: &[u8; crate::wire::HEADER_LEN],
+    forgotten: &mut Option<u64>,
+) -> crate::wire::Admission {
+    use crate::wire::{Admission, MIN_MAX_PAYLOAD, offset};
+    let flags = Flags::from_bits_retain(raw[offset::FLAGS]);
+    if !flags.contains(Flags::ENCRYPTED) {
+        return Admission::Take(MIN_MAX_PAYLOAD);
+    }
+    let mut sid = [0u8; 8];
+    sid.copy_from_slice(&raw[offset::SESSION_ID..offset::SESSION_ID + 8]);
+    let sid = u64::from_be_bytes(sid);
+    if sessions.contains_key(&sid) {
+        return Admission::Take(u32::MAX);
+    }
+    *forgotten = Some(sid);
+    Admission::Skip
 }

@@ -152,3 +152,25 @@ fn the_same_identity_gives_the_same_reset_key_and_another_label_another() {
     assert!(!a.ct_eq(c.expose()));
     assert!(!a.ct_eq(identity(6).derive_key(&RustCrypto, b"stateless reset key").unwrap().expose()));
 }
+
+#[test]
+fn a_restarted_server_resets_a_stream_from_the_header_of_a_large_frame_holding_none_of_it() {
+    let (mut p, config) = pair(PathKind::Stream);
+    restart(&mut p, &config);
+    // A 40 KB request: one sealed frame, of which only the first 1,000
+    // bytes have arrived.
+    let options = SendOptions { request: true, reliable: true, ..SendOptions::default() };
+    p.client.send(MessageType::WALLET_BALANCE, Bytes::from(vec![7u8; 40_000]), options).unwrap();
+    p.flush();
+    let (remote, bytes) = p.to_server.pop_front().expect("the request's frame");
+    assert!(bytes.len() > 30_000, "one large frame: {}", bytes.len());
+    p.server.handle_input(p.now, remote, &bytes[..1_000]);
+    assert_eq!(p.server.stats().resets_sent, 1, "answered from the header");
+    assert_eq!(p.server.unrouted_streams().1, 0, "none of the frame is held");
+    // The rest of it is discarded as it arrives, and framing goes on.
+    p.server.handle_input(p.now, remote, &bytes[1_000..]);
+    assert_eq!(p.server.unrouted_streams().1, 0);
+    assert_eq!(p.server.stats().streams_reset, 0, "the connection stays for the client's next hello");
+    p.drive(100, |p| closed(p).is_some());
+    assert_eq!(closed(&p), Some(&CloseReason::StatelessReset));
+}

@@ -11,7 +11,7 @@ use common::{Setup, established};
 use xtmp_core::endpoint::{EndpointEvent, Remote, RemoteKind};
 use xtmp_core::session::{Event, PathKind, SendOptions};
 use xtmp_core::time::Instant;
-use xtmp_core::wire::MessageType;
+use xtmp_core::wire::{Frame, HEADER_LEN, Header, MIN_MAX_PAYLOAD, MessageType};
 
 fn stranger(port: u16) -> Remote {
     Remote { addr: format!("198.51.100.9:{port}").parse().unwrap(), kind: RemoteKind::Stream }
@@ -127,4 +127,26 @@ fn a_failed_handshakes_connection_is_closed_within_the_hello_timeout() {
     assert_eq!(closed.len(), 1, "{:?}", p.closed_remotes);
     assert_eq!(closed[0].1, CloseRemoteReason::SessionClosed);
     assert!(closed[0].2 <= start + timeout, "closed {:?} after the start", closed[0].2 - start);
+}
+
+#[test]
+fn a_handshake_frame_on_a_new_stream_is_capped_at_the_smallest_frame_limit() {
+    let mut p = established(PathKind::Stream);
+    for (port, len) in [(4, MIN_MAX_PAYLOAD as usize), (5, MIN_MAX_PAYLOAD as usize + 1), (6, 60_000)] {
+        let remote = stranger(port);
+        let mut frame = vec![0u8; HEADER_LEN + len];
+        Frame::encode(&Header::new(MessageType::HANDSHAKE, 77, 0), &vec![0u8; len], &mut frame).unwrap();
+        // Its header and a few bytes: the length alone decides.
+        p.server.handle_input(p.now, remote, &frame[..HEADER_LEN + 10]);
+        let closed = closes(&mut p);
+        if len <= MIN_MAX_PAYLOAD as usize {
+            assert!(closed.is_empty(), "{len}: within what any client sends before it knows the limit");
+            assert_eq!(p.server.unrouted_streams().1, HEADER_LEN + 10);
+        } else {
+            assert_eq!(closed, [remote], "{len}: closed at its header");
+        }
+        p.server.remote_closed(remote);
+    }
+    assert_eq!(p.server.unrouted_streams().1, 0);
+    still_works(&mut p);
 }

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::wire::{DatagramFrames, Deframer, Frame, HEADER_LEN, WireError};
+use crate::wire::{Admission, DatagramFrames, Deframer, Frame, HEADER_LEN, WireError, check_prefix, offset};
 
 /// Payload limit the wire targets decode with: small, so length checks bite.
 const MAX_PAYLOAD: u32 = 4096;
@@ -26,9 +26,17 @@ pub fn frame_decode(data: &[u8]) {
     assert!(total <= data.len());
 }
 
+/// Whether the deframer target skips this frame: with the seed's low bit
+/// set, frames with an odd sequence number are skipped unread.
+fn skipped(seed: u8, raw: &[u8; HEADER_LEN]) -> bool {
+    seed & 1 == 1 && raw[offset::SEQUENCE + 7] & 1 == 1
+}
+
 /// Feeds the bytes after the first to a stream deframer in chunks whose
 /// sizes the first byte seeds, and checks the frames against decoding the
-/// same bytes in one piece (a differential test of the deframer).
+/// same bytes in one piece (a differential test of the deframer). The
+/// seed's low bit also has the deframer skip frames with an odd sequence
+/// number, read only as far as their header.
 pub fn deframer(data: &[u8]) {
     let Some((&seed, stream)) = data.split_first() else { return };
     // Reference: frames decoded back to back from the whole stream.
@@ -36,6 +44,16 @@ pub fn deframer(data: &[u8]) {
     let mut expect_error = false;
     let mut rest = stream;
     while !rest.is_empty() {
+        if let Some((raw, _)) = rest.split_first_chunk::<HEADER_LEN>()
+            && let Ok(len) = check_prefix(raw, MAX_PAYLOAD)
+            && skipped(seed, raw)
+        {
+            match rest.get(HEADER_LEN + len as usize..) {
+                Some(after) => rest = after,
+                None => break,
+            }
+            continue;
+        }
         match Frame::decode(rest, MAX_PAYLOAD) {
             Ok((f, used)) => {
                 expected.push((f.header().sequence, f.payload().to_vec()));
@@ -59,7 +77,10 @@ pub fn deframer(data: &[u8]) {
         let mut input = &stream[pos..(pos + n).min(stream.len())];
         pos += input.len();
         loop {
-            match d.decode(&mut input) {
+            let admit = |raw: &[u8; HEADER_LEN]| {
+                if skipped(seed, raw) { Admission::Skip } else { Admission::Take(MAX_PAYLOAD) }
+            };
+            match d.decode_with(&mut input, admit) {
                 Ok(Some(f)) => got.push((f.header().sequence, f.payload().to_vec())),
                 Ok(None) => break,
                 Err(_) => {

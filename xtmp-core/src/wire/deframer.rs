@@ -41,15 +41,30 @@ pub struct Deframer {
     /// Total length of the frame being assembled, once its header is known.
     frame_len: Option<usize>,
     max_payload: u32,
+    /// Payload bytes of a skipped frame still to discard.
+    skip: usize,
     /// The last returned frame lived in `buf`; clear it on the next call.
     release: bool,
     poisoned: bool,
 }
 
+/// What a receiver does with a frame on a stream, decided from its header
+/// alone, before any of its payload is kept ([`Deframer::decode_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Take it if its payload is at most this long (and within the
+    /// deframer's maximum); a longer one is
+    /// [`WireError::PayloadTooLarge`], which ends the stream's framing.
+    Take(u32),
+    /// Discard its payload as it arrives, never buffered, and go on with
+    /// the next frame.
+    Skip,
+}
+
 impl Deframer {
     /// A deframer accepting payloads of at most `max_payload` bytes.
     pub fn new(max_payload: u32) -> Self {
-        Deframer { buf: Vec::new(), frame_len: None, max_payload, release: false, poisoned: false }
+        Deframer { buf: Vec::new(), frame_len: None, max_payload, skip: 0, release: false, poisoned: false }
     }
 
     /// Bytes held for a frame not yet complete.
@@ -70,6 +85,19 @@ impl Deframer {
     /// feed the next chunk. The frame borrows either `input` or the
     /// deframer's buffer, so it must be dropped before the next call.
     pub fn decode<'f, 'i: 'f>(&'f mut self, input: &mut &'i [u8]) -> Result<Option<Frame<'f>>, WireError> {
+        self.decode_with(input, |_| Admission::Take(u32::MAX))
+    }
+
+    /// As [`Deframer::decode`], with `admit` deciding from each frame's
+    /// header (magic, version and length already checked) whether to take
+    /// it and how long it may be, or to skip it: a server caps what a
+    /// connection that has not joined a session may make it hold
+    /// (SPEC.md 3.2). Skipped frames are not returned.
+    pub fn decode_with<'f, 'i: 'f>(
+        &'f mut self,
+        input: &mut &'i [u8],
+        mut admit: impl FnMut(&[u8; HEADER_LEN]) -> Admission,
+    ) -> Result<Option<Frame<'f>>, WireError> {
         if self.poisoned {
             return Err(WireError::Poisoned);
         }
@@ -78,34 +106,75 @@ impl Deframer {
             self.frame_len = None;
             self.release = false;
         }
-        if self.buf.is_empty() {
-            // Fast path: a whole frame at the front of the chunk, no copy.
-            let chunk: &'i [u8] = input;
-            if let Some((raw, _)) = chunk.split_first_chunk::<HEADER_LEN>() {
-                let total = HEADER_LEN + self.guard(check_prefix(raw, self.max_payload))? as usize;
-                if chunk.len() >= total {
-                    let payload = &chunk[HEADER_LEN..total];
-                    let header = self.guard(check_rest(raw, payload))?;
-                    *input = &chunk[total..];
-                    return Ok(Some(Frame::from_checked(raw, header, payload)));
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(input.len());
+                *input = &input[n..];
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(None);
                 }
             }
-            if chunk.is_empty() {
-                return Ok(None);
+            if self.buf.is_empty() {
+                // Fast path: a whole frame at the front of the chunk, no copy.
+                let chunk: &'i [u8] = input;
+                if let Some((raw, _)) = chunk.split_first_chunk::<HEADER_LEN>() {
+                    let len = self.guard(check_prefix(raw, self.max_payload))?;
+                    match admit(raw) {
+                        Admission::Skip => {
+                            *input = &chunk[HEADER_LEN..];
+                            self.skip = len as usize;
+                            continue;
+                        }
+                        Admission::Take(cap) if len > cap => {
+                            return self.guard(Err(WireError::PayloadTooLarge { length: len, max: cap }));
+                        }
+                        Admission::Take(_) => {}
+                    }
+                    let total = HEADER_LEN + len as usize;
+                    if chunk.len() >= total {
+                        let payload = &chunk[HEADER_LEN..total];
+                        let header = self.guard(check_rest(raw, payload))?;
+                        *input = &chunk[total..];
+                        return Ok(Some(Frame::from_checked(raw, header, payload)));
+                    }
+                    // Admitted: the slow path takes it without asking again.
+                    self.frame_len = Some(total);
+                }
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
             }
-        }
-        // Slow path: accumulate into the buffer, header first.
-        if self.frame_len.is_none() {
+            if self.frame_len.is_some() {
+                break;
+            }
+            // Slow path: accumulate into the buffer, header first.
             take(&mut self.buf, input, HEADER_LEN);
             let Some((raw, _)) = self.buf.split_first_chunk::<HEADER_LEN>() else {
                 return Ok(None);
             };
             let prefix = check_prefix(raw, self.max_payload);
-            let total = HEADER_LEN + self.guard(prefix)? as usize;
-            // Nothing is reserved for the announced length: the buffer
-            // grows as the bytes arrive, so a peer that announces a large
-            // frame and stalls holds what it sent, not what it announced.
-            self.frame_len = Some(total);
+            let len = self.guard(prefix)?;
+            let Some((raw, _)) = self.buf.split_first_chunk::<HEADER_LEN>() else {
+                return Err(WireError::Poisoned);
+            };
+            match admit(raw) {
+                Admission::Skip => {
+                    self.buf.clear();
+                    self.skip = len as usize;
+                }
+                Admission::Take(cap) if len > cap => {
+                    return self.guard(Err(WireError::PayloadTooLarge { length: len, max: cap }));
+                }
+                Admission::Take(_) => {
+                    // Nothing is reserved for the announced length: the
+                    // buffer grows as the bytes arrive, so a peer that
+                    // announces a large frame and stalls holds what it
+                    // sent, not what it announced.
+                    self.frame_len = Some(HEADER_LEN + len as usize);
+                    break;
+                }
+            }
         }
         let total = self.frame_len.unwrap_or(HEADER_LEN);
         take(&mut self.buf, input, total);
@@ -128,6 +197,7 @@ impl Deframer {
             self.poisoned = true;
             self.buf = Vec::new();
             self.frame_len = None;
+            self.skip = 0;
         }
         result
     }
@@ -164,5 +234,63 @@ mod tests {
         let mut input = &bytes[HEADER_LEN + 200..];
         let f = d.decode(&mut input).unwrap().expect("the frame");
         assert_eq!(f.payload(), &payload[..]);
+    }
+
+    /// Three frames (heartbeat types 1, 2, 3 in their session ids, 500-byte
+    /// payloads) in one byte string.
+    fn three() -> alloc::vec::Vec<u8> {
+        let mut bytes = alloc::vec::Vec::new();
+        for sid in 1..=3u64 {
+            let mut f = alloc::vec![0u8; HEADER_LEN + 500];
+            Frame::encode(&Header::new(MessageType::HEARTBEAT, sid, 0), &[sid as u8; 500], &mut f).unwrap();
+            bytes.extend_from_slice(&f);
+        }
+        bytes
+    }
+
+    fn sid(raw: &[u8; HEADER_LEN]) -> u64 {
+        u64::from_be_bytes(raw[8..16].try_into().unwrap())
+    }
+
+    #[test]
+    fn skipped_frames_are_discarded_unbuffered_in_any_split() {
+        let bytes = three();
+        for size in [1, 7, 95, 96, 97, 500, 596, 597, 2000] {
+            let mut d = Deframer::new(1 << 16);
+            let mut seen = alloc::vec::Vec::new();
+            for chunk in bytes.chunks(size) {
+                let mut input = chunk;
+                while let Some(f) = d
+                    .decode_with(&mut input, |raw| if sid(raw) == 2 { Admission::Skip } else { Admission::Take(1024) })
+                    .unwrap()
+                {
+                    seen.push(f.header().session_id);
+                }
+                assert!(d.buffered() <= HEADER_LEN + 500, "split {size}");
+                // Skipping holds nothing: while in frame 2, at most its header.
+                assert!(d.skip == 0 || d.buffered() == 0, "split {size}");
+            }
+            assert_eq!(seen, [1, 3], "split {size}");
+        }
+    }
+
+    #[test]
+    fn a_frame_longer_than_its_admission_ends_the_framing_at_its_header() {
+        let bytes = three();
+        for size in [10, 96, 1788] {
+            let mut d = Deframer::new(1 << 16);
+            let mut input = &bytes[..size];
+            let mut cap = |_: &[u8; HEADER_LEN]| Admission::Take(499);
+            let r = if size < HEADER_LEN {
+                assert!(d.decode_with(&mut input, &mut cap).unwrap().is_none());
+                let mut rest = &bytes[size..];
+                d.decode_with(&mut rest, &mut cap).map(|f| f.is_some())
+            } else {
+                d.decode_with(&mut input, &mut cap).map(|f| f.is_some())
+            };
+            assert_eq!(r, Err(WireError::PayloadTooLarge { length: 500, max: 499 }), "split {size}");
+            assert!(d.is_poisoned());
+            assert_eq!(d.buffered(), 0);
+        }
     }
 }

@@ -12,7 +12,7 @@ mod frame;
 mod header;
 mod types;
 
-pub use deframer::Deframer;
+pub use deframer::{Admission, Deframer};
 pub use error::WireError;
 pub use frame::{DatagramFrames, Frame, associated_data, frame_crc, write_crc};
 pub use header::{HEADER_LEN, Header, MAGIC, VERSION, check_prefix, offset};

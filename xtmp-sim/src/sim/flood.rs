@@ -130,9 +130,13 @@ impl World {
     }
 
     /// A TCP connection from one of 250 addresses that stays silent, or
-    /// announces a 60,000-byte frame, sends 1,000 bytes of it and stalls.
+    /// sends the start of a frame and stalls: a handshake frame of 1,000
+    /// bytes (within what a connection outside a session may send), one of
+    /// 60,000 (closed at its header), or a sealed frame of 60,000 bytes
+    /// naming a session the server does not hold (skipped unread, answered
+    /// with a stateless reset if the server has a reset key).
     fn stalled_stream(&mut self) {
-        use xtmp_core::wire::{Frame, HEADER_LEN, Header};
+        use xtmp_core::wire::{EncryptionType, Flags, Frame, HEADER_LEN, Header};
         let host = 1 + self.choices.below(250) as u8;
         let src = SocketAddr::from(([172, 16, 201, host], self.choices.between(1024, 65_535) as u16));
         let remote = Remote { addr: src, kind: RemoteKind::Stream };
@@ -141,13 +145,23 @@ impl World {
         if let Some(e) = &mut self.server.endpoint {
             e.stream_opened(self.server.clock.local(self.now), remote);
         }
-        if self.choices.chance(0.5) {
+        if self.choices.chance(0.4) {
             return; // silent
         }
-        let mut frame = vec![0u8; HEADER_LEN + 60_000];
-        let header = Header::new(MessageType::HANDSHAKE, self.choices.between(1, u64::MAX - 1), 0);
-        let Ok(n) = Frame::encode(&header, &vec![7u8; 60_000], &mut frame) else { return };
-        frame.truncate(n.min(HEADER_LEN + 1000));
+        let mut header = Header::new(MessageType::HANDSHAKE, self.choices.between(1, u64::MAX - 1), 0);
+        let (len, sent) = match self.choices.below(3) {
+            0 => (1_000, 500),
+            1 => (60_000, 1_000),
+            _ => {
+                header.message_type = MessageType::WALLET_BALANCE;
+                header.flags = Flags::ENCRYPTED;
+                header.encryption = EncryptionType::AES_256_GCM;
+                (60_000, 1_000)
+            }
+        };
+        let mut frame = vec![0u8; HEADER_LEN + len];
+        let n = Frame::encode(&header, &vec![7u8; len], &mut frame).expect("a well-formed frame");
+        frame.truncate(n.min(HEADER_LEN + sent));
         let k = self.next_packet;
         self.next_packet += 1;
         let at = self.now + self.choices.below(SECOND / 1000);
