@@ -361,8 +361,13 @@ async fn stream(e: &Engine, req: Request, publisher: Publisher, bundles_only: bo
         if cursor < page.head {
             continue;
         }
-        if race(e.wait_beyond(cursor), publisher.closed()).await.is_err() {
-            return Ok(());
+        match race(e.wait_beyond(cursor), publisher.closed()).await {
+            Ok(true) => {}
+            // The engine stopped (the server is going away, its sessions
+            // perhaps dropped without a goodbye): end the stream, which
+            // also lets go of the engine and its store.
+            Ok(false) => return Err(BpciError::Internal { reason: String::from("the server is stopping") }),
+            Err(_) => return Ok(()),
         }
     }
 }

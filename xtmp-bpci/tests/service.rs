@@ -253,6 +253,25 @@ async fn metrics_stream_reports_the_engine(rt: Arc<dyn Runtime>) {
     s.server.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+/// A stopped engine ends the event streams it feeds, with a reason, even
+/// while the sessions stay: before, a stream waiting for the next event
+/// spun on the stopped engine, holding it and its store (found by the
+/// demo's in-process restart).
+async fn a_stopped_engine_ends_its_streams(rt: Arc<dyn Runtime>) {
+    let s = Setup::start(rt, Admission::Open).await;
+    let c = s.client(10).await;
+    c.register_wallet(&Wallet::from_keys(keys(30))).await.unwrap();
+    let mut events = c.events(Filter::default(), Some(0)).await.unwrap();
+    assert!(events.next().await.is_some(), "the registration");
+    s.server.engine().shutdown();
+    assert!(events.next().await.is_none(), "the stream ends");
+    match events.end() {
+        Some(ClientError::Bpci(BpciError::Internal { reason })) => assert!(reason.contains("stopping"), "{reason}"),
+        other => panic!("ended with {other:?}"),
+    }
+    s.server.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 async fn the_outbox_is_bounded_and_reports_its_depth(rt: Arc<dyn Runtime>) {
     let s = Setup::start(rt.clone(), Admission::Open).await;
     let c = s.client(10).await;
@@ -447,6 +466,7 @@ on_both_runtimes!(
     a_watch_resumes_on_a_new_session_without_gap_or_duplicate,
     an_expired_cursor_resyncs_and_says_so,
     metrics_stream_reports_the_engine,
+    a_stopped_engine_ends_its_streams,
     the_outbox_is_bounded_and_reports_its_depth,
     calls_take_a_per_call_timeout_and_a_list_of_endpoints,
 );

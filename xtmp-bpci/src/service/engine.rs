@@ -269,17 +269,24 @@ impl Engine {
         self.inner.shared.head.load(Ordering::Acquire)
     }
 
-    /// Resolves once the head is beyond `seq` (at once if it is), or the
-    /// engine stopped.
-    pub async fn wait_beyond(&self, seq: u64) {
+    /// Resolves once the head is beyond `seq` (at once if it is): `true`;
+    /// or once the engine stopped, when no event will come: `false` (a
+    /// caller that loops on it must then stop, not spin).
+    pub async fn wait_beyond(&self, seq: u64) -> bool {
         let s = &self.inner.shared;
         loop {
-            if s.head.load(Ordering::Acquire) > seq || s.stopped.load(Ordering::Acquire) {
-                return;
+            if s.head.load(Ordering::Acquire) > seq {
+                return true;
+            }
+            if s.stopped.load(Ordering::Acquire) {
+                return false;
             }
             let listener = s.changed.listen();
-            if s.head.load(Ordering::Acquire) > seq || s.stopped.load(Ordering::Acquire) {
-                return;
+            if s.head.load(Ordering::Acquire) > seq {
+                return true;
+            }
+            if s.stopped.load(Ordering::Acquire) {
+                return false;
             }
             listener.await;
         }

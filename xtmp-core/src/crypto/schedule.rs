@@ -34,6 +34,15 @@ pub fn derive(
     Ok(out)
 }
 
+/// `Derive(Extract(0^48, 0^48), "derived", "")`: the salt of the handshake
+/// secret without a PSK, a constant (security review P0d), so a full
+/// handshake need not compute it. A test checks it against the schedule.
+const DERIVED_WITHOUT_PSK: [u8; HASH_LEN] = [
+    0x99, 0xca, 0x6a, 0xca, 0xc9, 0x27, 0x57, 0x1a, 0x8a, 0x5e, 0x7c, 0xe8, 0x99, 0x55, 0xc7, 0x58, 0xd3, 0xf7, 0xcb,
+    0xf7, 0x8b, 0xde, 0xb8, 0x10, 0x2c, 0x8b, 0x8b, 0x5a, 0xd6, 0x0f, 0xb3, 0xcc, 0xee, 0x18, 0x39, 0xee, 0x06, 0x01,
+    0xee, 0xa3, 0x03, 0x36, 0xdd, 0xc6, 0xab, 0xf5, 0x5f, 0xf8,
+];
+
 /// `HS = Extract(Derive(Extract(0^48, psk or 0^48), "derived", ""), ss_mlkem ‖ ss_x25519)`.
 pub fn handshake_secret(
     p: &dyn CryptoProvider,
@@ -41,12 +50,14 @@ pub fn handshake_secret(
     ss_mlkem: &Secret<32>,
     ss_x25519: &Secret<32>,
 ) -> Result<Secret<HASH_LEN>, CryptoError> {
-    let zero = [0u8; HASH_LEN];
-    let early = p.hkdf_extract(&zero, psk.map_or(&zero, |k| k.expose()));
-    let salt = derive(p, &early, b"derived", b"")?;
     let mut ikm = Secret::<64>::zero();
     ikm.expose_mut()[..32].copy_from_slice(ss_mlkem.expose());
     ikm.expose_mut()[32..].copy_from_slice(ss_x25519.expose());
+    let Some(psk) = psk else {
+        return Ok(p.hkdf_extract(&DERIVED_WITHOUT_PSK, ikm.expose()));
+    };
+    let early = p.hkdf_extract(&[0u8; HASH_LEN], psk.expose());
+    let salt = derive(p, &early, b"derived", b"")?;
     Ok(p.hkdf_extract(salt.expose(), ikm.expose()))
 }
 
@@ -129,5 +140,25 @@ impl TrafficKeys {
             *n ^= s;
         }
         nonce
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::RustCrypto;
+
+    #[test]
+    fn the_salt_without_a_psk_is_the_schedules() {
+        let p = RustCrypto;
+        let early = p.hkdf_extract(&[0u8; HASH_LEN], &[0u8; HASH_LEN]);
+        let salt = derive(&p, &early, b"derived", b"").unwrap();
+        assert_eq!(salt.expose(), &DERIVED_WITHOUT_PSK);
+        // A zero PSK is the same schedule as none.
+        let (ss1, ss2) = (Secret::<32>::new([1; 32]), Secret::<32>::new([2; 32]));
+        let zero = Secret::<HASH_LEN>::zero();
+        let with = handshake_secret(&p, Some(&zero), &ss1, &ss2).unwrap();
+        let without = handshake_secret(&p, None, &ss1, &ss2).unwrap();
+        assert_eq!(with.expose(), without.expose());
     }
 }

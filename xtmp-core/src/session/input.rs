@@ -353,7 +353,7 @@ impl Session {
             Role::Server => (server_secret, client_secret),
         };
         let keys = Generation::new(p, cipher, send, 0)
-            .and_then(|send| Ok((send, RecvKeys::new(p, Generation::new(p, cipher, recv, 0)?)?)));
+            .and_then(|send| Ok((send, RecvKeys::new(Generation::new(p, cipher, recv, 0)?))));
         let (send, recv) = match keys {
             Ok(k) => k,
             Err(e) => return self.fail_handshake(HandshakeError::Crypto(e)),

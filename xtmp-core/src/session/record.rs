@@ -165,36 +165,54 @@ pub(crate) enum OpenError {
 }
 
 /// The receiving half: the previous generation during its grace period,
-/// the current one, and the next two (precomputed, so a key update costs
-/// the receiver nothing per frame and forged key ids cause no work).
+/// the current one, and the next two. The next two are derived when a
+/// frame first names a generation other than the current or previous one
+/// (a key update, or a forged key id), not when the session is set up:
+/// that keeps them off the handshake's critical path (security review
+/// P0d), and once derived a key update costs the receiver nothing per
+/// frame and forged key ids cause no more work.
 #[derive(Debug)]
 pub(crate) struct RecvKeys {
     pub(crate) previous: Option<(Generation, Instant)>,
     pub(crate) current: Generation,
-    next: Generation,
-    after_next: Generation,
+    /// The next generation and the one after, once derived.
+    ahead: Option<(Generation, Generation)>,
 }
 
 impl RecvKeys {
-    pub(crate) fn new(p: &dyn CryptoProvider, current: Generation) -> Result<Self, CryptoError> {
-        let next = current.next_unkeyed(p)?;
-        let after_next = next.next_unkeyed(p)?;
-        Ok(RecvKeys { previous: None, current, next, after_next })
+    pub(crate) fn new(current: Generation) -> RecvKeys {
+        RecvKeys { previous: None, current, ahead: None }
     }
 
-    /// Keys the cipher of the generation `key_id` names, if it is not yet:
-    /// before [`RecvKeys::open`]. (A cache: it changes nothing a frame
+    /// Derives the next two generations if they are not yet.
+    fn ensure_ahead(&mut self, p: &dyn CryptoProvider) -> Result<(), CryptoError> {
+        if self.ahead.is_none() {
+            let next = self.current.next_unkeyed(p)?;
+            let after_next = next.next_unkeyed(p)?;
+            self.ahead = Some((next, after_next));
+        }
+        Ok(())
+    }
+
+    /// Keys the cipher of the generation `key_id` names, deriving the next
+    /// two generations first if it is neither the current nor the previous
+    /// one: before [`RecvKeys::open`]. (A cache: it changes nothing a frame
     /// could observe, so input stays transactional, and a forged key id
-    /// costs one key expansion per generation, not one per frame.)
+    /// costs one derivation of the generations ahead per session and one
+    /// key expansion per generation, not work per frame.)
     pub(crate) fn prepare(
         &mut self,
         p: &dyn CryptoProvider,
         alg: AeadAlgorithm,
         key_id: &[u8; 16],
     ) -> Result<(), CryptoError> {
-        match self.find(key_id) {
-            Some(Slot::Next) => self.next.key_cipher(p, alg),
-            Some(Slot::AfterNext) => self.after_next.key_cipher(p, alg),
+        if matches!(self.find(key_id), Some(Slot::Current | Slot::Previous)) {
+            return Ok(());
+        }
+        self.ensure_ahead(p)?;
+        match (self.find(key_id), self.ahead.as_mut()) {
+            (Some(Slot::Next), Some((next, _))) => next.key_cipher(p, alg),
+            (Some(Slot::AfterNext), Some((_, after_next))) => after_next.key_cipher(p, alg),
             _ => Ok(()),
         }
     }
@@ -202,9 +220,9 @@ impl RecvKeys {
     pub(crate) fn find(&self, key_id: &[u8; 16]) -> Option<Slot> {
         if key_id == self.current.key_id() {
             Some(Slot::Current)
-        } else if key_id == self.next.key_id() {
+        } else if self.ahead.as_ref().is_some_and(|(next, _)| key_id == next.key_id()) {
             Some(Slot::Next)
-        } else if key_id == self.after_next.key_id() {
+        } else if self.ahead.as_ref().is_some_and(|(_, after_next)| key_id == after_next.key_id()) {
             Some(Slot::AfterNext)
         } else if self.previous.as_ref().is_some_and(|(g, _)| key_id == g.key_id()) {
             Some(Slot::Previous)
@@ -222,8 +240,8 @@ impl RecvKeys {
         match slot {
             Slot::Previous => self.previous.as_ref().map(|(g, _)| g),
             Slot::Current => Some(&self.current),
-            Slot::Next => Some(&self.next),
-            Slot::AfterNext => Some(&self.after_next),
+            Slot::Next => self.ahead.as_ref().map(|(next, _)| next),
+            Slot::AfterNext => self.ahead.as_ref().map(|(_, after_next)| after_next),
         }
     }
 
@@ -269,11 +287,12 @@ impl RecvKeys {
             Slot::Next => 1,
             Slot::AfterNext => 2,
         };
+        self.ensure_ahead(p)?;
         for _ in 0..steps {
-            let fresh = self.after_next.next_unkeyed(p)?;
-            let old_after = core::mem::replace(&mut self.after_next, fresh);
-            let old_next = core::mem::replace(&mut self.next, old_after);
-            let old_current = core::mem::replace(&mut self.current, old_next);
+            let Some((next, after_next)) = self.ahead.take() else { break };
+            let fresh = after_next.next_unkeyed(p)?;
+            let old_current = core::mem::replace(&mut self.current, next);
+            self.ahead = Some((after_next, fresh));
             self.previous = Some((old_current, grace_until));
         }
         Ok(Some(self.current.number))
@@ -283,8 +302,8 @@ impl RecvKeys {
     /// precomputed next two generations with the re-keyed ones.
     pub(crate) fn rekey_next(&mut self, p: &dyn CryptoProvider, rk: &Secret<HASH_LEN>) -> Result<(), CryptoError> {
         let next = self.current.rekeyed_unkeyed(p, rk)?;
-        self.after_next = next.next_unkeyed(p)?;
-        self.next = next;
+        let after_next = next.next_unkeyed(p)?;
+        self.ahead = Some((next, after_next));
         Ok(())
     }
 
@@ -295,5 +314,35 @@ impl RecvKeys {
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::RustCrypto;
+
+    #[test]
+    fn the_generations_ahead_are_derived_when_a_frame_first_names_one() {
+        let p = RustCrypto;
+        let alg = AeadAlgorithm::Aes256Gcm;
+        let secret = Secret::new([9; HASH_LEN]);
+        let mut keys = RecvKeys::new(Generation::new(&p, alg, Secret::new([9; HASH_LEN]), 0).unwrap());
+        // What the peer's next generation will be.
+        let next = Generation::new(&p, alg, secret, 0).unwrap().next(&p, alg).unwrap();
+        let current = *keys.current.key_id();
+        keys.prepare(&p, alg, &current).unwrap();
+        assert!(keys.ahead.is_none(), "frames under the current generation derive nothing");
+        assert_eq!(keys.find(next.key_id()), None, "not derived yet");
+        // A forged key id: derived once, and nothing matches it.
+        keys.prepare(&p, alg, &[0xEE; 16]).unwrap();
+        assert!(keys.ahead.is_some());
+        assert_eq!(keys.find(&[0xEE; 16]), None);
+        // The peer's key update is found and promoted.
+        keys.prepare(&p, alg, next.key_id()).unwrap();
+        assert_eq!(keys.find(next.key_id()), Some(Slot::Next));
+        assert_eq!(keys.promote(&p, Slot::Next, Instant::ZERO).unwrap(), Some(1));
+        assert_eq!(keys.current.key_id(), next.key_id());
+        assert_eq!(keys.find(&current), Some(Slot::Previous));
     }
 }
