@@ -412,7 +412,7 @@ impl Session {
         let body_at = match item.head {
             Head::Data(d) if ack_len > 0 => {
                 DataHeader { ack_now: self.tx_ack_now, with_ack: true, ..d }.write(payload);
-                if datagram || self.subs.item_in_flight(d.id) {
+                if datagram || (d.kind == codec::KIND_ITEM && d.order == 0 && self.subs.item_in_flight(d.id)) {
                     flags |= Flags::REQUIRES_ACK;
                 }
                 let at = codec::DATA_HEADER_LEN;
@@ -425,7 +425,7 @@ impl Session {
                 // congestion control sees unreliable traffic too; so is a
                 // best-effort item holding its subscription's credit on any
                 // path, so that its loss gives the credit back.
-                if datagram || self.subs.item_in_flight(d.id) {
+                if datagram || (d.kind == codec::KIND_ITEM && d.order == 0 && self.subs.item_in_flight(d.id)) {
                     flags |= Flags::REQUIRES_ACK;
                 }
                 if fragment.is_some() {
